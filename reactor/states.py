@@ -1,0 +1,221 @@
+"""The two state machines of selectlab, written as data.
+
+Each machine is an enum of states, an enum of events, and a table mapping
+``(state, event)`` to ``(next state, action)``.  One function, :func:`apply`,
+looks a pair up; a pair that is not in the table raises
+:class:`IllegalTransition` naming both, so a bug shows up as a clear error
+instead of a socket in a state nobody designed.  The objects that own a
+machine (``reactor.listener.Listener``, ``reactor.connection.Connection``)
+carry out the *actions*; this module does no I/O at all (it imports neither
+``socket`` nor ``selectors``, and a test checks that), which is what lets the
+tables be tested row by row and drawn in ``docs/architecture.md``
+(``python -m reactor.docgen``).
+
+The listener (the quick guide's ``enum {idle,busy}`` server, generalised to a
+capacity of N)::
+
+    IDLE  --CONNECTION/admit-->   IDLE     a slot is free: serve the client
+    IDLE  --FULL-->               BUSY     the last slot was just taken
+    BUSY  --CONNECTION/reject-->  BUSY     no slot: the rejection hook answers
+    BUSY  --SLOT_FREED-->         IDLE     a served client left
+
+A connection::
+
+    IDLE     nothing to send; wants READ.  The common path (read, send all of
+             it at once) never leaves this state.
+    BUSY     the kernel refused part of a send; the rest waits in the output
+             buffer, the connection wants WRITE, and stops reading above the
+             high-water mark so a client that never reads cannot grow our
+             memory.
+    CLOSING  we decided to close: flush what is pending, then half-close
+             (FIN) and read-and-discard until the peer's EOF, so that the
+             close never turns into a reset that destroys our last bytes.
+             Bounded by a deadline.
+    CLOSED   the socket is released; every further event is a bug.
+"""
+
+import enum
+
+
+class IllegalTransition(RuntimeError):
+    """An event arrived in a state that has no row for it."""
+
+    def __init__(self, machine, state, event):
+        super().__init__(f"{machine}: no transition from {state.name} on {event.name}")
+        self.machine = machine
+        self.state = state
+        self.event = event
+
+
+class Action(enum.Enum):
+    """What the owner of a machine must do when a transition fires."""
+
+    ADMIT = "admit"              # listener: hand the new socket to the server
+    REJECT = "reject"            # listener: hand it to the rejection hook
+    CLOSE_LISTENER = "close listener"
+    ARM_DEADLINE = "arm deadline"    # connection: start the closing deadline
+    HALF_CLOSE = "half close"    # connection: shutdown(SHUT_WR), start draining input
+    RELEASE = "release"          # connection: drop the buffer, hand the socket back to the loop
+
+
+# --- the listener -----------------------------------------------------------
+
+class ListenerState(enum.Enum):
+    IDLE = "idle"      # below capacity
+    BUSY = "busy"      # at capacity
+    CLOSED = "closed"  # stopped accepting (shutdown)
+
+
+class ListenerEvent(enum.Enum):
+    CONNECTION = "connection"  # accept() returned a new socket
+    FULL = "full"              # the admitted connection took the last slot
+    SLOT_FREED = "slot freed"  # a served connection was released
+    SHUTDOWN = "shutdown"      # the server is stopping
+
+
+_L, _LE = ListenerState, ListenerEvent
+
+LISTENER_TABLE = {
+    (_L.IDLE, _LE.CONNECTION): (_L.IDLE, Action.ADMIT),
+    (_L.IDLE, _LE.FULL): (_L.BUSY, None),
+    # A slot freed while below capacity (the usual case with a large capacity).
+    (_L.IDLE, _LE.SLOT_FREED): (_L.IDLE, None),
+    (_L.IDLE, _LE.SHUTDOWN): (_L.CLOSED, Action.CLOSE_LISTENER),
+    (_L.BUSY, _LE.CONNECTION): (_L.BUSY, Action.REJECT),
+    (_L.BUSY, _LE.SLOT_FREED): (_L.IDLE, None),
+    (_L.BUSY, _LE.SHUTDOWN): (_L.CLOSED, Action.CLOSE_LISTENER),
+    # Served connections still finishing after shutdown free their slots.
+    (_L.CLOSED, _LE.SLOT_FREED): (_L.CLOSED, None),
+}
+
+
+# --- a connection -----------------------------------------------------------
+
+class ConnState(enum.Enum):
+    IDLE = "idle"        # nothing to send
+    BUSY = "busy"        # output pending
+    CLOSING = "closing"  # flushing, then half-closed and draining input
+    CLOSED = "closed"
+
+
+class ConnEvent(enum.Enum):
+    OUTPUT_PENDING = "output pending"  # send() took less than it was given
+    OUTPUT_DRAINED = "output drained"  # the output buffer became empty
+    CLOSE = "close"                    # we asked to close: flush, then close
+    PEER_EOF = "peer eof"              # recv() returned b"": the peer sent FIN
+    PEER_GONE = "peer gone"            # reset, broken pipe: nothing more can be sent
+    ABORT = "abort"                    # we drop the connection now, pending output and all
+    DEADLINE = "deadline"              # the closing deadline expired
+
+
+_C, _CE = ConnState, ConnEvent
+
+CONNECTION_TABLE = {
+    (_C.IDLE, _CE.OUTPUT_PENDING): (_C.BUSY, None),
+    # The peer is done and we have nothing to send: release at once.  A FIN,
+    # never a reset, since the peer's FIN means no input is left unread.
+    (_C.IDLE, _CE.PEER_EOF): (_C.CLOSED, Action.RELEASE),
+    # Nothing to flush: send our FIN now, then wait for the peer's.
+    (_C.IDLE, _CE.CLOSE): (_C.CLOSING, Action.HALF_CLOSE),
+    (_C.IDLE, _CE.PEER_GONE): (_C.CLOSED, Action.RELEASE),
+    (_C.IDLE, _CE.ABORT): (_C.CLOSED, Action.RELEASE),
+
+    (_C.BUSY, _CE.OUTPUT_DRAINED): (_C.IDLE, None),
+    # The peer half-closed but still reads (UNP's str_cli at end of input):
+    # it must get every pending byte, then our FIN.
+    (_C.BUSY, _CE.PEER_EOF): (_C.CLOSING, Action.ARM_DEADLINE),
+    (_C.BUSY, _CE.CLOSE): (_C.CLOSING, Action.ARM_DEADLINE),
+    (_C.BUSY, _CE.PEER_GONE): (_C.CLOSED, Action.RELEASE),
+    (_C.BUSY, _CE.ABORT): (_C.CLOSED, Action.RELEASE),
+
+    # Flushed: now half-close and read until the peer's EOF.
+    (_C.CLOSING, _CE.OUTPUT_DRAINED): (_C.CLOSING, Action.HALF_CLOSE),
+    (_C.CLOSING, _CE.CLOSE): (_C.CLOSING, None),
+    (_C.CLOSING, _CE.PEER_EOF): (_C.CLOSED, Action.RELEASE),
+    (_C.CLOSING, _CE.PEER_GONE): (_C.CLOSED, Action.RELEASE),
+    (_C.CLOSING, _CE.ABORT): (_C.CLOSED, Action.RELEASE),
+    (_C.CLOSING, _CE.DEADLINE): (_C.CLOSED, Action.RELEASE),
+}
+
+
+def apply(table, state, event):
+    """Look up one transition.
+
+    Parameters
+    ----------
+    table : dict
+        ``LISTENER_TABLE`` or ``CONNECTION_TABLE``.
+    state, event : enum members of that machine.
+
+    Returns
+    -------
+    (next_state, action)
+        ``action`` is an :class:`Action` or None.
+
+    Raises
+    ------
+    IllegalTransition
+        if the table has no row for ``(state, event)``.
+    """
+    try:
+        return table[state, event]
+    except KeyError:
+        machine = "listener" if table is LISTENER_TABLE else "connection"
+        raise IllegalTransition(machine, state, event) from None
+
+
+# --- interest set -----------------------------------------------------------
+
+# Selector event bits, the same values as selectors.EVENT_READ/EVENT_WRITE
+# (this module must not import selectors; a test checks the values agree).
+READ = 1
+WRITE = 2
+
+# Output buffer limits.  asyncio's defaults (64 KiB high, a quarter of it
+# low); the gap between them keeps a slow reader from toggling our READ
+# interest (one epoll_ctl each way) on every send.
+HIGH_WATER = 64 * 1024
+LOW_WATER = HIGH_WATER // 4
+
+
+def connection_interest(state, buffered, reading):
+    """The selector events a connection wants, derived from its state.
+
+    This is the only place that decides a connection's interest set.
+
+    Parameters
+    ----------
+    state : ConnState
+    buffered : int
+        bytes waiting in the output buffer.
+    reading : bool
+        whether READ is in the interest set now (the memory that gives the
+        high/low-water marks their hysteresis).
+
+    Returns
+    -------
+    int
+        a mask of READ and WRITE (0 for CLOSED).
+    """
+    if state is ConnState.IDLE:
+        return READ
+    if state is ConnState.BUSY:
+        if reading:
+            keep_reading = buffered < HIGH_WATER
+        else:
+            keep_reading = buffered <= LOW_WATER
+        return WRITE | READ if keep_reading else WRITE
+    if state is ConnState.CLOSING:
+        # Flush first; once flushed (and half-closed), read to the peer's EOF.
+        return WRITE if buffered else READ
+    return 0
+
+
+def listener_interest(state):
+    """The selector events a listener wants: READ until it is closed.
+
+    A BUSY listener keeps accepting so that the rejection hook can answer
+    each extra client at once (the quick guide's server writes ``busy\\n``)
+    instead of leaving it waiting in the backlog.
+    """
+    return 0 if state is ListenerState.CLOSED else READ

@@ -1,0 +1,103 @@
+"""UNP's blocking helpers -- ``writen``, ``readn``, ``readline`` -- on the shared framer.
+
+For blocking sockets: the clients and the fork/thread/iterative servers.
+``readline`` and ``readn`` read through one :class:`~reactor.framing.LineFramer`
+per socket (UNP keeps that buffer in a static array; here it is an object, so
+two sockets never share it), which is the same framer the reactor's line
+servers feed, so a blocking client and a reactor server split a stream in
+exactly the same way.
+
+The socket is any object with ``recv`` and ``send``: this module imports no
+``socket`` either.  EINTR needs no code: since PEP 475 Python retries
+interrupted calls itself.
+"""
+
+from reactor.framing import MAX_LINE, LineFramer
+
+# One recv of up to this many bytes per refill: large enough that a bulk
+# transfer makes few system calls (the reactor uses the same size).
+RECV_SIZE = 256 * 1024
+
+
+def writen(sock, data):
+    """Send all of ``data``, looping over short writes (UNP's ``writen``).
+
+    ``send`` on a stream socket may accept fewer bytes than it was given (the
+    quick guide's answer 8); this keeps going until every byte is taken.
+    Equivalent to ``sock.sendall`` on a blocking socket, written out because
+    this is the loop the texts teach.
+
+    Returns
+    -------
+    int
+        ``len(data)``.
+
+    Raises
+    ------
+    OSError
+        whatever ``send`` raises, e.g. ``BrokenPipeError`` when the peer has
+        gone (CS:APP: that is how a robust program learns the client left).
+    """
+    with memoryview(data) as view:
+        total = len(view)
+        sent = 0
+        while sent < total:
+            sent += sock.send(view[sent:])
+    return total
+
+
+class Reader:
+    """Buffered reading from a blocking socket: ``readline`` and ``readn``.
+
+    Parameters
+    ----------
+    sock
+        a blocking socket (anything with ``recv``).
+    max_line : int
+        the longest line :meth:`readline` returns whole.
+    """
+
+    def __init__(self, sock, max_line=MAX_LINE):
+        self.sock = sock
+        self.framer = LineFramer(max_line)
+        self.at_eof = False
+
+    def _fill(self):
+        """One recv into the framer; False at EOF."""
+        if self.at_eof:
+            return False
+        data = self.sock.recv(RECV_SIZE)
+        if not data:
+            self.at_eof = True
+            return False
+        self.framer.feed(data)
+        return True
+
+    def readline(self):
+        """The next line with its terminator (UNP ``readline``).
+
+        Returns
+        -------
+        bytes
+            a line; at EOF the last unterminated piece, then ``b""`` for ever;
+        LineTooLong
+            when the line is over ``max_line`` (see ``reactor.framing``).
+        """
+        while True:
+            item = self.framer.next_line()
+            if item is not None:
+                return item
+            if not self._fill():
+                return self.framer.eof()
+
+    def readn(self, n):
+        """Exactly ``n`` bytes, or fewer only if the peer closed first (UNP ``readn``)."""
+        while self.framer.buffered < n and self._fill():
+            pass
+        return self.framer.take(n)
+
+    def read_some(self):
+        """Whatever is buffered, or the next recv's worth; ``b""`` at EOF."""
+        if self.framer.buffered or self._fill():
+            return self.framer.take(self.framer.buffered)
+        return b""

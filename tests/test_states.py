@@ -1,0 +1,97 @@
+"""The state tables as data: every row, every illegal pair, the interest sets (tier 1)."""
+
+import itertools
+import selectors
+import subprocess
+import sys
+
+import pytest
+
+from reactor import docgen, states
+from reactor.states import (
+    CONNECTION_TABLE, HIGH_WATER, LISTENER_TABLE, LOW_WATER, READ, WRITE, Action, ConnEvent,
+    ConnState, IllegalTransition, ListenerEvent, ListenerState, apply, connection_interest,
+)
+
+MACHINES = [
+    ("listener", LISTENER_TABLE, ListenerState, ListenerEvent),
+    ("connection", CONNECTION_TABLE, ConnState, ConnEvent),
+]
+
+
+@pytest.mark.parametrize("table,pair", [(t, p) for _, t, _, _ in MACHINES for p in t],
+                         ids=lambda x: x if isinstance(x, str) else None)
+def test_every_row_is_applied_as_written(table, pair):
+    """Each documented transition is exactly what the code does for that (state, event)."""
+    assert apply(table, *pair) == table[pair]
+
+
+ILLEGAL = [(name, table, s, e) for name, table, S, E in MACHINES
+           for s, e in itertools.product(S, E) if (s, e) not in table]
+
+
+@pytest.mark.parametrize("name,table,state,event", ILLEGAL,
+                         ids=[f"{n}-{s.name}-{e.name}" for n, _, s, e in ILLEGAL])
+def test_an_illegal_pair_raises_naming_both(name, table, state, event):
+    """A bug that sends an event to the wrong state fails loudly, saying which state and event."""
+    with pytest.raises(IllegalTransition) as info:
+        apply(table, state, event)
+    message = str(info.value)
+    assert name in message and state.name in message and event.name in message
+
+
+def test_closed_is_terminal_for_a_connection():
+    """Once released, a connection accepts no event at all: no resurrection, no double close."""
+    assert not [pair for pair in CONNECTION_TABLE if pair[0] is ConnState.CLOSED]
+
+
+def test_the_common_path_is_not_in_the_table():
+    """Reading and sending everything keeps a connection IDLE: no row fires on the fast path."""
+    assert (ConnState.IDLE, ConnEvent.OUTPUT_DRAINED) not in CONNECTION_TABLE
+    assert all(action is not Action.RELEASE or new is ConnState.CLOSED
+               for new, action in CONNECTION_TABLE.values())
+
+
+def test_interest_bits_match_selectors():
+    """The sans-IO module's READ/WRITE are the selector's bits."""
+    assert (READ, WRITE) == (selectors.EVENT_READ, selectors.EVENT_WRITE)
+
+
+def test_interest_follows_the_state():
+    """IDLE reads, BUSY writes (and reads below the high-water mark), CLOSING flushes then reads to EOF."""
+    assert connection_interest(ConnState.IDLE, 0, True) == READ
+    assert connection_interest(ConnState.BUSY, 10, True) == READ | WRITE
+    assert connection_interest(ConnState.BUSY, HIGH_WATER, True) == WRITE
+    assert connection_interest(ConnState.CLOSING, 10, True) == WRITE
+    assert connection_interest(ConnState.CLOSING, 0, False) == READ
+    assert connection_interest(ConnState.CLOSED, 0, True) == 0
+
+
+def test_reading_resumes_only_at_the_low_water_mark():
+    """A slow reader does not flip our READ interest (an epoll_ctl each way) on every send."""
+    between = (LOW_WATER + HIGH_WATER) // 2
+    assert connection_interest(ConnState.BUSY, between, reading=True) == READ | WRITE
+    assert connection_interest(ConnState.BUSY, between, reading=False) == WRITE
+    assert connection_interest(ConnState.BUSY, LOW_WATER, reading=False) == READ | WRITE
+
+
+def test_listener_keeps_accepting_when_busy_so_it_can_reject():
+    """The guide's busy server still watches the listening socket while it serves a client."""
+    assert states.listener_interest(ListenerState.BUSY) == READ
+    assert states.listener_interest(ListenerState.CLOSED) == 0
+
+
+def test_architecture_doc_is_generated_from_the_tables():
+    """docs/architecture.md shows the tables the code runs; regenerate it when they change."""
+    result = subprocess.run([sys.executable, "-m", "reactor.docgen", "--check"],
+                            cwd=docgen.DOC.parent.parent, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_doc_check_notices_a_stale_doc():
+    """The staleness check compares content: an edited table would not slip through."""
+    section = docgen.generate()
+    text = docgen.DOC.read_text()
+    assert docgen.splice(text, section) == text
+    stale = text.replace("| BUSY | output drained | IDLE |", "| BUSY | output drained | CLOSED |")
+    assert stale != text and docgen.splice(stale, section) != stale
