@@ -1,0 +1,105 @@
+"""Command-line plumbing shared by every server and client of selectlab.
+
+* :class:`Parser`: ``argparse`` whose errors are one line (``prog: error:
+  what is wrong (see --help)``) instead of a usage dump.
+* :func:`port`: the argument type for port numbers.
+* :class:`Fatal` and :func:`run`: a command raises ``Fatal("what is wrong;
+  what to do")`` and :func:`run` prints it as one line on stderr and exits
+  non-zero, with no traceback.  Ctrl-C in a command that does not handle
+  it itself also ends quietly (exit status 130, the shell's convention).
+* :func:`setup_logging`: ``-v``/``-q``/``--trace`` to logging levels.
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130      # 128 + SIGINT, what a shell reports for Ctrl-C
+
+
+class Fatal(Exception):
+    """An error the user can fix; the message says what is wrong and what to do."""
+
+    def __init__(self, message, status=EXIT_FAILURE):
+        super().__init__(message)
+        self.status = status
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors fit on one line."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def port(text):
+    """argparse type: a TCP/UDP port number, 0 meaning "any free port"."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"invalid port {text!r}: expected a number from 0 to 65535")
+    return value
+
+
+def positive_float(text):
+    """argparse type: a number of seconds greater than zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a positive number")
+    return value
+
+
+def add_verbosity(parser):
+    """Add ``-v/--verbose`` and ``-q/--quiet``."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_true",
+                       help="log more (debug messages)")
+    group.add_argument("-q", "--quiet", action="store_true",
+                       help="log only warnings and errors")
+
+
+def setup_logging(args, trace=False):
+    """Send the ``selectlab`` logs to stderr at the level asked for."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s.%(msecs)03d %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger("selectlab")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    if getattr(args, "verbose", False):
+        root.setLevel(logging.DEBUG)
+    elif getattr(args, "quiet", False):
+        root.setLevel(logging.WARNING)
+    else:
+        root.setLevel(logging.INFO)
+    # --trace is shown whatever -q says: asking for it is asking to see it.
+    logging.getLogger("selectlab.trace").setLevel(logging.INFO if trace else logging.WARNING)
+
+
+def run(main, argv=None):
+    """Run ``main(argv)`` and exit with its status, turning :class:`Fatal` into one line."""
+    try:
+        status = main(argv)
+    except Fatal as exc:
+        sys.stderr.write(f"{_prog_name()}: error: {exc}\n")
+        status = exc.status
+    except KeyboardInterrupt:
+        status = EXIT_INTERRUPTED
+    sys.exit(status or 0)
+
+
+def _prog_name():
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name:
+        return f"python -m {spec.name}"
+    return os.path.basename(sys.argv[0]) or "selectlab"

@@ -1,0 +1,168 @@
+"""The listening side: accept, admit up to a capacity, reject the rest.
+
+With ``capacity=1`` this is the quick guide's 11th task exactly: while one
+client is served the listener is BUSY, and each new client goes to the
+rejection hook (which answers ``busy\\n``); when the client leaves it is IDLE
+again.  With no capacity it is an ordinary accept loop that is never BUSY.
+The transitions are ``reactor.states.LISTENER_TABLE``.
+
+One listener may own several listening sockets (``-b localhost`` binds both
+127.0.0.1 and ::1); they share one capacity and one state.
+
+Accepting, per readiness event, up to ``ACCEPTS_PER_EVENT`` connections:
+* ``BlockingIOError``: the backlog is empty; wait for the next event.
+* errors of the pending connection (``ECONNABORTED``: UNP's "RST before
+  accept"): skip it, accept the next.
+* running out of descriptors or memory (``EMFILE``...): the pending
+  connection stays in the backlog and the listening socket stays readable,
+  so trying again at once would spin at 100% CPU (the classic libev/Node/
+  Redis bug).  The remedy here is asyncio's: stop watching the listening
+  sockets for ``ACCEPT_RETRY_DELAY`` seconds, serving existing clients
+  meanwhile, then try again.
+"""
+
+import logging
+import socket
+
+from reactor import errors
+from reactor.states import (
+    LISTENER_TABLE, Action, ListenerEvent, ListenerState, apply, listener_interest,
+)
+
+log = logging.getLogger("selectlab")
+
+# Redis's MAX_ACCEPTS_PER_CALL: enough to empty a burst of connections in one
+# event, few enough that established clients are not starved meanwhile.
+ACCEPTS_PER_EVENT = 1000
+
+# asyncio's ACCEPT_RETRY_DELAY after EMFILE/ENFILE/ENOBUFS/ENOMEM.
+ACCEPT_RETRY_DELAY = 1.0
+
+
+class _Acceptor:
+    """One listening socket, as a reactor handler."""
+
+    __slots__ = ("listener", "sock")
+
+    def __init__(self, listener, sock):
+        self.listener = listener
+        self.sock = sock
+
+    def on_readable(self):
+        self.listener._accept_from(self.sock)
+
+    def on_writable(self):  # never registered for WRITE
+        pass
+
+
+class Listener:
+    """Accepts connections and decides, by its state, who is served.
+
+    Parameters
+    ----------
+    reactor : reactor.loop.Reactor
+    socks : list of socket.socket
+        bound, listening sockets.
+    admit : callable
+        ``admit(sock, addr)`` for a client that gets a slot.
+    reject : callable
+        ``reject(sock, addr)`` for a client that arrives at capacity.
+    capacity : int or None
+        how many admitted clients at once; None for no limit.
+    tracer : callable, optional
+        ``tracer(self, old_state, event, new_state)`` for every transition.
+    """
+
+    def __init__(self, reactor, socks, admit, reject, capacity=None, tracer=None):
+        if capacity is not None and capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._reactor = reactor
+        self._admit = admit
+        self._reject = reject
+        self._tracer = tracer
+        self._retry_timer = None
+        self.capacity = capacity
+        self.active = 0             # admitted connections not yet released
+        self.state = ListenerState.IDLE
+        self.accept_errors = 0      # pending connections lost before accept
+        self.exhausted_events = 0   # times accept failed for lack of descriptors/memory
+        self.acceptors = [_Acceptor(self, s) for s in socks]
+        for acceptor in self.acceptors:
+            acceptor.sock.setblocking(False)
+            reactor.register(acceptor.sock, listener_interest(self.state), acceptor)
+
+    @property
+    def sockets(self):
+        return [a.sock for a in self.acceptors]
+
+    def slot_freed(self):
+        """An admitted connection was released."""
+        self.active -= 1
+        self._fire(ListenerEvent.SLOT_FREED)
+
+    def shutdown(self):
+        """Stop accepting and close the listening sockets."""
+        if self.state is not ListenerState.CLOSED:
+            self._fire(ListenerEvent.SHUTDOWN)
+
+    # --- accepting -------------------------------------------------------
+
+    def _accept_from(self, lsock):
+        for _ in range(ACCEPTS_PER_EVENT):
+            if self.state is ListenerState.CLOSED or self._retry_timer is not None:
+                return
+            try:
+                sock, addr = lsock.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in errors.ACCEPT_RETRY_ERRNOS:
+                    self.accept_errors += 1
+                    log.debug("accept: pending connection lost: %s", errors.describe(exc))
+                    continue
+                if exc.errno in errors.ACCEPT_EXHAUSTED_ERRNOS:
+                    self._back_off(exc)
+                    return
+                raise
+            self._fire(ListenerEvent.CONNECTION, sock, addr)
+
+    def _back_off(self, exc):
+        self.exhausted_events += 1
+        log.warning("accept: %s; not accepting for %.1f s, existing clients are still served",
+                    errors.describe(exc), ACCEPT_RETRY_DELAY)
+        for acceptor in self.acceptors:
+            self._reactor.unregister(acceptor.sock)
+        self._retry_timer = self._reactor.call_later(ACCEPT_RETRY_DELAY, self._resume)
+
+    def _resume(self):
+        self._retry_timer = None
+        if self.state is ListenerState.CLOSED:
+            return
+        for acceptor in self.acceptors:
+            self._reactor.register(acceptor.sock, listener_interest(self.state), acceptor)
+
+    # --- the state machine -----------------------------------------------
+
+    def _fire(self, event, *args):
+        """Apply one transition and carry out its action.  The only code that assigns ``self.state``."""
+        old = self.state
+        new, action = apply(LISTENER_TABLE, old, event)
+        self.state = new
+        if self._tracer is not None:
+            self._tracer(self, old, event, new)
+        if action is Action.ADMIT:
+            self.active += 1
+            self._admit(*args)
+            if self.capacity is not None and self.active >= self.capacity:
+                self._fire(ListenerEvent.FULL)
+        elif action is Action.REJECT:
+            self._reject(*args)
+        elif action is Action.CLOSE_LISTENER:
+            self._close_sockets()
+
+    def _close_sockets(self):
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
+        for acceptor in self.acceptors:
+            self._reactor.close_later(acceptor.sock)

@@ -1,0 +1,236 @@
+"""The event loop: one thread, one selector, no asyncio.
+
+Everything the loop does is in :meth:`Reactor.run_once`; :meth:`Reactor.run`
+only repeats it until :meth:`Reactor.stop`.  The design is Redis's ``ae.c``
+in Python:
+
+* Sockets are registered with a *handler*, an object with ``on_readable()``
+  and ``on_writable()``, kept in ``SelectorKey.data``.  For each ready
+  socket the read handler runs first, then the write handler (ae.c's order:
+  reply to what was just read in the same turn).
+* Timers live in a heap (``reactor.timers``); the nearest one bounds how long
+  ``select()`` sleeps, and with no timers it sleeps until something happens.
+  There is no poll interval anywhere.
+* ``stop()`` and signals wake ``select()`` through a socketpair: ``stop()``
+  writes a zero byte; for signals, ``signal.set_wakeup_fd`` makes the C-level
+  handler write the signal number, and the loop runs the callbacks given to
+  :meth:`Reactor.add_signal_handler` as ordinary events, between two turns,
+  never in the middle of a handler.  (asyncio does the same.)
+* A handler never closes a socket under the loop's feet: it asks for
+  :meth:`Reactor.close_later`, and the loop unregisters and then closes at
+  the end of the turn, after every handler of the turn has run.  Handlers
+  re-check their own state first, because an earlier handler of the same
+  turn may have ended them.
+
+What it leaves out: threads (``stop()`` and ``call_later`` are not thread
+safe, except that ``stop()`` may be called from a signal handler), child
+process watching, and any kind of future/coroutine.
+"""
+
+import selectors
+import signal
+import socket
+import time
+
+from reactor.timers import TimerQueue
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+
+# Bytes read from the wakeup socket per event: each pending signal or stop()
+# is one byte, and the kernel would drop bytes beyond the socket buffer anyway.
+_WAKEUP_READ_SIZE = 4096
+
+
+def _ignore_signal(signum, frame):
+    """Python-level handler for signals the loop handles itself.
+
+    Its only purpose is to replace the default action (dying, or
+    KeyboardInterrupt for SIGINT): the C-level handler has already written
+    the signal number to the wakeup socket, and the loop does the real work.
+    """
+
+
+class _Waker:
+    """The read end of the wakeup socketpair, as a handler."""
+
+    def __init__(self, reactor, sock):
+        self._reactor = reactor
+        self._sock = sock
+
+    def on_readable(self):
+        try:
+            data = self._sock.recv(_WAKEUP_READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        for signum in data:
+            if signum:                      # 0 is stop(); it only wakes
+                self._reactor._dispatch_signal(signum)
+
+    def on_writable(self):  # never registered for WRITE
+        pass
+
+
+class Reactor:
+    """A single-thread event loop over a :mod:`selectors` selector.
+
+    Parameters
+    ----------
+    selector : selectors.BaseSelector, optional
+        defaults to ``selectors.DefaultSelector()`` (epoll on Linux).
+    """
+
+    def __init__(self, selector=None):
+        self.selector = selector if selector is not None else selectors.DefaultSelector()
+        self._timers = TimerQueue()
+        self._to_close = []          # sockets whose handlers are done with them
+        self._running = False
+        self._signal_callbacks = {}  # signum -> (callback, previous Python handler)
+        self._previous_wakeup_fd = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, EVENT_READ, _Waker(self, self._wake_r))
+
+    # --- sockets ---------------------------------------------------------
+
+    def register(self, fileobj, events, handler):
+        """Watch ``fileobj`` for ``events``; ``handler.on_readable()`` / ``on_writable()`` run when ready."""
+        return self.selector.register(fileobj, events, handler)
+
+    def modify(self, fileobj, events, handler):
+        """Change what ``fileobj`` is watched for."""
+        return self.selector.modify(fileobj, events, handler)
+
+    def unregister(self, fileobj):
+        """Stop watching ``fileobj``."""
+        return self.selector.unregister(fileobj)
+
+    def close_later(self, sock):
+        """Unregister and close ``sock`` at the end of this turn of the loop."""
+        self._to_close.append(sock)
+
+    # --- time ------------------------------------------------------------
+
+    @staticmethod
+    def time():
+        """The loop's clock (monotonic seconds)."""
+        return time.monotonic()
+
+    def call_later(self, delay, callback, *args):
+        """Run ``callback(*args)`` after ``delay`` seconds; returns a :class:`~reactor.timers.Timer`."""
+        return self._timers.push(time.monotonic() + delay, callback, args)
+
+    def call_at(self, when, callback, *args):
+        """Run ``callback(*args)`` at loop time ``when``."""
+        return self._timers.push(when, callback, args)
+
+    # --- running ---------------------------------------------------------
+
+    def run(self):
+        """Run turns of the loop until :meth:`stop` is called."""
+        self._running = True
+        try:
+            while self._running:
+                self.run_once()
+        finally:
+            self._running = False
+
+    def run_once(self, timeout=None):
+        """One turn of the loop, in five phases.
+
+        1. **Timeout**: sleep until the nearest timer (``timeout`` caps it);
+           with no timer and no cap, sleep until a socket is ready.
+        2. **Select**: wait for readiness.
+        3. **Dispatch**: for each ready socket, its read handler, then its
+           write handler.
+        4. **Timers**: run the callbacks that are due, in deadline order.
+        5. **Release**: unregister and close the sockets handed to
+           :meth:`close_later` during this turn.
+        """
+        timers = self._timers
+        if timers:
+            wait = timers.timeout(time.monotonic())
+            if timeout is not None and (wait is None or timeout < wait):
+                wait = timeout
+        else:
+            wait = timeout
+        if self._to_close:
+            wait = 0
+
+        ready = self.selector.select(wait)
+
+        for key, mask in ready:
+            handler = key.data
+            if mask & EVENT_READ:
+                handler.on_readable()
+            if mask & EVENT_WRITE:
+                handler.on_writable()
+
+        if timers:
+            for timer in timers.pop_due(time.monotonic()):
+                timer.callback(*timer.args)
+
+        if self._to_close:
+            self._close_released()
+
+    def _close_released(self):
+        to_close, self._to_close = self._to_close, []
+        for sock in to_close:
+            try:
+                self.selector.unregister(sock)
+            except (KeyError, ValueError):
+                pass    # never registered, or already closed by its owner
+            sock.close()
+
+    def stop(self):
+        """Make :meth:`run` return after the current turn.
+
+        Safe to call from a callback or a signal handler: it writes one byte
+        to the wakeup socket, so a ``select()`` that is sleeping returns.
+        """
+        self._running = False
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, InterruptedError):
+            pass    # the socket is full of wakeups already
+
+    # --- signals ---------------------------------------------------------
+
+    def add_signal_handler(self, signum, callback):
+        """Run ``callback(signum)`` from the loop whenever ``signum`` arrives.
+
+        Must be called from the main thread (a rule of :mod:`signal`).
+        """
+        if self._previous_wakeup_fd is None:
+            self._previous_wakeup_fd = signal.set_wakeup_fd(
+                self._wake_w.fileno(), warn_on_full_buffer=False)
+        previous = signal.signal(signum, _ignore_signal)
+        old = self._signal_callbacks.get(signum)
+        self._signal_callbacks[signum] = (callback, old[1] if old else previous)
+
+    def remove_signal_handler(self, signum):
+        """Give ``signum`` back the handler it had before :meth:`add_signal_handler`."""
+        callback, previous = self._signal_callbacks.pop(signum)
+        signal.signal(signum, previous)
+        if not self._signal_callbacks and self._previous_wakeup_fd is not None:
+            signal.set_wakeup_fd(self._previous_wakeup_fd)
+            self._previous_wakeup_fd = None
+
+    def _dispatch_signal(self, signum):
+        entry = self._signal_callbacks.get(signum)
+        if entry is not None:
+            entry[0](signum)
+
+    def close(self):
+        """Restore signal handlers and release the loop's own descriptors.
+
+        Sockets the caller registered are left to the caller.
+        """
+        for signum in list(self._signal_callbacks):
+            self.remove_signal_handler(signum)
+        if self._to_close:
+            self._close_released()
+        self.selector.close()
+        self._wake_r.close()
+        self._wake_w.close()

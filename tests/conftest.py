@@ -1,0 +1,215 @@
+"""Shared fixtures: servers started on loopback port 0, and helpers to drive a reactor.
+
+Every server a test starts is ended by its pid at teardown; every loop here
+is bounded in time (``DEADLINE``) as well as by pytest-timeout.
+"""
+
+import os
+import re
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEADLINE = 20.0     # seconds any single wait in a test may take before it fails
+
+LISTENING = re.compile(rb"^listening on (?:\[(?P<v6>[^\]]+)\]|(?P<v4>[^:]+)):(?P<port>\d+)$")
+
+
+def _raise_fd_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+_raise_fd_limit()   # 1,000 clients and their server in one process need ~2,000 descriptors
+
+
+class ServerProcess:
+    """A server started with ``python -m MODULE ... 0``, its port read from its first line."""
+
+    def __init__(self, module, *args, log_path):
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log)
+        line = self.proc.stdout.readline().rstrip(b"\n")
+        match = LISTENING.match(line)
+        if not match:
+            self.kill()
+            raise AssertionError(f"no 'listening on' line, got {line!r}; log:\n{self.log()}")
+        self.host = (match["v4"] or match["v6"]).decode()
+        self.port = int(match["port"])
+
+    @property
+    def address(self):
+        return ("127.0.0.1", self.port)
+
+    def log(self):
+        self._log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def signal(self, signum):
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout=DEADLINE):
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=DEADLINE)
+        self.proc.stdout.close()
+        self._log.close()
+
+
+@pytest.fixture
+def start_server(tmp_path):
+    """Start a server module on 127.0.0.1, port 0; killed (by pid) at teardown."""
+    started = []
+
+    def start(module="servers.echo_select", *args, bind="127.0.0.1"):
+        bind_args = ["-b", bind] if bind else []
+        server = ServerProcess(module, *bind_args, *args, "0",
+                               log_path=tmp_path / f"server{len(started)}.log")
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.kill()
+
+
+class ThreadedServer:
+    """A StreamServer on its own Reactor, run in a thread of the test process.
+
+    The reactor itself has no threads; the *test* runs it in one so that it
+    can look inside the server (buffers, counters) while clients push on it.
+    """
+
+    def __init__(self, protocol_factory, **kwargs):
+        from reactor.loop import Reactor
+        from reactor.server import StreamServer
+        from servers.common import open_listeners
+
+        self.reactor = Reactor()
+        socks = open_listeners("127.0.0.1", 0)
+        self.port = socks[0].getsockname()[1]
+        self.server = StreamServer(self.reactor, socks, protocol_factory, **kwargs)
+        self.errors = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self):
+        return ("127.0.0.1", self.port)
+
+    def _run(self):
+        try:
+            self.reactor.run()
+        except BaseException as exc:   # surfaced by stop(), which the test calls
+            self.errors.append(exc)
+
+    def stop(self):
+        self.reactor.stop()
+        self.thread.join(DEADLINE)
+        assert not self.thread.is_alive(), "reactor thread did not stop"
+        self.server.abort_all("test over")
+        self.reactor._close_released()
+        self.reactor.close()
+        if self.errors:
+            raise self.errors[0]
+
+
+@pytest.fixture
+def threaded_echo():
+    """An in-process echo server on 127.0.0.1:0, stopped at teardown."""
+    from servers.echo_select import ECHO
+
+    servers = []
+
+    def start(**kwargs):
+        server = ThreadedServer(lambda: ECHO, **kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def run_until(reactor, condition, timeout=DEADLINE):
+    """Turn ``reactor`` until ``condition()`` is true; fail if it never is."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "condition not reached"
+        reactor.run_once(timeout=0.05)
+
+
+def tcp_pair():
+    """A connected (server side, client side) pair of TCP sockets on loopback."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+    return server, client
+
+
+def reset(sock):
+    """Close ``sock`` with a reset (SO_LINGER 0), as a crashed or impatient peer does."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    sock.close()
+
+
+def recv_all(sock, timeout=DEADLINE):
+    """Read until EOF (bounded in time); return the bytes."""
+    sock.settimeout(timeout)
+    chunks = []
+    while True:
+        data = sock.recv(1 << 20)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def recv_exactly(sock, n, timeout=DEADLINE):
+    sock.settimeout(timeout)
+    buf = bytearray()
+    while len(buf) < n:
+        data = sock.recv(n - len(buf))
+        assert data, f"EOF after {len(buf)} of {n} bytes"
+        buf += data
+    return bytes(buf)
+
+
+def stuff(sock, limit, stall=0.5):
+    """Send from a non-blocking ``sock`` until ``limit`` bytes or no progress for ``stall`` s.
+
+    Returns the bytes sent (a prefix of the pattern), i.e. what the peer has
+    to deal with when it stops reading.
+    """
+    import selectors
+
+    sock.setblocking(False)
+    pattern = os.urandom(1 << 16)
+    sent = bytearray()
+    end = time.monotonic() + DEADLINE
+    with selectors.DefaultSelector() as sel:
+        sel.register(sock, selectors.EVENT_WRITE)
+        while len(sent) < limit and time.monotonic() < end:
+            if not sel.select(stall):
+                break
+            try:
+                n = sock.send(pattern)
+            except BlockingIOError:
+                continue
+            sent += pattern[:n]
+    sock.setblocking(True)
+    return bytes(sent)

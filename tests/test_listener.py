@@ -1,0 +1,127 @@
+"""The listener's IDLE/BUSY machine on real sockets: the quick guide's busy server (tier 3)."""
+
+import socket
+
+import pytest
+
+from conftest import recv_all, run_until
+from reactor.connection import Protocol
+from reactor.loop import Reactor
+from reactor.server import StreamServer
+from reactor.states import LISTENER_TABLE, ListenerEvent, ListenerState
+from servers.common import open_listeners
+
+L, LE = ListenerState, ListenerEvent
+
+
+class Echo(Protocol):
+    def data_received(self, conn, data):
+        conn.write(data)
+
+
+class Guide:
+    """A StreamServer with a capacity, driven turn by turn from the test."""
+
+    def __init__(self, capacity):
+        self.reactor = Reactor()
+        socks = open_listeners("127.0.0.1", 0)
+        self.address = socks[0].getsockname()
+        self.server = StreamServer(self.reactor, socks, Echo, capacity=capacity,
+                                   reject_message=b"busy\n")
+        self.seen = []
+        self.server.listener._tracer = lambda l, old, ev, new: self.seen.append((old, ev, new))
+        self.clients = []
+
+    def connect(self):
+        sock = socket.create_connection(self.address)
+        self.clients.append(sock)
+        return sock
+
+    def until(self, condition):
+        run_until(self.reactor, condition)
+
+    def state(self):
+        return self.server.listener.state
+
+    def close(self):
+        self.server.abort_all("test over")
+        self.server.listener.shutdown()
+        self.reactor._close_released()
+        self.reactor.close()
+        for sock in self.clients:
+            sock.close()
+
+
+@pytest.fixture
+def guide():
+    made = []
+
+    def make(capacity):
+        g = Guide(capacity)
+        made.append(g)
+        return g
+
+    yield make
+    for g in made:
+        g.close()
+
+
+def test_capacity_one_is_the_quick_guides_idle_busy_server(guide):
+    """Serving one client, the server answers every other one `busy\\n` and EOF; when it leaves, the next is served."""
+    g = guide(1)
+    first = g.connect()
+    g.until(lambda: g.state() is L.BUSY)
+    second = g.connect()
+    g.until(lambda: g.server.stats.rejected == 1)
+    assert recv_all(second) == b"busy\n"
+
+    first.sendall(b"still served\n")
+    g.until(lambda: any(c.bytes_out for c in g.server.connections))
+    assert first.recv(100) == b"still served\n"
+
+    first.close()
+    g.until(lambda: g.state() is L.IDLE)
+    third = g.connect()
+    third.sendall(b"my turn\n")
+    g.until(lambda: any(c.bytes_out for c in g.server.connections))
+    assert third.recv(100) == b"my turn\n"
+    assert g.server.stats.rejected == 1
+
+
+def scenario_rows(g):
+    """Drive a capacity-1 listener through every row of its table."""
+    a = g.connect()
+    g.until(lambda: g.state() is L.BUSY)             # IDLE-CONNECTION, IDLE-FULL
+    b = g.connect()
+    g.until(lambda: g.server.stats.rejected == 1)   # BUSY-CONNECTION
+    a.close()
+    g.until(lambda: g.state() is L.IDLE)             # BUSY-SLOT_FREED
+    c = g.connect()
+    g.until(lambda: g.state() is L.BUSY)
+    g.server.listener.shutdown()                    # BUSY-SHUTDOWN
+    c.close()
+    g.until(lambda: not g.server.connections)       # CLOSED-SLOT_FREED
+    recv_all(b)
+
+
+def test_every_listener_row_is_reached_by_real_clients(guide):
+    """Each transition of the listener happens for the reason it names, on real connections."""
+    g = guide(1)
+    scenario_rows(g)
+    g2 = guide(2)
+    d = g2.connect()
+    g2.until(lambda: g2.server.connections)
+    d.close()
+    g2.until(lambda: not g2.server.connections)     # IDLE-SLOT_FREED
+    g2.server.listener.shutdown()                   # IDLE-SHUTDOWN
+    seen = {(old, ev) for old, ev, _new in g.seen + g2.seen}
+    assert seen == set(LISTENER_TABLE)
+
+
+def test_a_closed_listener_refuses_new_clients(guide):
+    """After shutdown, the port no longer accepts: clients get ECONNREFUSED, not a hang."""
+    g = guide(None)
+    g.server.listener.shutdown()
+    g.reactor.run_once(0)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(g.address, timeout=5)

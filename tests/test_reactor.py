@@ -1,0 +1,120 @@
+"""The event loop itself: sleeping, waking, timers, signals, deferred close (tier 3)."""
+
+import os
+import signal
+import socket
+import threading
+
+import pytest
+
+from conftest import DEADLINE
+from reactor.loop import EVENT_READ, Reactor
+
+
+class RecordingSelector:
+    """Wraps the real selector to record the timeout of every select() call."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.timeouts = []
+        self.entered = threading.Event()
+
+    def select(self, timeout=None):
+        self.timeouts.append(timeout)
+        self.entered.set()
+        return self.inner.select(timeout)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+@pytest.fixture
+def reactor():
+    r = Reactor()
+    yield r
+    r.close()
+
+
+def test_idle_loop_sleeps_without_timeout_until_a_signal_wakes_it():
+    """An idle server makes no periodic wakeups (no 0.5 s poll) and still reacts to SIGTERM at once."""
+    selector = RecordingSelector(Reactor().selector.__class__())
+    r = Reactor(selector)
+    got = []
+    r.add_signal_handler(signal.SIGUSR1, lambda signum: (got.append(signum), r.stop()))
+    try:
+        sender = threading.Thread(
+            target=lambda: selector.entered.wait(DEADLINE) and os.kill(os.getpid(), signal.SIGUSR1))
+        sender.start()
+        r.run()
+        sender.join()
+    finally:
+        r.close()
+    assert got == [signal.SIGUSR1]
+    assert selector.timeouts == [None]       # one select, with no timeout: woken by the signal
+
+
+def test_signal_handlers_are_restored_on_close():
+    """A loop leaves SIGINT as it found it, so Ctrl-C works again after it ends."""
+    before = signal.getsignal(signal.SIGINT)
+    r = Reactor()
+    r.add_signal_handler(signal.SIGINT, lambda s: None)
+    assert signal.getsignal(signal.SIGINT) is not before
+    r.close()
+    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.set_wakeup_fd(-1) == -1    # no wakeup fd left behind
+
+
+def test_stop_from_a_callback_ends_run(reactor):
+    """stop() inside the loop returns from run() after the current turn."""
+    reactor.call_later(0.01, reactor.stop)
+    reactor.run()
+
+
+def test_timers_run_in_deadline_order_and_cancel_works(reactor):
+    """Timeouts fire in the order of their deadlines; a cancelled one never fires."""
+    fired = []
+    reactor.call_later(0.03, fired.append, "late")
+    reactor.call_later(0.01, fired.append, "early")
+    reactor.call_later(0.02, fired.append, "cancelled").cancel()
+    reactor.call_later(0.05, reactor.stop)
+    reactor.run()
+    assert fired == ["early", "late"]
+
+
+def test_the_nearest_timer_bounds_the_sleep():
+    """With a timer pending, select() sleeps no longer than until that timer."""
+    selector = RecordingSelector(Reactor().selector.__class__())
+    r = Reactor(selector)
+    fired = []
+    try:
+        r.call_later(0.05, fired.append, "due")
+        r.run_once(timeout=0)
+        assert selector.timeouts == [0] and fired == []
+        while not fired:
+            r.run_once(timeout=60)
+        assert all(0 <= t <= 0.05 for t in selector.timeouts[1:])
+    finally:
+        r.close()
+
+
+def test_sockets_are_closed_after_dispatch_not_during_it(reactor):
+    """A handler that ends its socket does not pull it from under the loop: it closes after the turn."""
+    a, b = socket.socketpair()
+    seen = []
+
+    class Handler:
+        def on_readable(self):
+            seen.append(a.recv(10))
+            reactor.close_later(a)
+            assert a.fileno() != -1       # still open during dispatch
+
+        def on_writable(self):
+            pass
+
+    reactor.register(a, EVENT_READ, Handler())
+    b.sendall(b"x")
+    reactor.run_once(timeout=DEADLINE)
+    assert seen == [b"x"]
+    assert a.fileno() == -1
+    assert a not in [key.fileobj for key in reactor.selector.get_map().values()]
+    b.close()
