@@ -1,0 +1,1 @@
+"""selectlab benchmarks (the benchmark issue fills this in)."""

@@ -1,0 +1,1 @@
+"""selectlab clients: blocking clients on the shared framing helpers."""

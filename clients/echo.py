@@ -1,0 +1,153 @@
+"""The echo client (UNP's ``tcpcli``/``str_cli``), watching stdin and the socket together.
+
+    python -m clients.echo [host] [port]        # default localhost 9877
+
+Reads what you type (or a file on stdin), sends it, prints the echo.  It
+waits on stdin *and* the socket with a selector (UNP 6.4's ``str_cli`` with
+``select``), so a server that dies while you are typing is reported at once
+("server terminated prematurely"), not after your next line as with UNP's
+first ``str_cli``, which blocks in ``fgets``.  At the end of stdin it
+half-closes (``shutdown(SHUT_WR)``, UNP 6.7) and keeps reading until the
+server's EOF, so ``python -m clients.echo < bigfile > out`` makes ``out``
+equal to ``bigfile``.
+
+Echoed bytes go through the shared line framer and are printed a whole line
+at a time (a line over the framer's limit is printed in pieces), so output
+never stops in the middle of a line while more of it is on its way.
+
+Flow control: at most ``WINDOW`` bytes are ever sent and not yet echoed
+back.  That is what makes the blocking ``writen`` safe: an echo server
+stops reading when its output is full (ours does, at its high-water mark),
+and a client that kept writing without reading would then block in
+``send`` for ever -- the deadlock Comer warns about (8.29), on the client
+side.
+"""
+
+import os
+import selectors
+import socket
+import sys
+
+from reactor import cli
+from reactor.framing import LineFramer, LineTooLong
+from reactor.streamio import RECV_SIZE, writen
+from clients.common import DEFAULT_TIMEOUT, connect_tcp
+
+SERV_PORT = 9877    # UNP's unp.h
+
+# Bytes sent and not yet echoed, at most.  Far below what the kernel buffers
+# on both sides plus the server's high-water mark hold, so every writen of
+# at most this much completes even if the server stops reading meanwhile.
+WINDOW = 64 * 1024
+
+
+class ServerGone(Exception):
+    """The server closed or reset the connection before the client was done."""
+
+
+def str_cli(in_fd, sock, out):
+    """Copy ``in_fd`` to ``sock`` and the echo from ``sock`` to ``out``.
+
+    Parameters
+    ----------
+    in_fd : int
+        a readable descriptor (a terminal, a pipe, a file).
+    sock : socket.socket
+        a connected blocking socket.
+    out : binary file
+        where the echo goes; flushed after each batch of lines.
+
+    Raises
+    ------
+    ServerGone
+        if the server ended the connection before echoing everything.
+    """
+    # poll, not epoll: epoll refuses regular files, and stdin may be one.
+    selector = selectors.PollSelector()
+    selector.register(sock, selectors.EVENT_READ)
+    selector.register(in_fd, selectors.EVENT_READ)
+    framer = LineFramer()
+    in_flight = 0           # sent, not yet echoed
+    input_open = True
+    reading_input = True
+    try:
+        while True:
+            for key, _ in selector.select():
+                if key.fileobj is sock:
+                    try:
+                        data = sock.recv(RECV_SIZE)
+                    except ConnectionResetError:
+                        raise ServerGone("server reset the connection "
+                                         "(Connection reset by peer)") from None
+                    if not data:
+                        out.write(framer.eof())
+                        out.flush()
+                        if input_open or in_flight:
+                            raise ServerGone("server terminated prematurely")
+                        return
+                    in_flight -= len(data)
+                    framer.feed(data)
+                    for item in framer.lines():
+                        out.write(item.data if isinstance(item, LineTooLong) else item)
+                    out.flush()
+                    if input_open and not reading_input and in_flight < WINDOW:
+                        selector.register(in_fd, selectors.EVENT_READ)
+                        reading_input = True
+                else:
+                    chunk = os.read(in_fd, WINDOW - in_flight)
+                    if not chunk:
+                        input_open = reading_input = False
+                        selector.unregister(in_fd)
+                        sock.shutdown(socket.SHUT_WR)   # "I am done"; keep reading
+                        continue
+                    try:
+                        writen(sock, chunk)
+                    except (BrokenPipeError, ConnectionResetError):
+                        raise ServerGone("server terminated prematurely") from None
+                    in_flight += len(chunk)
+                    if in_flight >= WINDOW:
+                        selector.unregister(in_fd)
+                        reading_input = False
+    finally:
+        selector.close()
+
+
+def build_parser():
+    parser = cli.Parser(
+        prog="python -m clients.echo",
+        description="Echo client (UNP's str_cli): sends what it reads on stdin to an echo "
+                    "server and prints what comes back. At the end of input it half-closes "
+                    "and prints the rest of the echo. Exits 1 if the server goes away first.")
+    parser.add_argument("host", nargs="?", default="localhost",
+                        help="server host (default localhost)")
+    parser.add_argument("port", nargs="?", type=cli.port, default=SERV_PORT,
+                        help=f"server port (default {SERV_PORT})")
+    parser.add_argument("--timeout", type=cli.positive_float, default=DEFAULT_TIMEOUT,
+                        metavar="SECS",
+                        help=f"give up connecting after SECS (default {DEFAULT_TIMEOUT:g})")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    sock = connect_tcp(args.host, args.port, args.timeout)
+    try:
+        str_cli(sys.stdin.fileno(), sock, sys.stdout.buffer)
+    except ServerGone as exc:
+        raise cli.Fatal(str(exc)) from None
+    except BrokenPipeError:
+        # Our stdout went away (e.g. `| head`): nothing more to show anyone.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return cli.EXIT_FAILURE
+    finally:
+        sock.close()
+    return 0
+
+
+def cli_main():
+    """Entry point of the console script."""
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    cli_main()

@@ -1,0 +1,1 @@
+"""selectlab servers: the reactor echo server and the designs it is compared with."""

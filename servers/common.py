@@ -1,0 +1,178 @@
+"""What every selectlab server shares: options, listening sockets, the run/stop cycle.
+
+* :func:`add_server_arguments`: ``[port]``, ``-b/--bind``, ``--backlog``,
+  ``--grace``, ``--trace``, ``-v/-q``, the same on every server.
+* :func:`open_listeners`: bind and listen, or raise :class:`~reactor.cli.Fatal`
+  with a message that says what to do (address in use, unknown host, port
+  needing root...).
+* :func:`announce`: the ``listening on HOST:PORT`` line on stdout, flushed,
+  which scripts and tests wait for.
+* :func:`serve_reactor`: run a :class:`~reactor.server.StreamServer` until
+  SIGINT or SIGTERM, then stop gracefully; a second signal stops at once.
+"""
+
+import errno
+import logging
+import resource
+import signal
+import socket
+
+from reactor.cli import Fatal, add_verbosity, port, positive_float
+from reactor.server import format_address
+
+log = logging.getLogger("selectlab")
+
+# UNP's LISTENQ.  The kernel caps it at net.core.somaxconn.
+DEFAULT_BACKLOG = 1024
+
+# How long a stopping server waits for its clients to take their last bytes.
+DEFAULT_GRACE = 5.0
+
+EXIT_SECOND_SIGNAL = 1
+
+
+def add_server_arguments(parser, default_port):
+    """The options every server takes."""
+    parser.add_argument("port", nargs="?", type=port, default=default_port,
+                        help=f"TCP port to listen on (default {default_port}; 0 picks a free one)")
+    parser.add_argument("-b", "--bind", metavar="HOST", default=None,
+                        help="address or host name to listen on (default: every interface, "
+                             "IPv4 and IPv6 where the host has both)")
+    parser.add_argument("--backlog", type=int, default=DEFAULT_BACKLOG, metavar="N",
+                        help=f"listen() backlog: connections the kernel queues before we accept "
+                             f"them (default {DEFAULT_BACKLOG}, UNP's LISTENQ)")
+    parser.add_argument("--grace", type=positive_float, default=DEFAULT_GRACE, metavar="SECS",
+                        help=f"on SIGINT/SIGTERM, how long to let clients take their pending "
+                             f"output before dropping them (default {DEFAULT_GRACE:g})")
+    parser.add_argument("--trace", action="store_true",
+                        help="log every state transition of the listener and the connections")
+    add_verbosity(parser)
+
+
+def raise_fd_limit():
+    """Raise the soft limit on open descriptors to the hard limit (as Go and Redis do).
+
+    Each client costs one descriptor; the usual soft limit of 1024 would
+    refuse clients long before the machine is short of anything.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return soft
+        return hard
+    return soft
+
+
+def _listen_error(where, exc):
+    if exc.errno == errno.EADDRINUSE:
+        return Fatal(f"cannot listen on {where}: address already in use; is another server "
+                     f"running there? stop it, or choose another port (0 picks a free one)")
+    if exc.errno == errno.EACCES:
+        return Fatal(f"cannot listen on {where}: permission denied; ports below 1024 need "
+                     f"root, so choose a port from 1024 up")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return Fatal(f"cannot listen on {where}: no interface of this host has that address; "
+                     f"use one of its addresses, or leave out -b to listen on all of them")
+    return Fatal(f"cannot listen on {where}: {exc.strerror or exc}")
+
+
+def _listen(family, sockaddr, backlog, dualstack=False):
+    try:
+        return socket.create_server(sockaddr, family=family, backlog=backlog,
+                                    dualstack_ipv6=dualstack)
+    except OSError as exc:
+        raise _listen_error(format_address(sockaddr), exc) from None
+
+
+def open_listeners(host, port_number, backlog=DEFAULT_BACKLOG):
+    """Bound, listening TCP sockets for ``host`` (None: every interface) and a port.
+
+    With no host: one dual-stack IPv6 socket where the host supports it (it
+    takes IPv4 clients too), else one IPv4 socket.  With a host name: one
+    socket per address it resolves to (``localhost``: 127.0.0.1 and ::1),
+    all on the same port -- with port 0, the port the first one got.
+    ``SO_REUSEADDR`` is set (the worksheet's advice: restart at once, without
+    waiting for TIME_WAIT).
+
+    Raises
+    ------
+    reactor.cli.Fatal
+        with a one-line explanation when the address cannot be used.
+    """
+    if host is None:
+        if socket.has_dualstack_ipv6():
+            try:
+                return [socket.create_server(("::", port_number), family=socket.AF_INET6,
+                                             backlog=backlog, dualstack_ipv6=True)]
+            except OSError as exc:
+                if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                    raise _listen_error(f"[::]:{port_number}", exc) from None
+                # IPv6 compiled in but switched off: IPv4 alone.
+        return [_listen(socket.AF_INET, ("0.0.0.0", port_number), backlog)]
+
+    try:
+        infos = socket.getaddrinfo(host, port_number, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise Fatal(f"cannot resolve bind address {host!r}: {exc.strerror}; "
+                    f"give an IP address such as 127.0.0.1, or leave out -b") from None
+    socks = []
+    seen = set()
+    try:
+        for family, _type, _proto, _name, sockaddr in infos:
+            if sockaddr[0] in seen:
+                continue
+            seen.add(sockaddr[0])
+            if socks and port_number == 0:
+                sockaddr = (sockaddr[0], socks[0].getsockname()[1]) + tuple(sockaddr[2:])
+            socks.append(_listen(family, sockaddr, backlog))
+    except Fatal:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def announce(socks):
+    """Print ``listening on HOST:PORT`` for each socket, flushed, first thing on stdout."""
+    for sock in socks:
+        print(f"listening on {format_address(sock.getsockname())}", flush=True)
+
+
+def serve_reactor(reactor, server, grace):
+    """Run ``server`` until SIGINT/SIGTERM; return the exit status.
+
+    The first signal stops gracefully (no new clients; pending output is
+    flushed for up to ``grace`` seconds); a second one drops every client at
+    once and exits with status 1.  Signals reach the loop through its wakeup
+    socket: nothing here polls.
+    """
+    signals_seen = 0
+    status = 0
+
+    def on_signal(signum):
+        nonlocal signals_seen, status
+        signals_seen += 1
+        name = signal.Signals(signum).name
+        if signals_seen == 1:
+            log.info("%s: shutting down: %d client(s), %d byte(s) pending; grace %.1f s "
+                     "(send it again to stop at once)", name, len(server.connections),
+                     server.pending_output(), grace)
+            server.shutdown(grace, reactor.stop)
+        else:
+            log.warning("%s again: stopping now, dropping %d client(s)", name,
+                        len(server.connections))
+            status = EXIT_SECOND_SIGNAL
+            server.abort_all("second signal")
+            reactor.stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        reactor.add_signal_handler(signum, on_signal)
+    try:
+        reactor.run()
+    finally:
+        reactor.close()
+    log.info("stopped")
+    return status

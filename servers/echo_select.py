@@ -1,0 +1,61 @@
+"""The echo service (RFC 862, UNP's ``str_echo``) on the reactor.
+
+    python -m servers.echo_select [port]        # default 9877, UNP's SERV_PORT
+
+Every byte a client sends comes back, in order, whatever its value: the
+server echoes buffers, not lines (UNP's ``str_echo`` reads a buffer and
+``writen``s it), so there is no framing on this side.  When the client
+half-closes, it still gets every pending byte, then the server's FIN.
+
+Try it with ``nc localhost 9877`` or ``python -m clients.echo``, and watch
+the state machines with ``--trace``.
+"""
+
+from reactor import cli
+from reactor.connection import Protocol
+from reactor.loop import Reactor
+from reactor.server import StreamServer
+from servers.common import add_server_arguments, announce, open_listeners, raise_fd_limit, serve_reactor
+
+SERV_PORT = 9877    # UNP's unp.h
+
+
+class Echo(Protocol):
+    """Send back what was received.  Stateless: one instance serves every connection."""
+
+    def data_received(self, conn, data):
+        conn.write(data)
+
+
+ECHO = Echo()
+
+
+def build_parser():
+    parser = cli.Parser(
+        prog="python -m servers.echo_select",
+        description="Echo server (RFC 862) on selectlab's single-thread reactor: every byte a "
+                    "client sends comes back. The first line on stdout is "
+                    "'listening on HOST:PORT'. SIGINT/SIGTERM stop it gracefully; a second "
+                    "signal stops it at once.")
+    add_server_arguments(parser, SERV_PORT)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args, trace=args.trace)
+    raise_fd_limit()
+    socks = open_listeners(args.bind, args.port, args.backlog)
+    reactor = Reactor()
+    server = StreamServer(reactor, socks, lambda: ECHO, trace=args.trace)
+    announce(socks)
+    return serve_reactor(reactor, server, args.grace)
+
+
+def cli_main():
+    """Entry point of the console script."""
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    cli_main()
