@@ -2,7 +2,7 @@
 
 The transport path, in the order the bytes travel:
 
-* **Read**: one ``recv`` of up to ``RECV_SIZE`` bytes per readiness event,
+* **Read**: one ``recv`` of up to ``RECV_SIZE`` (64 KiB) per readiness event,
   handed to the protocol's ``data_received``.  ``b""`` is the peer's FIN.
 * **Write**: :meth:`Connection.write` tries ``send`` at once.  On the common
   path the kernel takes everything and nothing else happens: no state
@@ -30,15 +30,12 @@ import logging
 import socket
 
 from reactor import errors
+from reactor.streamio import RECV_SIZE
 from reactor.states import (
     CONNECTION_TABLE, READ, Action, ConnEvent, ConnState, apply, connection_interest,
 )
 
 log = logging.getLogger("selectlab")
-
-# Bytes per recv: asyncio's and uvloop's read size.  Large enough that bulk
-# transfers take few calls; only the bytes that arrived are allocated.
-RECV_SIZE = 256 * 1024
 
 # How long close() may take to flush and see the peer's EOF before the
 # connection is dropped anyway (nginx's lingering_time is 30 s; an echo
