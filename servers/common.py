@@ -142,9 +142,10 @@ def announce(socks):
 
 
 def serve_reactor(reactor, server, grace):
-    """Run ``server`` until SIGINT/SIGTERM; return the exit status.
+    """Announce ``server``, run it until SIGINT/SIGTERM, return the exit status.
 
-    The first signal stops gracefully (no new clients; pending output is
+    The signal handlers are in place before the ``listening on`` line is
+    printed, so whoever waits for that line may signal at once.  The first signal stops gracefully (no new clients; pending output is
     flushed for up to ``grace`` seconds); a second one drops every client at
     once and exits with status 1.  Signals reach the loop through its wakeup
     socket: nothing here polls.
@@ -170,6 +171,7 @@ def serve_reactor(reactor, server, grace):
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         reactor.add_signal_handler(signum, on_signal)
+    announce(server.listener.sockets)
     try:
         reactor.run()
     finally:

@@ -15,7 +15,7 @@ from reactor import cli
 from reactor.connection import Protocol
 from reactor.loop import Reactor
 from reactor.server import StreamServer
-from servers.common import add_server_arguments, announce, open_listeners, raise_fd_limit, serve_reactor
+from servers.common import add_server_arguments, open_listeners, raise_fd_limit, serve_reactor
 
 SERV_PORT = 9877    # UNP's unp.h
 
@@ -48,7 +48,6 @@ def main(argv=None):
     socks = open_listeners(args.bind, args.port, args.backlog)
     reactor = Reactor()
     server = StreamServer(reactor, socks, lambda: ECHO, trace=args.trace)
-    announce(socks)
     return serve_reactor(reactor, server, args.grace)
 
 
