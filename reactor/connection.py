@@ -176,8 +176,11 @@ class Connection:
     # --- what the loop calls ---------------------------------------------
 
     def on_readable(self):
-        if self.state is _CLOSED:
-            return      # ended earlier in this turn
+        if not self._mask & READ:
+            # A stale event: since select() returned, an earlier handler of
+            # this turn ended us, or we stopped reading (high-water mark,
+            # flushing before a close).  Redis re-checks its mask the same way.
+            return
         try:
             data = self.sock.recv(RECV_SIZE)
         except _WOULD_BLOCK:
@@ -192,9 +195,12 @@ class Connection:
             return
         if self.state is not _CLOSING:
             self.protocol.eof_received(self)
-        if self.close_reason is None:
-            self.close_reason = "peer eof"
-        if self.state is not _CLOSED:           # eof_received may have aborted
+        if self._mask & READ:
+            # Unless eof_received left us not reading (it closed with output
+            # pending, or aborted): then the flush comes first, and recv will
+            # return this EOF again once we read.
+            if self.close_reason is None:
+                self.close_reason = "peer eof"
             self._fire(ConnEvent.PEER_EOF)
 
     def on_writable(self):

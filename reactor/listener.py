@@ -89,7 +89,8 @@ class Listener:
         self.acceptors = [_Acceptor(self, s) for s in socks]
         for acceptor in self.acceptors:
             acceptor.sock.setblocking(False)
-            reactor.register(acceptor.sock, listener_interest(self.state), acceptor)
+        self._mask = 0
+        self._update_interest()
 
     @property
     def sockets(self):
@@ -109,8 +110,8 @@ class Listener:
 
     def _accept_from(self, lsock):
         for _ in range(ACCEPTS_PER_EVENT):
-            if self.state is ListenerState.CLOSED or self._retry_timer is not None:
-                return
+            if not self._mask:
+                return      # closed or backing off since this event was reported
             try:
                 sock, addr = lsock.accept()
             except BlockingIOError:
@@ -130,16 +131,30 @@ class Listener:
         self.exhausted_events += 1
         log.warning("accept: %s; not accepting for %.1f s, existing clients are still served",
                     errors.describe(exc), ACCEPT_RETRY_DELAY)
-        for acceptor in self.acceptors:
-            self._reactor.unregister(acceptor.sock)
         self._retry_timer = self._reactor.call_later(ACCEPT_RETRY_DELAY, self._resume)
+        self._update_interest()
 
     def _resume(self):
         self._retry_timer = None
-        if self.state is ListenerState.CLOSED:
+        self._update_interest()
+
+    def _update_interest(self):
+        """Register, modify or unregister the listening sockets to match the state.
+
+        The only place that decides the listener's interest set: the state's
+        (``listener_interest``), or nothing while backing off.
+        """
+        mask = listener_interest(self.state) if self._retry_timer is None else 0
+        if mask == self._mask:
             return
         for acceptor in self.acceptors:
-            self._reactor.register(acceptor.sock, listener_interest(self.state), acceptor)
+            if not mask:
+                self._reactor.unregister(acceptor.sock)
+            elif not self._mask:
+                self._reactor.register(acceptor.sock, mask, acceptor)
+            else:
+                self._reactor.modify(acceptor.sock, mask, acceptor)
+        self._mask = mask
 
     # --- the state machine -----------------------------------------------
 
@@ -159,10 +174,11 @@ class Listener:
             self._reject(*args)
         elif action is Action.CLOSE_LISTENER:
             self._close_sockets()
+        self._update_interest()
 
     def _close_sockets(self):
         if self._retry_timer is not None:
             self._retry_timer.cancel()
             self._retry_timer = None
         for acceptor in self.acceptors:
-            self._reactor.close_later(acceptor.sock)
+            self._reactor.close_later(acceptor.sock)    # unregistered by _update_interest

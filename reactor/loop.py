@@ -14,8 +14,9 @@ in Python:
 * ``stop()`` and signals wake ``select()`` through a socketpair: ``stop()``
   writes a zero byte; for signals, ``signal.set_wakeup_fd`` makes the C-level
   handler write the signal number, and the loop runs the callbacks given to
-  :meth:`Reactor.add_signal_handler` as ordinary events, between two turns,
-  never in the middle of a handler.  (asyncio does the same.)
+  :meth:`Reactor.add_signal_handler` when it dispatches the wakeup socket's
+  read event: between two handlers, never in the middle of one.  (asyncio
+  does the same.)
 * A handler never closes a socket under the loop's feet: it asks for
   :meth:`Reactor.close_later`, and the loop unregisters and then closes at
   the end of the turn, after every handler of the turn has run.  Handlers
@@ -144,7 +145,8 @@ class Reactor:
         2. **Select**: wait for readiness.
         3. **Dispatch**: for each ready socket, its read handler, then its
            write handler.
-        4. **Timers**: run the callbacks that are due, in deadline order.
+        4. **Timers**: run the callbacks that are due, in deadline order
+           (skipping any that an earlier one of them cancelled).
         5. **Release**: unregister and close the sockets handed to
            :meth:`close_later` during this turn.
         """
@@ -169,7 +171,8 @@ class Reactor:
 
         if timers:
             for timer in timers.pop_due(time.monotonic()):
-                timer.callback(*timer.args)
+                if not timer.cancelled:     # an earlier callback of this batch may cancel it
+                    timer.callback(*timer.args)
 
         if self._to_close:
             self._close_released()

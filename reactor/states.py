@@ -131,6 +131,8 @@ CONNECTION_TABLE = {
     # Flushed: now half-close and read until the peer's EOF.
     (_C.CLOSING, _CE.OUTPUT_DRAINED): (_C.CLOSING, Action.HALF_CLOSE),
     (_C.CLOSING, _CE.CLOSE): (_C.CLOSING, None),
+    # Only seen once flushed: a flushing connection does not read, and a
+    # peer's FIN read earlier is read again (recv returns b"" for ever).
     (_C.CLOSING, _CE.PEER_EOF): (_C.CLOSED, Action.RELEASE),
     (_C.CLOSING, _CE.PEER_GONE): (_C.CLOSED, Action.RELEASE),
     (_C.CLOSING, _CE.ABORT): (_C.CLOSED, Action.RELEASE),

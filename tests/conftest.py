@@ -31,6 +31,15 @@ def _raise_fd_limit():
 _raise_fd_limit()   # 1,000 clients and their server in one process need ~2,000 descriptors
 
 
+def readline_within(stream, timeout=DEADLINE):
+    """A line from a child's pipe, or an AssertionError if none comes in time."""
+    import select
+
+    ready, _, _ = select.select([stream], [], [], timeout)
+    assert ready, f"no output within {timeout} s"
+    return stream.readline()
+
+
 class ServerProcess:
     """A server started with ``python -m MODULE ... 0``, its port read from its first line."""
 
@@ -40,7 +49,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, *args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log)
-        line = self.proc.stdout.readline().rstrip(b"\n")
+        line = readline_within(self.proc.stdout).rstrip(b"\n")
         match = LISTENING.match(line)
         if not match:
             self.kill()
@@ -123,6 +132,7 @@ class ThreadedServer:
         self.thread.join(DEADLINE)
         assert not self.thread.is_alive(), "reactor thread did not stop"
         self.server.abort_all("test over")
+        self.server.listener.shutdown()
         self.reactor._close_released()
         self.reactor.close()
         if self.errors:
@@ -157,7 +167,7 @@ def run_until(reactor, condition, timeout=DEADLINE):
 def tcp_pair():
     """A connected (server side, client side) pair of TCP sockets on loopback."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        client = socket.create_connection(listener.getsockname())
+        client = socket.create_connection(listener.getsockname(), timeout=DEADLINE)
         server, _ = listener.accept()
     return server, client
 
@@ -211,5 +221,5 @@ def stuff(sock, limit, stall=0.5):
             except BlockingIOError:
                 continue
             sent += pattern[:n]
-    sock.setblocking(True)
+    sock.settimeout(DEADLINE)
     return bytes(sent)

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from conftest import reset, run_until, tcp_pair
+from conftest import DEADLINE, reset, run_until, tcp_pair
 from reactor.connection import Connection, Protocol
 from reactor.loop import Reactor
 from reactor.states import CONNECTION_TABLE, HIGH_WATER, LOW_WATER, ConnEvent, ConnState
@@ -78,7 +78,7 @@ class Harness:
         except BlockingIOError:
             return False
         finally:
-            self.peer.setblocking(True)
+            self.peer.settimeout(DEADLINE)
 
     def mask(self):
         return self.reactor.selector.get_key(self.conn.sock).events
@@ -253,14 +253,44 @@ def test_bytes_are_delivered_in_order_across_the_buffer(h):
 
 
 def test_reading_stops_above_high_water_and_resumes_at_low_water(h):
-    """A client that does not read cannot make us buffer more than the high-water mark plus one write."""
+    """A client that does not read cannot make us read (and buffer) more: its input waits in the kernel."""
     h.make_busy()
     while h.conn.buffered < HIGH_WATER:
         h.write(b"x" * CHUNK)
     assert h.mask() == selectors.EVENT_WRITE
-    assert h.conn.peak_buffered < HIGH_WATER + CHUNK
-    h.turn_until(lambda: h.drain_peer() or h.conn.buffered <= LOW_WATER)
-    assert h.mask() & selectors.EVENT_READ
+    h.peer.sendall(b"more input")
+    for _ in range(5):
+        h.reactor.run_once(timeout=0.02)
+    assert h.protocol.data == b""          # not read while above the high-water mark
+    h.turn_until(lambda: h.drain_peer() or h.protocol.data)
+    assert h.conn.buffered <= LOW_WATER    # reading resumed only once drained this far
+    assert bytes(h.protocol.data) == b"more input"
+
+
+class CloseOnEof(Recorder):
+    def eof_received(self, conn):
+        super().eof_received(conn)
+        conn.close()
+
+
+def test_closing_in_eof_received_still_flushes_everything(h):
+    """A protocol that closes when the peer half-closes loses none of its pending output."""
+    h.conn.protocol = h.protocol = CloseOnEof()
+    h.make_busy()
+    h.peer.shutdown(socket.SHUT_WR)
+    h.turn_until(lambda: h.drain_peer())
+    assert bytes(h.received) == bytes(h.written)
+
+
+def test_a_stale_read_event_while_flushing_is_ignored(h):
+    """An EOF reported in the same turn as our close() (e.g. SIGTERM) cannot cut the flush short."""
+    h.make_busy()
+    h.peer.shutdown(socket.SHUT_WR)
+    h.conn.close()                         # CLOSING, flushing: no longer reading
+    h.conn.on_readable()                   # what the loop would dispatch from a stale select()
+    assert h.conn.state is CLOSING and h.conn.buffered
+    h.turn_until(lambda: h.drain_peer())
+    assert bytes(h.received) == bytes(h.written)
 
 
 def test_data_and_eof_reach_the_protocol(h):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import DEADLINE, ROOT
+from conftest import DEADLINE, ROOT, readline_within
 from clients import echo
 from reactor import cli
 
@@ -45,7 +45,7 @@ def test_a_server_that_dies_while_the_user_is_typing_is_noticed_at_once(start_se
     try:
         proc.stdin.write(b"first line\n")
         proc.stdin.flush()
-        assert proc.stdout.readline() == b"first line\n"     # connected and echoing
+        assert readline_within(proc.stdout) == b"first line\n"   # connected and echoing
         server.proc.send_signal(signal.SIGKILL)               # the server we started, by pid
         assert proc.wait(timeout=DEADLINE) == 1               # stdin is still open
         assert b"server terminated prematurely" in proc.stderr.read()

@@ -62,7 +62,7 @@ def test_byte_exact_echo_over_1000_concurrent_connections(start_server):
 
 
 def test_a_client_that_never_reads_cannot_grow_server_memory(threaded_echo):
-    """A client that floods without reading costs at most the high-water mark; others keep their echoes."""
+    """A client that floods without reading costs at most the high-water mark plus one read; others keep their echoes."""
     srv = threaded_echo()
     hog = socket.create_connection(srv.address)
     try:
@@ -152,12 +152,33 @@ def test_a_second_signal_stops_at_once(start_server):
     with sock:
         stuff(sock, 64 * 1024 * 1024)
         server.signal(signal.SIGTERM)
+        end = time.monotonic() + DEADLINE
         while "shutting down" not in server.log():
-            assert server.proc.poll() is None
+            assert server.proc.poll() is None and time.monotonic() < end
             time.sleep(0.01)
         server.signal(signal.SIGTERM)
         assert server.wait() == 1
     assert "SIGTERM again: stopping now, dropping 1 client(s)" in server.log()
+
+
+@pytest.mark.parametrize("behaviour", ["idle", "never reads"])
+def test_clients_that_outlive_the_grace_period_are_dropped_cleanly(start_server, behaviour):
+    """A client that ignores the shutdown is dropped when the grace period ends: exit 0, no traceback."""
+    server = start_server("servers.echo_select", "--grace", "0.3")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.connect(server.address)
+    with sock:
+        if behaviour == "never reads":
+            stuff(sock, 64 * 1024 * 1024)
+        else:
+            sock.sendall(b"x")
+            assert recv_exactly(sock, 1) == b"x"
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0
+    log = server.log()
+    assert "grace period over: dropping 1 connection(s)" in log
+    assert "Traceback" not in log and " ERROR " not in log
 
 
 @pytest.mark.skipif(not socket.has_dualstack_ipv6(), reason="no IPv6 on this host")

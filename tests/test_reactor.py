@@ -1,6 +1,7 @@
 """The event loop itself: sleeping, waking, timers, signals, deferred close (tier 3)."""
 
 import os
+import selectors
 import signal
 import socket
 import threading
@@ -37,7 +38,7 @@ def reactor():
 
 def test_idle_loop_sleeps_without_timeout_until_a_signal_wakes_it():
     """An idle server makes no periodic wakeups (no 0.5 s poll) and still reacts to SIGTERM at once."""
-    selector = RecordingSelector(Reactor().selector.__class__())
+    selector = RecordingSelector(selectors.DefaultSelector())
     r = Reactor(selector)
     got = []
     r.add_signal_handler(signal.SIGUSR1, lambda signum: (got.append(signum), r.stop()))
@@ -81,9 +82,19 @@ def test_timers_run_in_deadline_order_and_cancel_works(reactor):
     assert fired == ["early", "late"]
 
 
+def test_a_timer_cancelled_by_an_earlier_one_of_the_same_batch_does_not_run(reactor):
+    """Two timers due together: when the first cancels the second, the second never runs."""
+    fired = []
+    past = reactor.time() - 1.0            # both already due: one batch
+    second = reactor.call_at(past + 0.5, fired.append, "second")
+    reactor.call_at(past, lambda: (fired.append("first"), second.cancel()))
+    reactor.run_once(timeout=0)
+    assert fired == ["first"]
+
+
 def test_the_nearest_timer_bounds_the_sleep():
     """With a timer pending, select() sleeps no longer than until that timer."""
-    selector = RecordingSelector(Reactor().selector.__class__())
+    selector = RecordingSelector(selectors.DefaultSelector())
     r = Reactor(selector)
     fired = []
     try:
