@@ -199,6 +199,15 @@ def recv_exactly(sock, n, timeout=DEADLINE):
     return bytes(buf)
 
 
+def slow_reader(address):
+    """A client socket with a small receive buffer, so the server's output jams soon."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.settimeout(DEADLINE)
+    sock.connect(address)
+    return sock
+
+
 def stuff(sock, limit, stall=0.5):
     """Send from a non-blocking ``sock`` until ``limit`` bytes or no progress for ``stall`` s.
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import DEADLINE, ROOT, recv_all, recv_exactly, reset, stuff
+from conftest import DEADLINE, ROOT, recv_all, recv_exactly, reset, slow_reader, stuff
 from reactor import cli
 from reactor.connection import RECV_SIZE
 from reactor.states import HIGH_WATER
@@ -128,9 +128,7 @@ def test_sigterm_on_an_idle_server_exits_0(start_server):
 def test_sigterm_delivers_pending_output_before_exiting(start_server):
     """On SIGTERM, a client still gets every byte the server had for it, then a clean EOF (not a reset)."""
     server = start_server()
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-    sock.connect(server.address)
+    sock = slow_reader(server.address)
     with sock:
         sent = stuff(sock, 64 * 1024 * 1024)   # jammed: the server holds output it cannot send
         server.signal(signal.SIGTERM)
@@ -146,9 +144,7 @@ def test_sigterm_delivers_pending_output_before_exiting(start_server):
 def test_a_second_signal_stops_at_once(start_server):
     """When a client will not take its output, a second SIGTERM ends the server without waiting for the grace period."""
     server = start_server("servers.echo_select", "--grace", "600")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-    sock.connect(server.address)
+    sock = slow_reader(server.address)
     with sock:
         stuff(sock, 64 * 1024 * 1024)
         server.signal(signal.SIGTERM)
@@ -165,9 +161,7 @@ def test_a_second_signal_stops_at_once(start_server):
 def test_clients_that_outlive_the_grace_period_are_dropped_cleanly(start_server, behaviour):
     """A client that ignores the shutdown is dropped when the grace period ends: exit 0, no traceback."""
     server = start_server("servers.echo_select", "--grace", "0.3")
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
-    sock.connect(server.address)
+    sock = slow_reader(server.address)
     with sock:
         if behaviour == "never reads":
             stuff(sock, 64 * 1024 * 1024)
