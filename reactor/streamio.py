@@ -99,9 +99,3 @@ class Reader:
         while self.framer.buffered < n and self._fill():
             pass
         return self.framer.take(n)
-
-    def read_some(self):
-        """Whatever is buffered, or the next recv's worth; ``b""`` at EOF."""
-        if self.framer.buffered or self._fill():
-            return self.framer.take(self.framer.buffered)
-        return b""
