@@ -2,7 +2,7 @@
 
 * :class:`Parser`: ``argparse`` whose errors are one line (``prog: error:
   what is wrong (see --help)``) instead of a usage dump.
-* :func:`port`: the argument type for port numbers.
+* :func:`port`, :func:`positive_int`, :func:`positive_float`: argument types.
 * :class:`Fatal` and :func:`run`: a command raises ``Fatal("what is wrong;
   what to do")`` and :func:`run` prints it as one line on stderr and exits
   non-zero, with no traceback.  Ctrl-C in a command that does not handle
@@ -47,6 +47,18 @@ def port(text):
     return value
 
 
+def positive_int(text):
+    """argparse type: a whole number greater than zero."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a whole number "
+                                         f"from 1 up")
+    return value
+
+
 def positive_float(text):
     """argparse type: a number of seconds greater than zero."""
     try:
@@ -83,6 +95,8 @@ def setup_logging(args, trace=False):
         root.setLevel(logging.INFO)
     # --trace is shown whatever -q says: asking for it is asking to see it.
     logging.getLogger("selectlab.trace").setLevel(logging.INFO if trace else logging.WARNING)
+    # So are the counters (--stats, SIGUSR1), which are only logged when asked for.
+    logging.getLogger("selectlab.stats").setLevel(logging.INFO)
 
 
 def run(main, argv=None):

@@ -100,6 +100,7 @@ class Connection:
         self.bytes_out = 0
         self.peak_buffered = 0     # the most output ever buffered: what a slow reader cost us
         self.opened_at = reactor.time()
+        self.last_active = self.opened_at  # the last turn in which bytes moved either way
         self._outbuf = bytearray()
         self._mask = READ
         self._deadline = None
@@ -145,7 +146,7 @@ class Connection:
             self._note_buffered()
             self._update_interest()
 
-    def close(self, timeout=None):
+    def close(self, timeout=None, reason="closed by server"):
         """Flush what is pending, half-close, wait for the peer's EOF, close.
 
         Parameters
@@ -153,6 +154,8 @@ class Connection:
         timeout : float, optional
             the deadline for all of that, in seconds (default ``CLOSE_TIMEOUT``);
             a shorter one given later (e.g. at shutdown) wins.
+        reason : str
+            why, for the logs (the first reason given is kept).
         """
         if self.state is _CLOSED:
             return
@@ -163,7 +166,7 @@ class Connection:
                 self._deadline = None
                 self._arm_deadline()
         if self.close_reason is None:
-            self.close_reason = "closed by server"
+            self.close_reason = reason
         self._fire(ConnEvent.CLOSE)
 
     def abort(self, reason="aborted"):
@@ -190,6 +193,7 @@ class Connection:
             return
         if data:
             self.bytes_in += len(data)
+            self.last_active = self._reactor.now
             if self.state is not _CLOSING:      # closing: read only to find the EOF
                 self.protocol.data_received(self, data)
             return
@@ -215,6 +219,7 @@ class Connection:
             self._io_error(exc)
             return
         self.bytes_out += sent
+        self.last_active = self._reactor.now
         del buf[:sent]          # bytearray drops a prefix in O(1) (CPython 3.4+)
         if buf:
             self._update_interest()     # below LOW_WATER: resume reading

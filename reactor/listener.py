@@ -16,9 +16,14 @@ Accepting, per readiness event, up to ``ACCEPTS_PER_EVENT`` connections:
 * running out of descriptors or memory (``EMFILE``...): the pending
   connection stays in the backlog and the listening socket stays readable,
   so trying again at once would spin at 100% CPU (the classic libev/Node/
-  Redis bug).  The remedy here is asyncio's: stop watching the listening
-  sockets for ``ACCEPT_RETRY_DELAY`` seconds, serving existing clients
-  meanwhile, then try again.
+  Redis bug).  The remedy here is asyncio's back-off: stop watching the
+  listening sockets for ``ACCEPT_RETRY_DELAY`` seconds, serving existing
+  clients meanwhile, then try again -- or sooner, as soon as one of our own
+  connections releases its descriptor (:meth:`Listener.descriptor_freed`),
+  which is the usual way descriptors come back.  Waiting clients stay in the
+  kernel's backlog and are served when we resume.  (libuv's other remedy, a
+  reserved descriptor closed to accept-and-drop the pending client, turns
+  every waiting client away; a short shortage should not cost clients.)
 """
 
 import logging
@@ -37,6 +42,10 @@ ACCEPTS_PER_EVENT = 1000
 
 # asyncio's ACCEPT_RETRY_DELAY after EMFILE/ENFILE/ENOBUFS/ENOMEM.
 ACCEPT_RETRY_DELAY = 1.0
+
+# A shortage that lasts can hit accept once per departing client; warn about
+# it at most this often (seconds), and at debug level in between.
+EXHAUSTED_WARNING_INTERVAL = 10.0
 
 
 class _Acceptor:
@@ -81,11 +90,12 @@ class Listener:
         self._reject = reject
         self._tracer = tracer
         self._retry_timer = None
+        self._warned_at = None
         self.capacity = capacity
         self.active = 0             # admitted connections not yet released
         self.state = ListenerState.IDLE
         self.accept_errors = 0      # pending connections lost before accept
-        self.exhausted_events = 0   # times accept failed for lack of descriptors/memory
+        self.emfile_events = 0      # accepts failed for lack of descriptors (or memory)
         self.acceptors = [_Acceptor(self, s) for s in socks]
         for acceptor in self.acceptors:
             acceptor.sock.setblocking(False)
@@ -96,10 +106,28 @@ class Listener:
     def sockets(self):
         return [a.sock for a in self.acceptors]
 
+    @property
+    def paused(self):
+        """True while accepting is paused after running out of descriptors."""
+        return self._retry_timer is not None
+
     def slot_freed(self):
-        """An admitted connection was released."""
+        """An admitted connection was released (its descriptor too)."""
         self.active -= 1
         self._fire(ListenerEvent.SLOT_FREED)
+        self.descriptor_freed()
+
+    def descriptor_freed(self):
+        """One of our sockets is being closed: if accepting is paused, resume now.
+
+        The descriptor is closed at the end of this turn of the loop, before
+        the next ``select()`` reports the listener readable again.  If the
+        descriptor went elsewhere meanwhile, accept fails again and the
+        listener backs off again: one retry per freed descriptor, never a spin.
+        """
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._resume()
 
     def shutdown(self):
         """Stop accepting and close the listening sockets."""
@@ -128,9 +156,16 @@ class Listener:
             self._fire(ListenerEvent.CONNECTION, sock, addr)
 
     def _back_off(self, exc):
-        self.exhausted_events += 1
-        log.warning("accept: %s; not accepting for %.1f s, existing clients are still served",
-                    errors.describe(exc), ACCEPT_RETRY_DELAY)
+        self.emfile_events += 1
+        now = self._reactor.time()
+        if self._warned_at is None or now - self._warned_at >= EXHAUSTED_WARNING_INTERVAL:
+            self._warned_at = now
+            level = logging.WARNING
+        else:
+            level = logging.DEBUG
+        log.log(level, "accept: %s (%d time(s) so far); pausing accepts for %.1f s or until "
+                "a client leaves; existing clients are still served",
+                errors.describe(exc), self.emfile_events, ACCEPT_RETRY_DELAY)
         self._retry_timer = self._reactor.call_later(ACCEPT_RETRY_DELAY, self._resume)
         self._update_interest()
 

@@ -7,6 +7,14 @@ the counters, logs each connection's opening and closing with its peer,
 bytes and duration, and knows how to stop gracefully: stop accepting, close
 every connection (flush, half-close, drain), and once they are all gone --
 or the grace period is over, whichever comes first -- call ``on_stopped``.
+
+Admission control is the listener's: a capacity, and a rejection for the
+clients beyond it -- a best-effort message (``busy\\n``), then the same clean
+close as any other (flush, half-close, read and discard until the peer's
+EOF), so the message is not destroyed by a reset.  The server adds the idle
+timeout (activity in either direction resets a client's clock) and the
+counters of :meth:`StreamServer.stats_snapshot`, named after Redis's
+``INFO stats`` where Redis has one.
 """
 
 import itertools
@@ -15,13 +23,17 @@ import socket
 
 from reactor.connection import Connection, Protocol
 from reactor.listener import Listener
+from reactor.states import ConnState
 
 log = logging.getLogger("selectlab")
 trace_log = logging.getLogger("selectlab.trace")
 
-# How long a rejected client is given to read its rejection and close
-# (issue 3: best-effort, must never hold the loop or a slot for long).
-REJECT_CLOSE_TIMEOUT = 2.0
+# How long a connection that we end on our own initiative (a rejected client,
+# an idle one) is given, after our FIN, to read what we sent and close its
+# end.  Best effort that must never hold a descriptor or a slot for long:
+# such a client owes us nothing, so this is below nginx's 5 s
+# lingering_timeout.  Past it the socket is closed anyway.
+LINGER_TIMEOUT = 2.0
 
 
 def format_address(addr):
@@ -37,14 +49,20 @@ def format_address(addr):
 
 
 class Stats:
-    """Counters for a server's lifetime (issue 3 adds the rest of Redis's INFO stats)."""
+    """Counters over a server's lifetime (see :meth:`StreamServer.stats_snapshot`)."""
 
     def __init__(self):
-        self.accepted = 0
-        self.rejected = 0
-        self.closed = 0
-        self.bytes_in = 0      # from connections that have closed
-        self.bytes_out = 0
+        self.accepted = 0        # clients admitted (Redis: total_connections_received)
+        self.rejected_busy = 0   # clients answered at capacity (Redis: rejected_connections)
+        self.closed = 0          # admitted clients gone
+        self.idle_timeouts = 0   # of those, closed by the idle timeout
+        self.bytes_in = 0        # of connections that have ended; stats_snapshot()
+        self.bytes_out = 0       # adds the live ones
+
+
+def format_stats(snapshot):
+    """``{'accepted': 3, ...}`` -> ``accepted=3 ...``: one greppable log line."""
+    return " ".join(f"{name}={value}" for name, value in snapshot.items())
 
 
 class StreamServer:
@@ -62,18 +80,23 @@ class StreamServer:
         the listener's capacity; None for no limit.
     reject_message : bytes
         sent, best effort, to a client that arrives at capacity.
+    idle_timeout : float or None
+        close a client when no byte has moved either way for this many
+        seconds; None (the default) never does.
     trace : bool
         log every state transition of the listener and the connections.
     """
 
     def __init__(self, reactor, socks, protocol_factory, capacity=None,
-                 reject_message=b"", trace=False):
+                 reject_message=b"", idle_timeout=None, trace=False):
         self.reactor = reactor
         self.protocol_factory = protocol_factory
         self.reject_message = reject_message
+        self.idle_timeout = idle_timeout
         self.connections = set()
         self.rejecting = set()
         self.stats = Stats()
+        self._idle_timers = {}      # connection -> its idle Timer
         self._ids = itertools.count(1)
         self._trace = trace
         self._on_stopped = None
@@ -97,20 +120,45 @@ class StreamServer:
         self.connections.add(conn)
         self.stats.accepted += 1
         log.info("#%d %s open", conn.ident, conn.peer)
+        if self.idle_timeout is not None:
+            self._idle_timers[conn] = self.reactor.call_later(
+                self.idle_timeout, self._check_idle, conn)
         conn.protocol.connection_made(conn)
 
     def _reject(self, sock, addr):
         conn = self._connection(sock, addr, _REJECTED, self._rejected_released)
         self.rejecting.add(conn)
-        self.stats.rejected += 1
+        self.stats.rejected_busy += 1
         log.info("#%d %s rejected: at capacity (%d)", conn.ident, conn.peer,
                  self.listener.capacity)
         if self.reject_message:
             conn.write(self.reject_message)
-        conn.close(timeout=REJECT_CLOSE_TIMEOUT)
+        conn.close(timeout=LINGER_TIMEOUT, reason="rejected")
+
+    def _check_idle(self, conn):
+        """``conn``'s idle timer is due: close it if it really was idle that long.
+
+        Activity does not touch the timer (that would be a heap operation per
+        read); the connection only notes the time (``last_active``), and a
+        timer that finds it was active since is set again for the remainder.
+        """
+        timeout = self.idle_timeout
+        if self.reactor.time() - conn.last_active < timeout:
+            self._idle_timers[conn] = self.reactor.call_at(
+                conn.last_active + timeout, self._check_idle, conn)
+            return
+        del self._idle_timers[conn]
+        if conn.state is ConnState.CLOSING:
+            return      # already ending, within its own deadline
+        self.stats.idle_timeouts += 1
+        log.info("#%d %s idle for %g s: closing", conn.ident, conn.peer, timeout)
+        conn.close(timeout=LINGER_TIMEOUT, reason="idle timeout")
 
     def _released(self, conn):
         self.connections.discard(conn)
+        timer = self._idle_timers.pop(conn, None)
+        if timer is not None:
+            timer.cancel()
         stats = self.stats
         stats.closed += 1
         stats.bytes_in += conn.bytes_in
@@ -123,7 +171,39 @@ class StreamServer:
 
     def _rejected_released(self, conn):
         self.rejecting.discard(conn)
+        self.stats.bytes_in += conn.bytes_in
+        self.stats.bytes_out += conn.bytes_out
+        self.listener.descriptor_freed()
         self._check_stopped()
+
+    # --- counters --------------------------------------------------------
+
+    def stats_snapshot(self):
+        """The counters now, in a fixed order, as a dict.
+
+        ``accepted``, ``rejected_busy``, ``closed``, ``idle_timeouts``: clients
+        since the start.  ``active``: clients being served now.
+        ``emfile_events``: accepts that failed for lack of descriptors (each
+        pauses accepting; see ``reactor.listener``).  ``accept_errors``:
+        clients lost between their handshake and our accept (ECONNABORTED).
+        ``bytes_in``/``bytes_out``: over every connection, served or rejected,
+        ended or live.  ``eventloop_cycles``: turns of the loop (Redis's name);
+        a server that spins shows it here.
+        """
+        stats = self.stats
+        live = list(self.connections) + list(self.rejecting)
+        return {
+            "accepted": stats.accepted,
+            "rejected_busy": stats.rejected_busy,
+            "active": len(self.connections),
+            "closed": stats.closed,
+            "idle_timeouts": stats.idle_timeouts,
+            "emfile_events": self.listener.emfile_events,
+            "accept_errors": self.listener.accept_errors,
+            "bytes_in": stats.bytes_in + sum(c.bytes_in for c in live),
+            "bytes_out": stats.bytes_out + sum(c.bytes_out for c in live),
+            "eventloop_cycles": self.reactor.cycles,
+        }
 
     # --- stopping --------------------------------------------------------
 

@@ -1,8 +1,12 @@
 """The listener's IDLE/BUSY machine on real sockets: the quick guide's busy server (tier 3)."""
 
+import os
+import resource
 import socket
 
 import pytest
+
+import reactor.listener as listener_module
 
 from conftest import recv_all, run_until
 from reactor.connection import Protocol
@@ -72,7 +76,7 @@ def test_capacity_one_is_the_quick_guides_idle_busy_server(guide):
     first = g.connect()
     g.until(lambda: g.state() is L.BUSY)
     second = g.connect()
-    g.until(lambda: g.server.stats.rejected == 1)
+    g.until(lambda: g.server.stats.rejected_busy == 1)
     assert recv_all(second) == b"busy\n"
 
     first.sendall(b"still served\n")
@@ -85,7 +89,7 @@ def test_capacity_one_is_the_quick_guides_idle_busy_server(guide):
     third.sendall(b"my turn\n")
     g.until(lambda: any(c.bytes_out for c in g.server.connections))
     assert third.recv(100) == b"my turn\n"
-    assert g.server.stats.rejected == 1
+    assert g.server.stats.rejected_busy == 1
 
 
 def scenario_rows(g):
@@ -93,7 +97,7 @@ def scenario_rows(g):
     a = g.connect()
     g.until(lambda: g.state() is L.BUSY)             # IDLE-CONNECTION, IDLE-FULL
     b = g.connect()
-    g.until(lambda: g.server.stats.rejected == 1)   # BUSY-CONNECTION
+    g.until(lambda: g.server.stats.rejected_busy == 1)   # BUSY-CONNECTION
     a.close()
     g.until(lambda: g.state() is L.IDLE)             # BUSY-SLOT_FREED
     c = g.connect()
@@ -125,3 +129,32 @@ def test_a_closed_listener_refuses_new_clients(guide):
     g.reactor.run_once(0)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(g.address, timeout=5)
+
+
+def test_out_of_descriptors_pauses_accepting_until_a_client_leaves(guide, monkeypatch):
+    """At EMFILE the listener stops watching the listening socket (no spin) and starts again
+    as soon as one of its clients releases a descriptor, without waiting out the retry delay."""
+    monkeypatch.setattr(listener_module, "ACCEPT_RETRY_DELAY", 3600.0)
+    g = guide(None)
+    first = g.connect()
+    g.until(lambda: len(g.server.connections) == 1)
+    waiting = g.connect()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.dup(0)
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))   # no descriptor left
+    try:
+        g.until(lambda: g.server.listener.paused)
+        assert g.server.listener.emfile_events == 1
+        assert g.reactor.selector.get_map().get(g.server.listener.sockets[0]) is None
+        for _ in range(20):         # paused: nothing wakes the loop, nothing is retried
+            g.reactor.run_once(timeout=0)
+        assert g.server.listener.emfile_events == 1
+        first.close()               # the server sees EOF and releases its descriptor
+        g.until(lambda: g.server.stats.accepted == 2)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert not g.server.listener.paused
+    waiting.sendall(b"served\n")
+    g.until(lambda: any(c.bytes_out for c in g.server.connections))
+    assert waiting.recv(100) == b"served\n"
