@@ -2,6 +2,8 @@
 
 * :func:`add_server_arguments`: ``[port]``, ``-b/--bind``, ``--backlog``,
   ``--grace``, ``--trace``, ``-v/-q``, the same on every server.
+* :func:`add_reactor_arguments`: ``--max-clients``, ``--idle-timeout`` and
+  ``--stats``, the same on every server that runs on the reactor.
 * :func:`open_listeners`: bind and listen, or raise :class:`~reactor.cli.Fatal`
   with a message that says what to do (address in use, unknown host, port
   needing root...).
@@ -9,6 +11,9 @@
   which scripts and tests wait for.
 * :func:`serve_reactor`: run a :class:`~reactor.server.StreamServer` until
   SIGINT or SIGTERM, then stop gracefully; a second signal stops at once.
+  SIGUSR1 logs the counters.
+* :func:`run_stream_server`: all of the above for a protocol, from parsed
+  arguments: what ``main()`` of a reactor server does.
 """
 
 import errno
@@ -17,10 +22,13 @@ import resource
 import signal
 import socket
 
-from reactor.cli import Fatal, add_verbosity, port, positive_float
-from reactor.server import format_address
+from reactor import cli
+from reactor.cli import Fatal, add_verbosity, port, positive_float, positive_int
+from reactor.loop import Reactor
+from reactor.server import StreamServer, format_address, format_stats
 
 log = logging.getLogger("selectlab")
+stats_log = logging.getLogger("selectlab.stats")
 
 # UNP's LISTENQ.  The kernel caps it at net.core.somaxconn.
 DEFAULT_BACKLOG = 1024
@@ -29,6 +37,15 @@ DEFAULT_BACKLOG = 1024
 DEFAULT_GRACE = 5.0
 
 EXIT_SECOND_SIGNAL = 1
+
+# What a client arriving at capacity reads before our FIN: the quick guide's
+# 11th task ("send "busy\n" to new incoming clients"), 5 bytes.
+BUSY_MESSAGE = b"busy\n"
+
+# Redis's CONFIG_MIN_RESERVED_FDS: descriptors kept back from clients, for
+# the server's own (selector, wakeup socketpair, listening sockets, logs) and
+# for answering "busy" to clients beyond capacity.
+RESERVED_FDS = 32
 
 
 def add_server_arguments(parser, default_port):
@@ -49,20 +66,84 @@ def add_server_arguments(parser, default_port):
     add_verbosity(parser)
 
 
+def add_reactor_arguments(parser, default_max_clients=None):
+    """The options of every server on the reactor: admission control, idle timeout, counters.
+
+    ``default_max_clients`` None means Redis's default: as many clients as
+    the descriptor limit allows, minus ``RESERVED_FDS``.
+    """
+    if default_max_clients is None:
+        default_text = (f"the open-file limit minus {RESERVED_FDS} descriptors kept for the "
+                        f"server, as Redis does; here {_fd_limit() - RESERVED_FDS}")
+    else:
+        default_text = str(default_max_clients)
+    parser.add_argument("--max-clients", type=positive_int, default=default_max_clients,
+                        metavar="N",
+                        help=f"serve at most N clients at once; a client beyond them reads "
+                             f"'busy' and is closed cleanly (default: {default_text})")
+    parser.add_argument("--idle-timeout", type=positive_float, default=None, metavar="SECS",
+                        help="close a client after SECS seconds with no byte moving either "
+                             "way (default: never)")
+    parser.add_argument("--stats", type=positive_float, default=None, metavar="SECS",
+                        help="log the counters (accepted, rejected_busy, active, closed, "
+                             "idle_timeouts, emfile_events, bytes...) every SECS seconds; "
+                             "SIGUSR1 logs them at any time")
+
+
+def _fd_limit():
+    """The open-descriptor limit this process has, or will have after :func:`raise_fd_limit`."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return soft if hard == resource.RLIM_INFINITY else max(soft, hard)
+
+
 def raise_fd_limit():
     """Raise the soft limit on open descriptors to the hard limit (as Go and Redis do).
 
     Each client costs one descriptor; the usual soft limit of 1024 would
-    refuse clients long before the machine is short of anything.
+    refuse clients long before the machine is short of anything.  Returns
+    the limit in force.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
+    if soft != hard and hard != resource.RLIM_INFINITY:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError):
             return soft
         return hard
     return soft
+
+
+def choose_max_clients(requested, fd_limit):
+    """The capacity to serve with: ``requested``, or what ``fd_limit`` allows.
+
+    Raises
+    ------
+    reactor.cli.Fatal
+        when nothing was requested and the limit leaves no descriptor for
+        clients (Redis refuses to start in that case too).
+    """
+    if requested is not None:
+        return requested
+    allowed = fd_limit - RESERVED_FDS
+    if allowed < 1:
+        raise Fatal(f"the open-file limit ({fd_limit}) leaves no descriptor for clients "
+                    f"once the server keeps its {RESERVED_FDS}; raise it (ulimit -n) or "
+                    f"give --max-clients")
+    return allowed
+
+
+def log_capacity(requested, capacity, fd_limit):
+    """Say how many clients will be served, and warn if the descriptors cannot cover them."""
+    allowed = fd_limit - RESERVED_FDS
+    if requested is None:
+        log.info("serving at most %d clients at once (open-file limit %d minus %d kept "
+                 "for the server)", capacity, fd_limit, RESERVED_FDS)
+    elif capacity > allowed:
+        log.warning("--max-clients %d is more than the open-file limit (%d) allows: past "
+                    "about %d clients, accepting will pause until clients leave (raise "
+                    "ulimit -n to avoid this)", capacity, fd_limit, max(allowed, 0))
+    else:
+        log.info("serving at most %d client(s) at once", capacity)
 
 
 def _listen_error(where, exc):
@@ -141,14 +222,16 @@ def announce(socks):
         print(f"listening on {format_address(sock.getsockname())}", flush=True)
 
 
-def serve_reactor(reactor, server, grace):
+def serve_reactor(reactor, server, grace, stats_interval=None):
     """Announce ``server``, run it until SIGINT/SIGTERM, return the exit status.
 
     The signal handlers are in place before the ``listening on`` line is
-    printed, so whoever waits for that line may signal at once.  The first signal stops gracefully (no new clients; pending output is
-    flushed for up to ``grace`` seconds); a second one drops every client at
-    once and exits with status 1.  Signals reach the loop through its wakeup
-    socket: nothing here polls.
+    printed, so whoever waits for that line may signal at once.  The first
+    signal stops gracefully (no new clients; pending output is flushed for
+    up to ``grace`` seconds); a second one drops every client at once and
+    exits with status 1.  SIGUSR1 logs the counters, as does a timer every
+    ``stats_interval`` seconds if one is given.  Signals reach the loop
+    through its wakeup socket: nothing here polls.
     """
     signals_seen = 0
     status = 0
@@ -169,12 +252,43 @@ def serve_reactor(reactor, server, grace):
             server.abort_all("second signal")
             reactor.stop()
 
+    def log_stats(_signum=None):
+        stats_log.info("stats: %s", format_stats(server.stats_snapshot()))
+
+    def every_interval():
+        log_stats()
+        reactor.call_later(stats_interval, every_interval)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
         reactor.add_signal_handler(signum, on_signal)
+    reactor.add_signal_handler(signal.SIGUSR1, log_stats)
+    if stats_interval is not None:
+        reactor.call_later(stats_interval, every_interval)
     announce(server.listener.sockets)
     try:
         reactor.run()
     finally:
         reactor.close()
-    log.info("stopped")
+    log.info("stopped: %s", format_stats(server.stats_snapshot()))
     return status
+
+
+def run_stream_server(args, protocol_factory):
+    """What ``main()`` of a reactor server does, from its parsed arguments.
+
+    Sets up logging, raises the descriptor limit, chooses the capacity,
+    listens, and serves ``protocol_factory``'s protocol until stopped;
+    returns the exit status.  Clients beyond capacity read ``busy\n``.
+    """
+    cli.setup_logging(args, trace=args.trace)
+    fd_limit = raise_fd_limit()
+    capacity = choose_max_clients(args.max_clients, fd_limit)
+    socks = open_listeners(args.bind, args.port, args.backlog)
+    log_capacity(args.max_clients, capacity, fd_limit)
+    reactor = Reactor()
+    server = StreamServer(reactor, socks, protocol_factory, capacity=capacity,
+                          reject_message=BUSY_MESSAGE, idle_timeout=args.idle_timeout,
+                          trace=args.trace)
+    if args.idle_timeout is not None:
+        log.info("closing clients idle for %g s", args.idle_timeout)
+    return serve_reactor(reactor, server, args.grace, args.stats)

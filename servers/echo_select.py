@@ -7,15 +7,17 @@ server echoes buffers, not lines (UNP's ``str_echo`` reads a buffer and
 ``writen``s it), so there is no framing on this side.  When the client
 half-closes, it still gets every pending byte, then the server's FIN.
 
+It serves as many clients at once as its descriptors allow (``--max-clients``
+to set fewer); a client beyond them reads ``busy\\n`` and is closed cleanly,
+as in ``servers.busy_select``, which is this server with a capacity of one.
+
 Try it with ``nc localhost 9877`` or ``python -m clients.echo``, and watch
 the state machines with ``--trace``.
 """
 
 from reactor import cli
 from reactor.connection import Protocol
-from reactor.loop import Reactor
-from reactor.server import StreamServer
-from servers.common import add_server_arguments, open_listeners, raise_fd_limit, serve_reactor
+from servers.common import add_reactor_arguments, add_server_arguments, run_stream_server
 
 SERV_PORT = 9877    # UNP's unp.h
 
@@ -36,19 +38,14 @@ def build_parser():
         description="Echo server (RFC 862) on selectlab's single-thread reactor: every byte a "
                     "client sends comes back. The first line on stdout is "
                     "'listening on HOST:PORT'. SIGINT/SIGTERM stop it gracefully; a second "
-                    "signal stops it at once.")
+                    "signal stops it at once; SIGUSR1 logs its counters.")
     add_server_arguments(parser, SERV_PORT)
+    add_reactor_arguments(parser)
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    cli.setup_logging(args, trace=args.trace)
-    raise_fd_limit()
-    socks = open_listeners(args.bind, args.port, args.backlog)
-    reactor = Reactor()
-    server = StreamServer(reactor, socks, lambda: ECHO, trace=args.trace)
-    return serve_reactor(reactor, server, args.grace)
+    return run_stream_server(build_parser().parse_args(argv), lambda: ECHO)
 
 
 def cli_main():

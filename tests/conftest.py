@@ -40,15 +40,33 @@ def readline_within(stream, timeout=DEADLINE):
     return stream.readline()
 
 
-class ServerProcess:
-    """A server started with ``python -m MODULE ... 0``, its port read from its first line."""
+def fd_limit_setter(limit):
+    """A ``preexec_fn`` that gives the child ``limit`` descriptors, soft and hard."""
+    if limit is None:
+        return None
 
-    def __init__(self, module, *args, log_path):
+    def set_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+    return set_limit
+
+
+STATS_LINE = re.compile(r" stats: (.*)$", re.M)
+
+
+class ServerProcess:
+    """A server started with ``python -m MODULE ... 0``, its port read from its first line.
+
+    ``fd_limit`` lowers the server's descriptor limit (soft and hard, so it
+    cannot raise it back).
+    """
+
+    def __init__(self, module, *args, log_path, fd_limit=None):
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, *args],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log)
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log,
+            preexec_fn=fd_limit_setter(fd_limit))
         line = readline_within(self.proc.stdout).rstrip(b"\n")
         match = LISTENING.match(line)
         if not match:
@@ -69,6 +87,25 @@ class ServerProcess:
     def signal(self, signum):
         self.proc.send_signal(signum)
 
+    def stats(self):
+        """Ask for the counters (SIGUSR1) and return them as a dict of ints."""
+        before = len(STATS_LINE.findall(self.log()))
+        self.signal(signal.SIGUSR1)
+        end = time.monotonic() + DEADLINE
+        while True:
+            lines = STATS_LINE.findall(self.log())
+            if len(lines) > before:
+                return {k: int(v) for k, v in (f.split("=") for f in lines[before].split())}
+            assert self.proc.poll() is None, f"server died; log:\n{self.log()}"
+            assert time.monotonic() < end, "no stats line after SIGUSR1"
+            time.sleep(0.02)
+
+    def cpu_seconds(self):
+        """User plus system CPU time the server has used so far, from /proc."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def wait(self, timeout=DEADLINE):
         return self.proc.wait(timeout=timeout)
 
@@ -85,10 +122,11 @@ def start_server(tmp_path):
     """Start a server module on 127.0.0.1, port 0; killed (by pid) at teardown."""
     started = []
 
-    def start(module="servers.echo_select", *args, bind="127.0.0.1"):
+    def start(module="servers.echo_select", *args, bind="127.0.0.1", fd_limit=None):
         bind_args = ["-b", bind] if bind else []
         server = ServerProcess(module, *bind_args, *args, "0",
-                               log_path=tmp_path / f"server{len(started)}.log")
+                               log_path=tmp_path / f"server{len(started)}.log",
+                               fd_limit=fd_limit)
         started.append(server)
         return server
 
