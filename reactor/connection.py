@@ -136,6 +136,7 @@ class Connection:
                 self._io_error(exc)
                 return
             self.bytes_out += sent
+            self.last_active = self._reactor.now
             if sent == len(data):
                 return                      # the common path: done
             self._outbuf += memoryview(data)[sent:]
@@ -272,8 +273,12 @@ class Connection:
 
     def _on_deadline(self):
         self._deadline = None
-        self.close_reason = "closing deadline expired"
+        self._add_reason("closing deadline expired")
         self._fire(ConnEvent.DEADLINE)
+
+    def _add_reason(self, text):
+        """Record why the connection ended; a later cause is added to the first, not put in its place."""
+        self.close_reason = text if self.close_reason is None else f"{self.close_reason}, then {text}"
 
     def _note_buffered(self):
         if len(self._outbuf) > self.peak_buffered:
@@ -284,7 +289,7 @@ class Connection:
         if kind is errors.Kind.BUG:
             log.error("#%d %s: unexpected socket error, dropping this connection",
                       self.ident, self.peer, exc_info=exc)
-        self.close_reason = errors.describe(exc)
+        self._add_reason(errors.describe(exc))
         if self.state is not _CLOSED:
             self._fire(ConnEvent.PEER_GONE if kind is errors.Kind.PEER_GONE else ConnEvent.ABORT)
 

@@ -91,6 +91,7 @@ class Listener:
         self._tracer = tracer
         self._retry_timer = None
         self._warned_at = None
+        self._freed_in_turn = -1    # the loop turn in which a descriptor was last freed
         self.capacity = capacity
         self.active = 0             # admitted connections not yet released
         self.state = ListenerState.IDLE
@@ -125,6 +126,7 @@ class Listener:
         descriptor went elsewhere meanwhile, accept fails again and the
         listener backs off again: one retry per freed descriptor, never a spin.
         """
+        self._freed_in_turn = self._reactor.cycles
         if self._retry_timer is not None:
             self._retry_timer.cancel()
             self._resume()
@@ -166,7 +168,14 @@ class Listener:
         log.log(level, "accept: %s (%d time(s) so far); pausing accepts for %.1f s or until "
                 "a client leaves; existing clients are still served",
                 errors.describe(exc), self.emfile_events, ACCEPT_RETRY_DELAY)
-        self._retry_timer = self._reactor.call_later(ACCEPT_RETRY_DELAY, self._resume)
+        if self._freed_in_turn == self._reactor.cycles:
+            # A connection released earlier in this turn has not closed its
+            # socket yet (the loop does that at the end of the turn): retry
+            # in the next turn, when its descriptor is free.
+            delay = 0
+        else:
+            delay = ACCEPT_RETRY_DELAY
+        self._retry_timer = self._reactor.call_later(delay, self._resume)
         self._update_interest()
 
     def _resume(self):

@@ -13,10 +13,11 @@ in Python:
   There is no poll interval anywhere.
 * ``stop()`` and signals wake ``select()`` through a socketpair: ``stop()``
   writes a zero byte; for signals, ``signal.set_wakeup_fd`` makes the C-level
-  handler write the signal number, and the loop runs the callbacks given to
+  handler write a byte, and the loop runs the callbacks given to
   :meth:`Reactor.add_signal_handler` when it dispatches the wakeup socket's
   read event: between two handlers, never in the middle of one.  (asyncio
-  does the same.)
+  does the same, but reads *which* signals arrived from the bytes, and a
+  full socket drops them; here the Python-level handler records them.)
 * A handler never closes a socket under the loop's feet: it asks for
   :meth:`Reactor.close_later`, and the loop unregisters and then closes at
   the end of the turn, after every handler of the turn has run.  Handlers
@@ -38,35 +39,44 @@ from reactor.timers import TimerQueue
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
 
-# Bytes read from the wakeup socket per event: each pending signal or stop()
-# is one byte, and the kernel would drop bytes beyond the socket buffer anyway.
+# Bytes read from the wakeup socket per event.  The bytes only wake the loop
+# (which signals arrived is recorded separately, see _Waker), so a full
+# socket loses nothing.
 _WAKEUP_READ_SIZE = 4096
 
 
-def _ignore_signal(signum, frame):
-    """Python-level handler for signals the loop handles itself.
-
-    Its only purpose is to replace the default action (dying, or
-    KeyboardInterrupt for SIGINT): the C-level handler has already written
-    the signal number to the wakeup socket, and the loop does the real work.
-    """
-
-
 class _Waker:
-    """The read end of the wakeup socketpair, as a handler."""
+    """The read end of the wakeup socketpair, as a handler; also the loop's signal inbox.
+
+    ``signal.set_wakeup_fd`` makes CPython's C-level handler write the signal
+    number into the socket, which wakes a sleeping ``select()``.  But those
+    bytes are not a reliable record: when the socket is full (a storm of
+    SIGUSR1s), further bytes are dropped, and a SIGTERM among them would be
+    lost.  So the Python-level handler, :meth:`note`, which CPython runs in
+    the main thread soon after, records the signal in ``pending`` too, and
+    :meth:`on_readable` dispatches from there: each kind of signal once per
+    turn, however many times it arrived, and none lost.
+    """
 
     def __init__(self, reactor, sock):
         self._reactor = reactor
         self._sock = sock
+        self.pending = {}       # signum -> None, in order of arrival
+
+    def note(self, signum, frame):
+        """The Python-level handler of every signal the loop handles."""
+        self.pending[signum] = None
 
     def on_readable(self):
         try:
-            data = self._sock.recv(_WAKEUP_READ_SIZE)
+            while self._sock.recv(_WAKEUP_READ_SIZE):
+                pass
         except (BlockingIOError, InterruptedError):
-            return
-        for signum in data:
-            if signum:                      # 0 is stop(); it only wakes
-                self._reactor._dispatch_signal(signum)
+            pass
+        # A signal noted after this swap stays pending; its byte wakes the next turn.
+        pending, self.pending = self.pending, {}
+        for signum in pending:
+            self._reactor._dispatch_signal(signum)
 
     def on_writable(self):  # never registered for WRITE
         pass
@@ -93,7 +103,8 @@ class Reactor:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.selector.register(self._wake_r, EVENT_READ, _Waker(self, self._wake_r))
+        self._waker = _Waker(self, self._wake_r)
+        self.selector.register(self._wake_r, EVENT_READ, self._waker)
 
     # --- sockets ---------------------------------------------------------
 
@@ -218,7 +229,7 @@ class Reactor:
         if self._previous_wakeup_fd is None:
             self._previous_wakeup_fd = signal.set_wakeup_fd(
                 self._wake_w.fileno(), warn_on_full_buffer=False)
-        previous = signal.signal(signum, _ignore_signal)
+        previous = signal.signal(signum, self._waker.note)
         old = self._signal_callbacks.get(signum)
         self._signal_callbacks[signum] = (callback, old[1] if old else previous)
 

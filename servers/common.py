@@ -261,6 +261,9 @@ def serve_reactor(reactor, server, grace, stats_interval=None):
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         reactor.add_signal_handler(signum, on_signal)
+    # Ignored, not fatal (its default action), once the loop has put the
+    # handlers back: a SIGUSR1 that arrives while the process exits is harmless.
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     reactor.add_signal_handler(signal.SIGUSR1, log_stats)
     if stats_interval is not None:
         reactor.call_later(stats_interval, every_interval)

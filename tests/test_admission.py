@@ -5,6 +5,7 @@ Each server is a subprocess on 127.0.0.1, port 0; the counters are read
 through SIGUSR1, as a user would.
 """
 
+import os
 import selectors
 import signal
 import socket
@@ -15,7 +16,10 @@ import time
 
 import pytest
 
-from conftest import DEADLINE, ROOT, fd_limit_setter, recv_all, recv_exactly, reset
+from conftest import (
+    DEADLINE, ROOT, ThreadedServer, fd_limit_setter, recv_all, recv_exactly, reset,
+)
+from reactor.connection import Protocol
 
 BUSY = b"busy\n"
 
@@ -247,11 +251,11 @@ def _first_echo(socks):
 def test_idle_timeout_closes_the_idle_client_not_the_active_one(start_server):
     """--idle-timeout closes a client that sent nothing for that long, and never one that
     keeps talking, however long it stays."""
-    server = start_server("servers.echo_select", "--idle-timeout", "0.6")
+    server = start_server("servers.echo_select", "--idle-timeout", "1")
     idle, active = connect(server.address), connect(server.address)
     try:
         assert_echoes([idle, active])
-        stop = time.monotonic() + 2.0       # over three idle periods
+        stop = time.monotonic() + 2.5       # over two idle periods
         while time.monotonic() < stop:
             assert_echoes([active], b"tick")
             time.sleep(0.1)
@@ -263,10 +267,38 @@ def test_idle_timeout_closes_the_idle_client_not_the_active_one(start_server):
             time.sleep(0.02)
         assert stats["idle_timeouts"] == 1
         assert_echoes([active])
-        assert "idle for 0.6 s: closing" in server.log()
+        assert "idle for 1 s: closing" in server.log()
     finally:
         idle.close()
         active.close()
+
+
+class Ticker(Protocol):
+    """Sends a line every 0.1 s and never reads: a server that talks on its own."""
+
+    def __init__(self, reactor):
+        self.reactor = reactor
+
+    def connection_made(self, conn):
+        self.tick(conn)
+
+    def tick(self, conn):
+        conn.write(b"tick\n")
+        self.timer = self.reactor.call_later(0.1, self.tick, conn)
+
+    def connection_lost(self, conn, reason):
+        self.timer.cancel()
+
+
+def test_idle_timeout_counts_output_as_activity():
+    """A client that only receives (a feed, a download) is not idle while bytes reach it."""
+    server = ThreadedServer(lambda: Ticker(server.reactor), idle_timeout=0.5)
+    try:
+        with connect(server.address) as client:
+            assert recv_exactly(client, 5 * 20) == b"tick\n" * 20     # 2 s, four idle periods
+        assert server.server.stats.idle_timeouts == 0
+    finally:
+        server.stop()
 
 
 def test_echo_select_default_capacity_is_the_descriptor_limit_minus_32(start_server):
@@ -322,6 +354,27 @@ def test_stats_are_logged_periodically_and_on_sigusr1_even_when_quiet(start_serv
                            "eventloop_cycles"]
     assert (stats["accepted"], stats["active"], stats["bytes_in"], stats["bytes_out"]) == (1, 1, 5, 5)
     assert " open" not in server.log()      # -q still hides the per-connection lines
+
+
+def test_a_storm_of_sigusr1_neither_hides_sigterm_nor_kills_the_server(start_server):
+    """However many SIGUSR1s arrive, a SIGTERM among them still stops the server gracefully
+    (exit 0), and one arriving while it exits does not kill it."""
+    server = start_server("servers.echo_select")
+    pid = server.proc.pid
+
+    def running():      # without reaping it, so that the pid cannot be reused meanwhile
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+
+    sent = 0
+    end = time.monotonic() + DEADLINE
+    while running() and time.monotonic() < end and sent < 200_000:
+        os.kill(pid, signal.SIGUSR1)
+        sent += 1
+        if sent == 5000:
+            os.kill(pid, signal.SIGTERM)
+    assert sent > 5000, "the server exited before SIGTERM"
+    assert server.wait() == 0, server.log()[-500:]
+    assert "SIGTERM: shutting down" in server.log()
 
 
 def test_busy_select_reproduces_the_guides_session(start_server):

@@ -197,7 +197,7 @@ def closing_deadline(h):
     h.make_busy()
     h.conn.close(timeout=0.2)              # the peer neither reads nor closes
     h.turn_until(lambda: h.conn.state is CLOSED)
-    assert h.protocol.lost == "closing deadline expired"
+    assert h.protocol.lost == "closed by server, then closing deadline expired"
 
 
 ROWS = {

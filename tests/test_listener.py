@@ -2,13 +2,14 @@
 
 import os
 import resource
+import selectors
 import socket
 
 import pytest
 
 import reactor.listener as listener_module
 
-from conftest import recv_all, run_until
+from conftest import DEADLINE, recv_all, run_until
 from reactor.connection import Protocol
 from reactor.loop import Reactor
 from reactor.server import StreamServer
@@ -158,3 +159,43 @@ def test_out_of_descriptors_pauses_accepting_until_a_client_leaves(guide, monkey
     waiting.sendall(b"served\n")
     g.until(lambda: any(c.bytes_out for c in g.server.connections))
     assert waiting.recv(100) == b"served\n"
+
+
+class ConnectionsFirst(selectors.DefaultSelector):
+    """A selector that reports connections before listening sockets in each turn."""
+
+    def select(self, timeout=None):
+        ready = super().select(timeout)
+        ready.sort(key=lambda item: isinstance(item[0].data, listener_module._Acceptor))
+        return ready
+
+
+def test_a_descriptor_freed_earlier_in_the_same_turn_is_retried_at_once(monkeypatch):
+    """When a client leaves in the same turn as accept runs out of descriptors (its socket is
+    only closed at the end of the turn), the next client is accepted in the next turn, not
+    after the retry delay."""
+    monkeypatch.setattr(listener_module, "ACCEPT_RETRY_DELAY", 3600.0)
+    reactor = Reactor(ConnectionsFirst())
+    socks = open_listeners("127.0.0.1", 0)
+    server = StreamServer(reactor, socks, Echo)
+    first = socket.create_connection(socks[0].getsockname())
+    waiting = socket.socket()       # made now: no descriptor is free later
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        run_until(reactor, lambda: server.stats.accepted == 1)
+        lowest_free = os.dup(0)
+        os.close(lowest_free)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+        waiting.connect(socks[0].getsockname())
+        first.shutdown(socket.SHUT_WR)  # EOF for the server, without freeing our descriptor
+        reactor.run_once(timeout=DEADLINE)  # release #1, then accept: EMFILE
+        assert server.listener.emfile_events == 1
+        run_until(reactor, lambda: server.stats.accepted == 2, timeout=5)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        first.close()
+        waiting.close()
+        server.abort_all("test over")
+        server.listener.shutdown()
+        reactor._close_released()
+        reactor.close()
