@@ -48,8 +48,8 @@ BUSY_MESSAGE = b"busy\n"
 RESERVED_FDS = 32
 
 
-def add_server_arguments(parser, default_port):
-    """The options every server takes."""
+def add_server_arguments(parser, default_port, trace=True):
+    """The options every server takes (``--trace`` only where there are state machines to trace)."""
     parser.add_argument("port", nargs="?", type=port, default=default_port,
                         help=f"TCP port to listen on (default {default_port}; 0 picks a free one)")
     parser.add_argument("-b", "--bind", metavar="HOST", default=None,
@@ -61,8 +61,10 @@ def add_server_arguments(parser, default_port):
     parser.add_argument("--grace", type=positive_float, default=DEFAULT_GRACE, metavar="SECS",
                         help=f"on SIGINT/SIGTERM, how long to let clients take their pending "
                              f"output before dropping them (default {DEFAULT_GRACE:g})")
-    parser.add_argument("--trace", action="store_true",
-                        help="log every state transition of the listener and the connections")
+    if trace:
+        parser.add_argument("--trace", action="store_true",
+                            help="log every state transition of the listener and the "
+                                 "connections")
     add_verbosity(parser)
 
 
@@ -274,6 +276,13 @@ def serve_reactor(reactor, server, grace, stats_interval=None):
         reactor.close()
     log.info("stopped: %s", format_stats(server.stats_snapshot()))
     return status
+
+
+def start_classic(args):
+    """Logging, descriptor limit and listening sockets for a classic (blocking) server."""
+    cli.setup_logging(args)
+    raise_fd_limit()
+    return open_listeners(args.bind, args.port, args.backlog)
 
 
 def run_stream_server(args, protocol_factory):

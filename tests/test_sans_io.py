@@ -6,6 +6,7 @@ import pathlib
 import pytest
 
 REACTOR = pathlib.Path(__file__).resolve().parent.parent / "reactor"
+SERVERS = REACTOR.parent / "servers"
 
 
 def imported_modules(path):
@@ -23,6 +24,12 @@ def test_sans_io_modules_import_no_socket_or_selector(module):
     """Framing and state code can be tested with bytes alone and reused by any kind of I/O."""
     found = imported_modules(REACTOR / f"{module}.py") & {"socket", "selectors", "select", "ssl"}
     assert not found, f"reactor/{module}.py imports {found}"
+
+
+def test_the_hello_session_is_sans_io():
+    """Both models of the Hello server share one session that never touches a socket."""
+    found = imported_modules(SERVERS / "hello_session.py") & {"socket", "selectors", "select"}
+    assert not found
 
 
 @pytest.mark.parametrize("path", sorted(REACTOR.glob("*.py")), ids=lambda p: p.name)

@@ -1,0 +1,48 @@
+"""The thread-per-connection echo server (Comer ch. 12), with Comer's monitor (12.9).
+
+    python -m servers.echo_thread [port]        # default 9877, UNP's SERV_PORT
+
+Each accepted client gets a thread running
+:func:`servers.blocking.serve_connection`, the same echo loop as the fork and
+iterative servers.  ``--stats SECS`` starts Comer's monitor thread, which logs
+the current and completed connections, their average duration and the bytes
+moved every SECS seconds; SIGUSR1 logs the same line at any time.
+
+Python's threads take turns on one interpreter lock, so this design cannot
+use a second core for echoing; it pays a thread (stack, scheduling) per
+client.  bench/ measures what that costs against the reactor.
+"""
+
+from reactor import cli
+from servers.blocking import Threading, serve_connection
+from servers.common import add_server_arguments, start_classic
+from servers.echo_select import SERV_PORT
+
+
+def build_parser():
+    parser = cli.Parser(
+        prog="python -m servers.echo_thread",
+        description="Thread-per-connection echo server (Comer ch. 12). The first line on stdout "
+                    "is 'listening on HOST:PORT'. SIGINT/SIGTERM stop it gracefully; a second "
+                    "signal stops it at once; SIGUSR1 logs its counters.")
+    add_server_arguments(parser, SERV_PORT, trace=False)
+    parser.add_argument("--stats", type=cli.positive_float, default=None, metavar="SECS",
+                        help="log current and completed connections, average connection time "
+                             "and bytes every SECS seconds (Comer's monitor thread)")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    server = Threading(start_classic(args), serve_connection, args.grace,
+                       stats_interval=args.stats)
+    return server.run()
+
+
+def cli_main():
+    """Entry point of the console script."""
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    cli_main()

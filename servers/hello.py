@@ -1,0 +1,161 @@
+"""The worksheet's "Hello, World!" server, as a fork server or on the reactor.
+
+    python -m servers.hello [port]                  # default 3490, the worksheet's MYPORT
+    python -m servers.hello --model select [port]
+
+Every message a client sends is answered ``Hello, World!``, until it sends
+``quit``; the server logs ``got connection from ADDR`` and each ``Message
+received: ...``.  The worksheet's changes are options: ``--goodbye`` answers
+``quit`` with ``Goodbye, ADDR``, ``--echo`` answers each message with itself,
+``--maxdatasize 20`` is its MAXDATASIZE exercise (a long message is taken in
+pieces, and each piece is answered).  A message is a line, CR/LF stripped,
+so ``nc`` and telnet work; see :mod:`servers.hello_session` for the exact
+rules, which both models share.
+
+``--model fork`` (the worksheet's, the default) serves each client in a child
+process with blocking calls (:mod:`servers.forking`); ``--model select``
+serves them all from the reactor, each with its session's state machine.
+The transcripts are identical.
+"""
+
+import argparse
+import logging
+
+from reactor import cli
+from reactor.connection import Protocol
+from reactor.framing import MAX_LINE
+from reactor.server import LINGER_TIMEOUT
+from reactor.streamio import RECV_SIZE, writen
+from servers.blocking import linger_close, peer_host
+from servers.common import (
+    add_reactor_arguments, add_server_arguments, run_stream_server, start_classic,
+)
+from servers.echo_fork import add_fork_arguments
+from servers.forking import Forking
+from servers.hello_session import MAXDATASIZE, HelloSession
+
+log = logging.getLogger("selectlab")
+
+MYPORT = 3490       # the worksheet's
+
+
+def _log_messages(messages):
+    for message in messages:
+        log.info("Message received: %s", message.decode("utf-8", "backslashreplace"))
+
+
+def serve_blocking(sock, addr, options):
+    """The session with blocking calls (the fork model's child).
+
+    Returns ``(bytes_in, bytes_out, reason)`` as ``serve_connection`` does.
+    """
+    host = peer_host(addr)
+    log.info("got connection from %s", host)
+    session = HelloSession(host, **options)
+    bytes_in = bytes_out = 0
+    while True:
+        data = sock.recv(RECV_SIZE)
+        bytes_in += len(data)
+        reply, messages = session.feed(data) if data else session.eof()
+        _log_messages(messages)
+        if reply:
+            bytes_out += writen(sock, reply)
+        if session.done:
+            break
+    if data:
+        # quit or refused: the client may still be sending, and a plain
+        # close() with unread input would reset the connection under the reply.
+        linger_close(sock, LINGER_TIMEOUT)
+    return bytes_in, bytes_out, session.end_reason
+
+
+class HelloProtocol(Protocol):
+    """The session on the reactor: one :class:`HelloSession` per connection."""
+
+    def __init__(self, options):
+        self.options = options
+        self.session = None
+
+    def connection_made(self, conn):
+        host = peer_host_from_text(conn.peer)
+        log.info("got connection from %s", host)
+        self.session = HelloSession(host, **self.options)
+
+    def data_received(self, conn, data):
+        reply, messages = self.session.feed(data)
+        self._answer(conn, reply, messages)
+        if self.session.done:
+            conn.close(timeout=LINGER_TIMEOUT, reason=self.session.end_reason)
+
+    def eof_received(self, conn):
+        reply, messages = self.session.eof()
+        self._answer(conn, reply, messages)
+
+    @staticmethod
+    def _answer(conn, reply, messages):
+        _log_messages(messages)
+        if reply:
+            conn.write(reply)
+
+
+def peer_host_from_text(peer):
+    """``127.0.0.1:5000`` or ``[::1]:5000`` -> the host part."""
+    host = peer.rsplit(":", 1)[0]
+    return host[1:-1] if host.startswith("[") else host
+
+
+def build_parser():
+    parser = cli.Parser(
+        prog="python -m servers.hello",
+        description="The worksheet's server: answers 'Hello, World!' to every message (line) "
+                    "until the client sends 'quit'. The first line on stdout is 'listening on "
+                    "HOST:PORT'. SIGINT/SIGTERM stop it gracefully.")
+    add_server_arguments(parser, MYPORT, trace=False)
+    parser.add_argument("--model", choices=("fork", "select"), default="fork",
+                        help="fork: a child process per client, as in the worksheet (the "
+                             "default); select: every client on the reactor")
+    parser.add_argument("--goodbye", action="store_true",
+                        help="answer 'quit' with 'Goodbye, ADDR' (the worksheet's first change)")
+    parser.add_argument("--echo", action="store_true",
+                        help="answer each message with itself instead of 'Hello, World!'")
+    parser.add_argument("--maxdatasize", type=_maxdatasize, default=MAXDATASIZE, metavar="N",
+                        help=f"the worksheet's MAXDATASIZE (default {MAXDATASIZE}): a message "
+                             f"is taken N-1 bytes at a time, so a longer line gets one answer "
+                             f"per piece. A line over {MAX_LINE} bytes in all gets an error "
+                             f"line and the connection ends.")
+    parser.add_argument("--trace", action="store_true",
+                        help="(--model select) log every state transition of the listener and "
+                             "the connections")
+    fork = parser.add_argument_group("--model fork")
+    add_fork_arguments(fork)
+    select = parser.add_argument_group("--model select")
+    add_reactor_arguments(select)
+    return parser
+
+
+def _maxdatasize(text):
+    value = cli.positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: MAXDATASIZE must be at least 2")
+    return value
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    options = dict(maxdatasize=args.maxdatasize, goodbye=args.goodbye, echo=args.echo)
+    if args.model == "select":
+        return run_stream_server(args, lambda: HelloProtocol(options))
+    server = Forking(start_classic(args), lambda sock, addr: serve_blocking(sock, addr, options),
+                     args.grace, reap=args.reap, max_children=args.max_children,
+                     children=args.children)
+    return server.run()
+
+
+def cli_main():
+    """Entry point of the console script."""
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    cli_main()
