@@ -43,3 +43,14 @@ def connect_tcp(host, port, timeout=DEFAULT_TIMEOUT):
         raise Fatal(f"no answer from {where} within {timeout:g} s; is the host up and the "
                     f"port reachable? (--timeout sets the wait)")
     raise Fatal(f"cannot connect to {where}: {last.strerror or last}")
+
+
+def resolve_udp(host, port):
+    """The first ``(family, sockaddr)`` for a UDP peer, or :class:`Fatal` for an unknown host."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise Fatal(f"unknown host {host!r}: {exc.strerror}; check the name, "
+                    f"or give an address such as 127.0.0.1") from None
+    family, _type, _proto, _name, sockaddr = infos[0]
+    return family, sockaddr

@@ -24,6 +24,7 @@ import socket
 
 from reactor import cli
 from reactor.cli import Fatal, add_verbosity, port, positive_float, positive_int
+from reactor.datagram import DatagramEndpoint
 from reactor.loop import Reactor
 from reactor.server import StreamServer, format_address, format_stats
 
@@ -161,43 +162,53 @@ def _listen_error(where, exc):
     return Fatal(f"cannot listen on {where}: {exc.strerror or exc}")
 
 
-def _listen(family, sockaddr, backlog, dualstack=False):
-    try:
+def _stream_opener(backlog):
+    def open_one(family, sockaddr, dualstack=False):
         return socket.create_server(sockaddr, family=family, backlog=backlog,
                                     dualstack_ipv6=dualstack)
-    except OSError as exc:
-        raise _listen_error(format_address(sockaddr), exc) from None
+    return open_one
 
 
-def open_listeners(host, port_number, backlog=DEFAULT_BACKLOG):
-    """Bound, listening TCP sockets for ``host`` (None: every interface) and a port.
+def _open_datagram(family, sockaddr, dualstack=False):
+    # No SO_REUSEADDR: on UDP it would let a second server share the port
+    # silently instead of failing with "address in use".
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dualstack else 1)
+        sock.bind(sockaddr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _open_all(host, port_number, open_one, socktype):
+    """Sockets from ``open_one(family, sockaddr, dualstack)`` for ``host`` and a port.
 
     With no host: one dual-stack IPv6 socket where the host supports it (it
-    takes IPv4 clients too), else one IPv4 socket.  With a host name: one
-    socket per address it resolves to (``localhost``: 127.0.0.1 and ::1),
-    all on the same port -- with port 0, the port the first one got.
-    ``SO_REUSEADDR`` is set (the worksheet's advice: restart at once, without
-    waiting for TIME_WAIT).
-
-    Raises
-    ------
-    reactor.cli.Fatal
-        with a one-line explanation when the address cannot be used.
+    takes IPv4 too), else one IPv4 socket.  With a host name: one socket per
+    address it resolves to (``localhost``: 127.0.0.1 and ::1), all on the
+    same port -- with port 0, the port the first one got.
     """
+    def opened(family, sockaddr, dualstack=False):
+        try:
+            return open_one(family, sockaddr, dualstack)
+        except OSError as exc:
+            raise _listen_error(format_address(sockaddr), exc) from None
+
     if host is None:
         if socket.has_dualstack_ipv6():
             try:
-                return [socket.create_server(("::", port_number), family=socket.AF_INET6,
-                                             backlog=backlog, dualstack_ipv6=True)]
+                return [open_one(socket.AF_INET6, ("::", port_number), True)]
             except OSError as exc:
                 if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
                     raise _listen_error(f"[::]:{port_number}", exc) from None
                 # IPv6 compiled in but switched off: IPv4 alone.
-        return [_listen(socket.AF_INET, ("0.0.0.0", port_number), backlog)]
+        return [opened(socket.AF_INET, ("0.0.0.0", port_number))]
 
     try:
-        infos = socket.getaddrinfo(host, port_number, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(host, port_number, type=socktype, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
         raise Fatal(f"cannot resolve bind address {host!r}: {exc.strerror}; "
                     f"give an IP address such as 127.0.0.1, or leave out -b") from None
@@ -210,7 +221,7 @@ def open_listeners(host, port_number, backlog=DEFAULT_BACKLOG):
             seen.add(sockaddr[0])
             if socks and port_number == 0:
                 sockaddr = (sockaddr[0], socks[0].getsockname()[1]) + tuple(sockaddr[2:])
-            socks.append(_listen(family, sockaddr, backlog))
+            socks.append(opened(family, sockaddr))
     except Fatal:
         for sock in socks:
             sock.close()
@@ -218,25 +229,61 @@ def open_listeners(host, port_number, backlog=DEFAULT_BACKLOG):
     return socks
 
 
-def announce(socks):
+def open_listeners(host, port_number, backlog=DEFAULT_BACKLOG):
+    """Bound, listening TCP sockets for ``host`` (None: every interface) and a port.
+
+    See :func:`_open_all` for which addresses.  ``SO_REUSEADDR`` is set (the
+    worksheet's advice: restart at once, without waiting for TIME_WAIT).
+
+    Raises
+    ------
+    reactor.cli.Fatal
+        with a one-line explanation when the address cannot be used.
+    """
+    return _open_all(host, port_number, _stream_opener(backlog), socket.SOCK_STREAM)
+
+
+def open_datagram_sockets(host, port_number):
+    """Bound UDP sockets for ``host`` (None: every interface) and a port, as :func:`open_listeners`."""
+    return _open_all(host, port_number, _open_datagram, socket.SOCK_DGRAM)
+
+
+def announce(socks, suffix=""):
     """Print ``listening on HOST:PORT`` for each socket, flushed, first thing on stdout."""
     for sock in socks:
-        print(f"listening on {format_address(sock.getsockname())}", flush=True)
+        print(f"listening on {format_address(sock.getsockname())}{suffix}", flush=True)
 
 
-def serve_reactor(reactor, server, grace, stats_interval=None):
-    """Announce ``server``, run it until SIGINT/SIGTERM, return the exit status.
+def serve_reactor(reactor, server, grace, stats_interval=None, endpoints=()):
+    """Announce ``server`` and ``endpoints``, run them until SIGINT/SIGTERM, return the exit status.
 
-    The signal handlers are in place before the ``listening on`` line is
-    printed, so whoever waits for that line may signal at once.  The first
+    Parameters
+    ----------
+    reactor : reactor.loop.Reactor
+    server : reactor.server.StreamServer or None
+        the TCP side, if any.
+    grace : float
+    stats_interval : float or None
+    endpoints : list of reactor.datagram.DatagramEndpoint
+        the UDP side, if any, on the same loop.
+
+    The signal handlers are in place before the ``listening on`` lines are
+    printed, so whoever waits for them may signal at once.  The first
     signal stops gracefully (no new clients; pending output is flushed for
-    up to ``grace`` seconds); a second one drops every client at once and
-    exits with status 1.  SIGUSR1 logs the counters, as does a timer every
-    ``stats_interval`` seconds if one is given.  Signals reach the loop
-    through its wakeup socket: nothing here polls.
+    up to ``grace`` seconds; UDP stops at once, having nothing pending); a
+    second one drops every client at once and exits with status 1.  SIGUSR1
+    logs the counters, as does a timer every ``stats_interval`` seconds if
+    one is given.  Signals reach the loop through its wakeup socket: nothing
+    here polls.
     """
     signals_seen = 0
     status = 0
+    clients = (lambda: len(server.connections)) if server else (lambda: 0)
+
+    def stopped():
+        for endpoint in endpoints:
+            endpoint.close()
+        reactor.stop()
 
     def on_signal(signum):
         nonlocal signals_seen, status
@@ -244,18 +291,27 @@ def serve_reactor(reactor, server, grace, stats_interval=None):
         name = signal.Signals(signum).name
         if signals_seen == 1:
             log.info("%s: shutting down: %d client(s), %d byte(s) pending; grace %.1f s "
-                     "(send it again to stop at once)", name, len(server.connections),
-                     server.pending_output(), grace)
-            server.shutdown(grace, reactor.stop)
+                     "(send it again to stop at once)", name, clients(),
+                     server.pending_output() if server else 0, grace)
+            if server:
+                server.shutdown(grace, stopped)
+            else:
+                stopped()
         else:
-            log.warning("%s again: stopping now, dropping %d client(s)", name,
-                        len(server.connections))
+            log.warning("%s again: stopping now, dropping %d client(s)", name, clients())
             status = EXIT_SECOND_SIGNAL
-            server.abort_all("second signal")
-            reactor.stop()
+            if server:
+                server.abort_all("second signal")
+            stopped()
+
+    def snapshot():
+        counters = server.stats_snapshot() if server else {"eventloop_cycles": reactor.cycles}
+        if endpoints:
+            counters.update(datagram_snapshot(endpoints))
+        return counters
 
     def log_stats(_signum=None):
-        stats_log.info("stats: %s", format_stats(server.stats_snapshot()))
+        stats_log.info("stats: %s", format_stats(snapshot()))
 
     def every_interval():
         log_stats()
@@ -269,13 +325,30 @@ def serve_reactor(reactor, server, grace, stats_interval=None):
     reactor.add_signal_handler(signal.SIGUSR1, log_stats)
     if stats_interval is not None:
         reactor.call_later(stats_interval, every_interval)
-    announce(server.listener.sockets)
+    if server:
+        announce(server.listener.sockets)
+    announce([e.sock for e in endpoints], suffix=" (UDP)")
     try:
         reactor.run()
     finally:
         reactor.close()
-    log.info("stopped: %s", format_stats(server.stats_snapshot()))
+    log.info("stopped: %s", format_stats(snapshot()))
     return status
+
+
+def datagram_snapshot(endpoints):
+    """The UDP counters, summed over ``endpoints``, named for a stats line."""
+    total = {"udp_datagrams_in": 0, "udp_datagrams_out": 0, "udp_bytes_in": 0,
+             "udp_bytes_out": 0, "udp_dropped": 0, "udp_errors": 0}
+    for endpoint in endpoints:
+        stats = endpoint.stats
+        total["udp_datagrams_in"] += stats.datagrams_in
+        total["udp_datagrams_out"] += stats.datagrams_out
+        total["udp_bytes_in"] += stats.bytes_in
+        total["udp_bytes_out"] += stats.bytes_out
+        total["udp_dropped"] += stats.dropped
+        total["udp_errors"] += stats.errors
+    return total
 
 
 def start_classic(args):
@@ -285,12 +358,15 @@ def start_classic(args):
     return open_listeners(args.bind, args.port, args.backlog)
 
 
-def run_stream_server(args, protocol_factory):
+def run_stream_server(args, protocol_factory, datagram_protocol=None):
     """What ``main()`` of a reactor server does, from its parsed arguments.
 
     Sets up logging, raises the descriptor limit, chooses the capacity,
     listens, and serves ``protocol_factory``'s protocol until stopped;
     returns the exit status.  Clients beyond capacity read ``busy\n``.
+    With ``datagram_protocol`` (and ``args.udp``), the same loop also serves
+    UDP on the same port number (the quick guide's answer 6: one port, two
+    protocols).
     """
     cli.setup_logging(args, trace=args.trace)
     fd_limit = raise_fd_limit()
@@ -303,4 +379,14 @@ def run_stream_server(args, protocol_factory):
                           trace=args.trace)
     if args.idle_timeout is not None:
         log.info("closing clients idle for %g s", args.idle_timeout)
-    return serve_reactor(reactor, server, args.grace, args.stats)
+    endpoints = []
+    if datagram_protocol is not None and getattr(args, "udp", False):
+        port_number = socks[0].getsockname()[1]
+        try:
+            endpoints = [DatagramEndpoint(reactor, sock, datagram_protocol)
+                         for sock in open_datagram_sockets(args.bind, port_number)]
+        except Fatal:
+            for sock in socks:
+                sock.close()
+            raise
+    return serve_reactor(reactor, server, args.grace, args.stats, endpoints)

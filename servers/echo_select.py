@@ -11,6 +11,9 @@ It serves as many clients at once as its descriptors allow (``--max-clients``
 to set fewer); a client beyond them reads ``busy\\n`` and is closed cleanly,
 as in ``servers.busy_select``, which is this server with a capacity of one.
 
+With ``--udp`` the same loop also echoes UDP datagrams on the same port
+number (``servers.udp_echo``).
+
 Try it with ``nc localhost 9877`` or ``python -m clients.echo``, and watch
 the state machines with ``--trace``.
 """
@@ -18,6 +21,7 @@ the state machines with ``--trace``.
 from reactor import cli
 from reactor.connection import Protocol
 from servers.common import add_reactor_arguments, add_server_arguments, run_stream_server
+from servers.udp_echo import UDP_ECHO
 
 SERV_PORT = 9877    # UNP's unp.h
 
@@ -41,11 +45,14 @@ def build_parser():
                     "signal stops it at once; SIGUSR1 logs its counters.")
     add_server_arguments(parser, SERV_PORT)
     add_reactor_arguments(parser)
+    parser.add_argument("--udp", action="store_true",
+                        help="also echo UDP datagrams on the same port number, from the same "
+                             "loop (the quick guide's answer 6: one port, two protocols)")
     return parser
 
 
 def main(argv=None):
-    return run_stream_server(build_parser().parse_args(argv), lambda: ECHO)
+    return run_stream_server(build_parser().parse_args(argv), lambda: ECHO, UDP_ECHO)
 
 
 def cli_main():

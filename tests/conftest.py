@@ -19,7 +19,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEADLINE = 20.0     # seconds any single wait in a test may take before it fails
 
-LISTENING = re.compile(rb"^listening on (?:\[(?P<v6>[^\]]+)\]|(?P<v4>[^:]+)):(?P<port>\d+)$")
+LISTENING = re.compile(
+    rb"^listening on (?:\[(?P<v6>[^\]]+)\]|(?P<v4>[^:]+)):(?P<port>\d+)(?P<udp> \(UDP\))?$")
 
 
 def _raise_fd_limit():
@@ -74,6 +75,7 @@ class ServerProcess:
             raise AssertionError(f"no 'listening on' line, got {line!r}; log:\n{self.log()}")
         self.host = (match["v4"] or match["v6"]).decode()
         self.port = int(match["port"])
+        self.udp = bool(match["udp"])
 
     @property
     def address(self):

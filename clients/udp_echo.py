@@ -1,0 +1,116 @@
+"""The quick guide's UDP echo client (3rd task), with its answer 1 built in.
+
+    python -m clients.udp_echo [host] [port]        # default localhost 58001
+
+Sends one datagram (``Hello!\\n`` unless ``-m`` says otherwise), prints the
+reply as the guide does -- ``echo: ...`` -- and who sent it, named by
+``getnameinfo`` -- ``sent by [host:service]``.
+
+The guide's client blocks in ``recvfrom`` for ever if no reply comes, and
+its answer 1 says why: "No message will be received back at the client and
+it will block in recvfrom. No error will be detected unless timeouts are
+used."  Here each try waits ``--timeout`` seconds; after ``--tries`` tries
+without an answer the client says so and exits 1.  A datagram from anyone
+but the server is ignored (the guide's answer 2: check recvfrom's address).
+"""
+
+import socket
+import sys
+import time
+
+from reactor import cli
+from clients.common import resolve_udp
+from reactor.datagram import MAX_DATAGRAM
+
+GUIDE_PORT = 58001
+MESSAGE = "Hello!\n"        # 7 bytes, the guide's
+
+
+class NoAnswer(Exception):
+    """No reply came within the tries allowed."""
+
+
+def echo_once(sock, server, payload, timeout, tries):
+    """Send ``payload`` to ``server`` and return ``(reply, sender)``.
+
+    Each try sends the datagram again (it or its reply may have been lost:
+    UDP does not resend) and waits up to ``timeout`` seconds for a reply
+    from ``server``.
+
+    Raises
+    ------
+    NoAnswer
+        after ``tries`` tries without a reply from the server.
+    """
+    for _ in range(tries):
+        sock.sendto(payload, server)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            sock.settimeout(left)
+            try:
+                data, sender = sock.recvfrom(MAX_DATAGRAM)
+            except TimeoutError:
+                break
+            except ConnectionRefusedError:
+                continue    # an ICMP error for this socket: nobody there (yet); keep waiting
+            if sender[:2] == server[:2]:
+                return data, sender
+    raise NoAnswer()
+
+
+def build_parser():
+    parser = cli.Parser(
+        prog="python -m clients.udp_echo",
+        description="UDP echo client (the quick guide's 3rd task): sends one datagram, prints "
+                    "'echo: ...' and 'sent by [host:service]'. Waits --timeout seconds per try "
+                    "and tries --tries times, then gives up with exit status 1.")
+    parser.add_argument("host", nargs="?", default="localhost",
+                        help="server host (default localhost)")
+    parser.add_argument("port", nargs="?", type=cli.port, default=GUIDE_PORT,
+                        help=f"server port (default {GUIDE_PORT}, the guide's)")
+    parser.add_argument("-m", "--message", default=MESSAGE,
+                        help="what to send (default 'Hello!' and a newline, the guide's)")
+    parser.add_argument("--timeout", type=cli.positive_float, default=1.0, metavar="SECS",
+                        help="how long to wait for the reply, per try (default 1)")
+    parser.add_argument("--tries", type=cli.positive_int, default=3, metavar="N",
+                        help="how many times to send before giving up (default 3)")
+    parser.add_argument("-n", "--numeric", action="store_true",
+                        help="print the sender's address and port as numbers, without "
+                             "looking up names")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    family, server = resolve_udp(args.host, args.port)
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            data, sender = echo_once(sock, server, args.message.encode(), args.timeout,
+                                     args.tries)
+        except NoAnswer:
+            raise cli.Fatal(f"no answer from {args.host} port {args.port} after {args.tries} "
+                            f"tries of {args.timeout:g} s: UDP does not say whether anyone is "
+                            f"listening (the quick guide's answer 1); is the server running?"
+                            ) from None
+    flags = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV if args.numeric else 0
+    try:
+        host, service = socket.getnameinfo(sender, flags)
+    except socket.gaierror as exc:
+        raise cli.Fatal(f"getnameinfo: {exc.strerror}") from None
+    sys.stdout.write(f"echo: {data.decode('utf-8', 'backslashreplace')}")
+    if not data.endswith(b"\n"):
+        sys.stdout.write("\n")
+    sys.stdout.write(f"sent by [{host}:{service}]\n")
+    return 0
+
+
+def cli_main():
+    """Entry point of the console script."""
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    cli_main()

@@ -1,0 +1,145 @@
+"""UDP on the reactor: a bound datagram socket, its protocol, and its counters.
+
+UDP has no connections, so there is no state machine here: a datagram
+endpoint is always reading, and each datagram is handed to the protocol
+with its sender's address (the quick guide's 9th task: ``recvfrom``, then
+``sendto`` the same bytes back, "send only the bytes you read").
+
+What is different from TCP, and why the code looks the way it does:
+
+* **One datagram per recvfrom, whole.**  The buffer is ``MAX_DATAGRAM``
+  bytes, the largest UDP payload over IPv4 (65,535 - 8 - 20), so nothing is
+  truncated (the guide's 128-byte buffer would cut longer datagrams short,
+  silently).  Up to ``DATAGRAMS_PER_EVENT`` are read per readiness event, so
+  a flood of datagrams cannot starve the TCP clients on the same loop.
+* **Sending never waits.**  ``sendto`` either takes the whole datagram or
+  fails; there is no partial send to buffer.  A datagram the kernel refuses
+  (``EAGAIN``/``ENOBUFS``: the send buffer is full) is dropped and counted,
+  as a router would: UDP promises no delivery, and queueing replies for a
+  flood would only grow our memory.
+* **Errors are about someone else.**  An ICMP "port unreachable" for an
+  earlier reply may come back as ``ECONNREFUSED`` on a later ``recvfrom`` or
+  ``sendto`` (Linux reports it on connected sockets, and on others with
+  ``IP_RECVERR``); it concerns a client that has gone, not us.  Such errors
+  are counted and logged at debug level, and the loop goes on.
+"""
+
+import errno
+import logging
+
+from reactor import errors
+
+log = logging.getLogger("selectlab")
+
+# The largest UDP payload over IPv4: 65,535 (IP total length) - 20 (IP
+# header) - 8 (UDP header).
+MAX_DATAGRAM = 65507
+
+# Redis reads up to 1,000 connections per event; datagrams are cheaper and
+# carry no state, and this keeps a burst from holding the loop for long.
+DATAGRAMS_PER_EVENT = 64
+
+# sendto/recvfrom errors that say "this datagram or that peer", not "we are broken".
+_TRANSIENT = frozenset({
+    errno.ECONNREFUSED,   # ICMP port unreachable for an earlier datagram
+    errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN,
+    errno.EMSGSIZE,       # too big for the path (or for IPv4)
+    errno.EPERM,          # dropped by a firewall rule
+    errno.ECONNRESET,
+})
+
+
+class DatagramProtocol:
+    """What a UDP server does with each datagram; override :meth:`datagram_received`."""
+
+    def datagram_received(self, endpoint, data, addr):
+        """``data`` (bytes) came from ``addr``."""
+
+
+class DatagramStats:
+    """Counters of one endpoint."""
+
+    def __init__(self):
+        self.datagrams_in = 0
+        self.datagrams_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.dropped = 0        # replies the kernel refused (send buffer full)
+        self.errors = 0         # ICMP errors and the like, reported by recvfrom/sendto
+
+
+class DatagramEndpoint:
+    """A bound UDP socket served by the reactor.
+
+    Parameters
+    ----------
+    reactor : reactor.loop.Reactor
+    sock : socket.socket
+        a bound datagram socket; it is made non-blocking.
+    protocol : DatagramProtocol
+    """
+
+    def __init__(self, reactor, sock, protocol):
+        self._reactor = reactor
+        self.sock = sock
+        self.protocol = protocol
+        self.stats = DatagramStats()
+        self.serving = True
+        sock.setblocking(False)
+        reactor.register(sock, 1, self)     # READ, always
+
+    def sendto(self, data, addr):
+        """Send one datagram now, or drop it (and count it) if the kernel will not take it."""
+        try:
+            self.sock.sendto(data, addr)
+        except errors.WOULD_BLOCK:
+            self.stats.dropped += 1     # the send buffer is full
+            return
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:
+                self.stats.dropped += 1     # the same, as some kernels report it
+            else:
+                self._error(exc, "sendto")
+            return
+        self.stats.datagrams_out += 1
+        self.stats.bytes_out += len(data)
+
+    def close(self):
+        """Stop serving; the socket is closed at the end of this turn of the loop."""
+        if self.serving:
+            self.serving = False
+            self._reactor.close_later(self.sock)
+
+    def on_readable(self):
+        stats = self.stats
+        for _ in range(DATAGRAMS_PER_EVENT):
+            if not self.serving:
+                return
+            try:
+                data, addr = self.sock.recvfrom(MAX_DATAGRAM)
+            except errors.WOULD_BLOCK:
+                return
+            except OSError as exc:
+                if not self._error(exc, "recvfrom"):
+                    return
+                continue
+            stats.datagrams_in += 1
+            stats.bytes_in += len(data)
+            self.protocol.datagram_received(self, data, addr)
+
+    def on_writable(self):  # never registered for WRITE
+        pass
+
+    def _error(self, exc, call):
+        """Count an error about a peer and return True; for anything else (a bug) stop serving UDP.
+
+        The TCP side of the loop, if any, goes on either way.
+        """
+        self.stats.errors += 1
+        if exc.errno in _TRANSIENT:
+            log.debug("%s: %s", call, errors.describe(exc))
+            return True
+        log.error("%s: unexpected error, no longer serving UDP on this socket", call,
+                  exc_info=exc)
+        self.close()
+        return False

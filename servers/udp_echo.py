@@ -1,0 +1,69 @@
+"""The UDP echo server (the quick guide's 9th task) on the reactor.
+
+    python -m servers.udp_echo [port]           # default 58001, the guide's
+
+Every datagram is sent back to its sender with exactly the bytes received
+("send only the bytes you read"), up to 65,507 bytes, the largest a UDP
+datagram over IPv4 can carry (the guide's 128-byte buffer would cut longer
+ones short).  Errors that concern one client -- an ICMP "port unreachable"
+for a reply to a client that has gone, a full send buffer -- are counted and
+the loop goes on; the guide's server calls ``exit(1)`` on them.  See
+:mod:`reactor.datagram`.
+
+``python -m servers.echo_select --udp`` serves this on the same port number
+as its TCP echo, from the same loop.
+"""
+
+from reactor import cli
+from reactor.datagram import DatagramEndpoint, DatagramProtocol
+from reactor.loop import Reactor
+from servers.common import open_datagram_sockets, serve_reactor
+
+GUIDE_PORT = 58001
+
+
+class UdpEcho(DatagramProtocol):
+    """Send each datagram back to where it came from.  Stateless: one instance for all."""
+
+    def datagram_received(self, endpoint, data, addr):
+        endpoint.sendto(data, addr)
+
+
+UDP_ECHO = UdpEcho()
+
+
+def build_parser():
+    parser = cli.Parser(
+        prog="python -m servers.udp_echo",
+        description="UDP echo server (the quick guide's 9th task) on selectlab's reactor: every "
+                    "datagram goes back to its sender, byte for byte. The first line on stdout "
+                    "is 'listening on HOST:PORT (UDP)'. SIGINT/SIGTERM stop it; SIGUSR1 logs "
+                    "its counters.")
+    parser.add_argument("port", nargs="?", type=cli.port, default=GUIDE_PORT,
+                        help=f"UDP port (default {GUIDE_PORT}, the guide's; 0 picks a free one)")
+    parser.add_argument("-b", "--bind", metavar="HOST", default=None,
+                        help="address or host name to listen on (default: every interface, "
+                             "IPv4 and IPv6 where the host has both)")
+    parser.add_argument("--stats", type=cli.positive_float, default=None, metavar="SECS",
+                        help="log the counters (datagrams and bytes in and out, dropped, "
+                             "errors) every SECS seconds; SIGUSR1 logs them at any time")
+    cli.add_verbosity(parser)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args)
+    socks = open_datagram_sockets(args.bind, args.port)
+    reactor = Reactor()
+    endpoints = [DatagramEndpoint(reactor, sock, UDP_ECHO) for sock in socks]
+    return serve_reactor(reactor, None, 0.0, args.stats, endpoints)
+
+
+def cli_main():
+    """Entry point of the console script."""
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    cli_main()

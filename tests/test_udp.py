@@ -1,0 +1,123 @@
+"""UDP on the reactor: servers.udp_echo, and echo_select --udp serving both protocols from one
+loop (tier 4, loopback only)."""
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from clients import udp_echo as udp_echo_client
+from conftest import DEADLINE, ROOT, recv_exactly
+from reactor import cli
+from reactor.datagram import MAX_DATAGRAM
+
+
+def udp_client():
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(DEADLINE)
+    return sock
+
+
+@pytest.mark.parametrize("size", [0, 1, 1472, 9000, MAX_DATAGRAM])
+def test_datagrams_come_back_whole_to_their_sender(start_server, size):
+    """Every datagram, from empty to the 65,507-byte maximum, comes back byte for byte, to the
+    socket that sent it."""
+    server = start_server("servers.udp_echo")
+    payload = bytes(i % 251 for i in range(size))
+    with udp_client() as c:
+        c.sendto(payload, server.address)
+        data, addr = c.recvfrom(MAX_DATAGRAM + 1)
+    assert data == payload
+    assert addr == server.address
+
+
+def test_the_first_line_names_the_udp_port(start_server):
+    """udp_echo announces 'listening on HOST:PORT (UDP)', so scripts can tell the protocol."""
+    server = start_server("servers.udp_echo")
+    assert server.udp and server.port > 0
+
+
+def test_echo_select_udp_serves_both_protocols_on_one_port(start_server):
+    """--udp: the same port number echoes over TCP and over UDP, from the same loop."""
+    server = start_server("servers.echo_select", "--udp")
+    with socket.create_connection(server.address, timeout=DEADLINE) as tcp, udp_client() as udp:
+        tcp.sendall(b"over tcp\n")
+        udp.sendto(b"over udp\n", server.address)
+        assert recv_exactly(tcp, 9) == b"over tcp\n"
+        assert udp.recvfrom(100)[0] == b"over udp\n"
+    stats = server.stats()
+    assert stats["udp_datagrams_in"] == stats["udp_datagrams_out"] == 1
+    assert stats["accepted"] == 1
+
+
+def test_a_flood_from_vanished_senders_leaves_tcp_and_udp_served(start_server):
+    """Datagrams from 200 sockets that close at once (so every reply bounces back as ICMP
+    port unreachable) do not stop the loop: a TCP client and a new UDP client are still
+    echoed, and the errors are only counted."""
+    server = start_server("servers.echo_select", "--udp", "-q")
+    tcp = socket.create_connection(server.address, timeout=DEADLINE)
+    senders = [udp_client() for _ in range(200)]
+    for s in senders:
+        for _ in range(10):
+            s.sendto(b"x" * 512, server.address)
+    for s in senders:
+        s.close()
+    tcp.sendall(b"still here\n")
+    assert recv_exactly(tcp, 11) == b"still here\n"
+    with udp_client() as c:
+        c.sendto(b"me too", server.address)
+        assert c.recvfrom(100)[0] == b"me too"
+    stats = server.stats()
+    assert stats["udp_datagrams_in"] >= 1 and server.proc.poll() is None
+    assert "Traceback" not in server.log()
+    tcp.close()
+
+
+def test_udp_echo_stops_on_sigterm(start_server):
+    """SIGTERM stops the UDP server at once (nothing is pending on UDP) with status 0."""
+    server = start_server("servers.udp_echo")
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0
+
+
+# --- the guide's UDP client -------------------------------------------------------
+
+def udp_client_run(*args):
+    return subprocess.run([sys.executable, "-m", "clients.udp_echo", *map(str, args)],
+                          cwd=ROOT, capture_output=True, timeout=DEADLINE)
+
+
+def test_udp_client_prints_the_echo_and_who_sent_it(start_server):
+    """The guide's output: 'echo: Hello!' then 'sent by [host:service]' for the server."""
+    server = start_server("servers.udp_echo")
+    proc = udp_client_run("-n", "127.0.0.1", server.port)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode() == f"echo: Hello!\nsent by [127.0.0.1:{server.port}]\n"
+
+
+def test_udp_client_gives_up_after_its_tries_instead_of_blocking(start_server):
+    """Against a port where nobody listens, the client waits --timeout per try, --tries times,
+    then says there was no answer and exits 1 (the guide's answer 1), instead of hanging."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    start = time.monotonic()
+    proc = udp_client_run("127.0.0.1", port, "--timeout", "0.3", "--tries", "2")
+    waited = time.monotonic() - start
+    assert proc.returncode == 1
+    err = proc.stderr.decode()
+    assert err.count("\n") == 1 and "no answer from 127.0.0.1 port" in err
+    assert "after 2 tries of 0.3 s" in err
+    assert waited >= 0.6        # it did wait as asked; the hang guard is the timeout above
+
+
+def test_udp_client_unknown_host_is_one_clear_error(monkeypatch):
+    """An unknown host name is reported in one line that says what to check."""
+    def no_such_host(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    with pytest.raises(cli.Fatal, match="unknown host 'nowhere.invalid'"):
+        udp_echo_client.main(["nowhere.invalid"])
