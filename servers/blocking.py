@@ -18,8 +18,11 @@ blocks in ``select()`` on the listening sockets *and* a socketpair that
 signals write into (``signal.set_wakeup_fd``), then accepts.  That is what
 lets SIGINT/SIGTERM stop the server at once and cleanly, lets ``-b
 localhost`` serve IPv4 and IPv6 together, and wakes the fork server when a
-child exits -- without socketserver's 0.5 s poll.  What a client sees is the
-classic design's: its connection is served with blocking calls only.
+child exits -- without socketserver's 0.5 s poll while it runs.  (While it
+stops, it checks on its remaining clients every 0.1 s; and ``--reap
+ignore`` sends no signal at all, so a fork server at ``--max-children``
+looks again every 0.1 s.)  What a client sees is the classic design's: its
+connection is served with blocking calls only.
 
 **Stopping**, as echo_select does: the first SIGINT/SIGTERM stops accepting
 and gives current clients ``--grace`` seconds to finish; the ones still there
@@ -112,17 +115,24 @@ def run_one(serve, sock, addr, who=""):
     peer = format_address(addr)
     start = time.monotonic()
     log.info("%s%s open", who, peer)
+    bytes_in = bytes_out = 0
+    reason = "error"
     try:
         bytes_in, bytes_out, reason = serve(sock, addr)
-    except OSError:
-        log.exception("%s%s: unexpected socket error, dropping this connection", who, peer)
-        bytes_in = bytes_out = 0
-        reason = "error"
+    except GraceOver:
+        reason = "grace period over"
+        raise
+    except OSError as exc:
+        if errors.classify(exc) is errors.Kind.PEER_GONE:
+            reason = errors.describe(exc)
+        else:
+            log.exception("%s%s: unexpected socket error, dropping this connection", who, peer)
+            reason = "error"
     finally:
         sock.close()
-    seconds = time.monotonic() - start
-    log.info("%s%s closed (%s): in %d B, out %d B, %.3f s", who, peer, reason, bytes_in,
-             bytes_out, seconds)
+        seconds = time.monotonic() - start
+        log.info("%s%s closed (%s): in %d B, out %d B, %.3f s", who, peer, reason, bytes_in,
+                 bytes_out, seconds)
     return bytes_in, bytes_out, seconds
 
 
@@ -134,8 +144,12 @@ def peer_host(addr):
     return host
 
 
-class GraceOver(Exception):
-    """The grace period is over, or a second stop signal came: cut the clients off."""
+class GraceOver(BaseException):
+    """The grace period is over, or a second stop signal came: cut the clients off.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception``
+    on its way (logging's, for one) can swallow it.
+    """
 
 
 class ClassicServer:
@@ -243,25 +257,38 @@ class ClassicServer:
         self._wake_w.close()
 
     def _turn(self, timeout=None):
-        """Wait for a client or a signal; accept, or run the signal callbacks."""
+        """Wait for a client or a signal; run the signal callbacks, then accept.
+
+        Signals first: a SIGTERM that arrives together with a client must
+        stop the server before that client is taken on.
+        """
         if self._resume_at is not None:
             wait = max(0.0, self._resume_at - time.monotonic())
             timeout = wait if timeout is None else min(timeout, wait)
-        for key, _ in self._selector.select(timeout):
+        poll = self.poll_interval()
+        if poll is not None:
+            timeout = poll if timeout is None else min(timeout, poll)
+        ready = self._selector.select(timeout)
+        for key, _ in ready:
             if key.fileobj is self._wake_r:
                 try:
                     while self._wake_r.recv(4096):
                         pass
                 except (BlockingIOError, InterruptedError):
                     pass
-            elif self._accepting:
-                self._accept(key.fileobj)
+        self.run_signal_callbacks()
+        self.after_wakeup()
         if self._resume_at is not None and time.monotonic() >= self._resume_at:
             self._resume_at = None
             if not self.stopping:
                 self._set_accepting(True)
-        self.run_signal_callbacks()
-        self.after_wakeup()
+        for key, _ in ready:
+            if key.fileobj is not self._wake_r and self._accepting:
+                self._accept(key.fileobj)
+
+    def poll_interval(self):
+        """Seconds after which to wake up even if nothing happens, or None (the default)."""
+        return None
 
     def run_signal_callbacks(self):
         pending, self._pending = self._pending, {}
@@ -344,6 +371,11 @@ class Iterative(ClassicServer):
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._stop_while_serving)
         self.set_handler(signal.SIGALRM, _raise_grace_over)
+        # A stop signal noted after the loop ran its callbacks but before the
+        # handlers above were in place: act on it now.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if self._pending.pop(signum, 0) is None:
+                self._stop_while_serving(signum, None)
         try:
             run_one(self.serve, sock, addr)
         finally:
@@ -352,13 +384,14 @@ class Iterative(ClassicServer):
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, self._note_signal)
         if self.stopping:
+            log.info("%s while a client was served: stopped after it", self._stop_name)
             self._set_accepting(False)
 
     def _stop_while_serving(self, signum, frame):
+        # A signal handler: no logging here (UNP 5.8: no printf in a handler).
         self._signals_seen += 1
         if self._signals_seen == 1:
-            log.info("%s: shutting down once the current client is done, within %.1f s "
-                     "(send it again to stop at once)", signal.Signals(signum).name, self.grace)
+            self._stop_name = signal.Signals(signum).name
             self.stopping = True
             signal.setitimer(signal.ITIMER_REAL, self.grace)
         else:

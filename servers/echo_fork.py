@@ -7,7 +7,7 @@ The parent accepts; each client gets a child process running
 and iterative servers.  The child closes the listening socket, the parent the
 connected one.  ``--reap`` chooses how dead children are collected, to
 reproduce the texts' versions: ``waitpid`` (tcpserv04, the default),
-``wait`` (tcpserv03: merged SIGCHLDs leave zombies), ``ignore`` (the quick
+``wait`` (tcpserv03: one child per SIGCHLD, so merged signals leave zombies), ``ignore`` (the quick
 guide's SIG_IGN) and ``none`` (tcpserv01: zombies).  See
 :mod:`servers.forking` for the details.
 """
@@ -23,8 +23,8 @@ def add_fork_arguments(parser):
     """``--reap``, ``--max-children``, ``--children``: the fork server's options."""
     parser.add_argument("--reap", choices=REAP_MODES, default="waitpid",
                         help="how finished children are reaped: waitpid (UNP tcpserv04, "
-                             "correct; the default), wait (tcpserv03: one wait() per SIGCHLD "
-                             "loses children), ignore (SIG_IGN, the quick guide's), none "
+                             "correct; the default), wait (tcpserv03: one child reaped per "
+                             "SIGCHLD, so merged signals leave zombies), ignore (SIG_IGN, the quick guide's), none "
                              "(tcpserv01: zombies)")
     parser.add_argument("--max-children", type=cli.positive_int, default=None, metavar="N",
                         help="at most N children at once; beyond that, clients wait in the "

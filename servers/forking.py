@@ -11,11 +11,11 @@ version:
 waitpid    ``tcpserv04`` (the default and the correct one): the SIGCHLD
            handler calls ``waitpid(-1, WNOHANG)`` in a loop, so children
            whose signals were merged into one are reaped too.
-wait       ``tcpserv02/03``: one ``wait()`` per SIGCHLD.  Signals are not
+wait       ``tcpserv02/03``: one child reaped per SIGCHLD.  Signals are not
            queued, so when several children end together some stay zombies.
 ignore     the quick guide's ``sigaction(SIGCHLD, SIG_IGN)``: the kernel
            reaps them, and the parent never learns how a child ended.
-none       ``tcpserv01``: no handler; every finished child stays a zombie
+none       ``tcpserv01``: nothing reaps; every finished child stays a zombie
            (``<defunct>`` in ``ps``) until the parent exits.
 =========  ==================================================================
 
@@ -63,6 +63,14 @@ def describe_exit(status):
         except ValueError:
             return f"killed by signal {signum}"
     return f"status {status:#x}"
+
+
+# Blocked across fork() (see Forking.dispatch).
+_FORK_BLOCKED = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGUSR1}
+
+
+def _wake_only(signum, frame):
+    """A SIGCHLD handler that reaps nothing; its only effect is the wakeup byte."""
 
 
 def process_state(pid):
@@ -114,7 +122,10 @@ class Forking(ClassicServer):
         elif self.reap == "ignore":
             self.set_handler(signal.SIGCHLD, signal.SIG_IGN)
         else:
-            self.set_handler(signal.SIGCHLD, signal.SIG_DFL)
+            # tcpserv01 has no handler at all.  This one reaps nothing either
+            # (the zombies stay), but it wakes the loop so that
+            # --max-children notices a child has ended.
+            self.set_handler(signal.SIGCHLD, _wake_only)
         try:
             return super().run()
         finally:
@@ -132,30 +143,49 @@ class Forking(ClassicServer):
             self._reaped.append((pid, status))
 
     def _sigchld_wait(self, signum, frame):
-        """UNP's tcpserv03 handler: one wait() per signal, so merged signals leave zombies."""
+        """UNP's tcpserv03 handler: one child per signal, so merged signals leave zombies.
+
+        UNP calls ``wait()``; this calls ``waitpid(-1, WNOHANG)`` once, which
+        loses children in the same way but cannot block the parent when the
+        signal was for a child that stopped (SIGSTOP) rather than ended.
+        """
         try:
-            pid, status = os.wait()
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
-        self._reaped.append((pid, status))
+        if pid:
+            self._reaped.append((pid, status))
 
     def after_wakeup(self):
-        reaped, self._reaped = self._reaped, []
-        for pid, status in reaped:
-            peer = self.children.pop(pid, "?")
-            log.info("child %d terminated (%s), served %s", pid, describe_exit(status), peer)
+        self._log_reaped()
         if self.max_children is not None:
             self.set_accepting(self.clients_left() < self.max_children)
 
+    def poll_interval(self):
+        at_limit = self.max_children is not None and not self._accepting
+        return 0.1 if self.reap == "ignore" and at_limit else None
+
+    def _log_reaped(self):
+        reaped, self._reaped = self._reaped, []
+        for pid, status in reaped:
+            self.children.pop(pid, None)
+            log.info("child %d terminated (%s)", pid, describe_exit(status))
+
     def dispatch(self, sock, addr):
+        # Signals stay blocked from just before fork() until each process has
+        # its own handlers: a SIGTERM meant for the new child cannot reach
+        # the parent's handler in the child, and is delivered when it unblocks.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _FORK_BLOCKED)
         try:
             pid = os.fork()
         except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             log.error("fork: %s; dropping the client", exc.strerror)
             sock.close()
             return
         if pid == 0:
-            self._child(sock, addr)     # never returns
+            self._child(sock, addr, old_mask)   # never returns
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         sock.close()        # the parent's copy; the child has its own
         self.children[pid] = str(addr[0]) if isinstance(addr, tuple) else str(addr)
         if self.max_children is not None and self.clients_left() >= self.max_children:
@@ -197,6 +227,7 @@ class Forking(ClassicServer):
 
     def _reap_all(self):
         """Before exiting: make sure no child of ours is left running or a zombie."""
+        self._log_reaped()      # reaped by the handler after the loop's last turn
         end = time.monotonic() + TERM_TIMEOUT
         while self.children and time.monotonic() < end:
             for pid in list(self.children):
@@ -219,7 +250,7 @@ class Forking(ClassicServer):
 
     # --- the child -------------------------------------------------------
 
-    def _child(self, sock, addr):
+    def _child(self, sock, addr, old_mask):
         """In the child: drop the parent's descriptors and signals, serve, exit."""
         status = 1
         try:
@@ -228,6 +259,7 @@ class Forking(ClassicServer):
             for signum in (signal.SIGTERM, signal.SIGCHLD, signal.SIGUSR1, signal.SIGALRM):
                 signal.signal(signum, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             self.close()        # the listening sockets (UNP: close(listenfd)) and the loop's
             run_one(self.serve, sock, addr, who=f"[{os.getpid()}] ")
             status = 0

@@ -21,7 +21,7 @@ The transcripts are identical.
 import argparse
 import logging
 
-from reactor import cli
+from reactor import cli, errors
 from reactor.connection import Protocol
 from reactor.framing import MAX_LINE
 from reactor.server import LINGER_TIMEOUT
@@ -53,15 +53,20 @@ def serve_blocking(sock, addr, options):
     log.info("got connection from %s", host)
     session = HelloSession(host, **options)
     bytes_in = bytes_out = 0
-    while True:
-        data = sock.recv(RECV_SIZE)
-        bytes_in += len(data)
-        reply, messages = session.feed(data) if data else session.eof()
-        _log_messages(messages)
-        if reply:
-            bytes_out += writen(sock, reply)
-        if session.done:
-            break
+    try:
+        while True:
+            data = sock.recv(RECV_SIZE)
+            bytes_in += len(data)
+            reply, messages = session.feed(data) if data else session.eof()
+            _log_messages(messages)
+            if reply:
+                bytes_out += writen(sock, reply)
+            if session.done:
+                break
+    except OSError as exc:
+        if errors.classify(exc) is not errors.Kind.PEER_GONE:
+            raise
+        return bytes_in, bytes_out, errors.describe(exc)
     if data:
         # quit or refused: the client may still be sending, and a plain
         # close() with unread input would reset the connection under the reply.

@@ -108,9 +108,11 @@ def test_fork_children_never_die_of_sigpipe(start_server):
     assert "SIGPIPE" not in log
 
 
-def test_fork_max_children_makes_the_next_client_wait(start_server):
-    """With --max-children 2, a third client waits in the backlog until a child ends."""
-    server = start_server("servers.echo_fork", "--max-children", "2")
+@pytest.mark.parametrize("reap", ["waitpid", "wait", "ignore", "none"])
+def test_fork_max_children_makes_the_next_client_wait(start_server, reap):
+    """With --max-children 2, a third client waits in the backlog until a child ends -- and
+    is then served, however children are reaped (or not)."""
+    server = start_server("servers.echo_fork", "--max-children", "2", "--reap", reap)
     first, second = served_clients(server.address, 2)
     third = socket.create_connection(server.address, timeout=DEADLINE)
     third.sendall(b"3")
@@ -119,6 +121,19 @@ def test_fork_max_children_makes_the_next_client_wait(start_server):
     first.close()
     assert recv_exactly(third, 1) == b"3"
     for c in (second, third):
+        c.close()
+
+
+def test_fork_children_term_ends_children_at_once(start_server):
+    """--children term: SIGTERM reaches every child at once, including one forked just as the
+    signal came, so the parent exits without waiting out a long grace period."""
+    server = start_server("servers.echo_fork", "--children", "term", "--grace", "600")
+    clients = served_clients(server.address, 3)
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0       # the hang guard: a lost SIGTERM would wait 600 s
+    assert server.log().count("killed by SIGTERM") == 3
+    assert "dropping" not in server.log()
+    for c in clients:
         c.close()
 
 
@@ -184,6 +199,24 @@ def test_thread_monitor_logs_comers_statistics(start_server):
 
 
 # --- iterative ----------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["servers.echo_iterative", "servers.echo_fork",
+                                  "servers.echo_thread"])
+def test_a_stop_signal_arriving_with_a_new_client_wins(start_server, kind):
+    """A SIGTERM that arrives together with a waiting client stops the server: that client
+    is not taken on (for the iterative server it would be served with no grace limit)."""
+    server = start_server(kind, "--grace", "600")
+    server.signal(signal.SIGSTOP)       # freeze it, so both arrive before it runs again
+    try:
+        client = socket.create_connection(server.address, timeout=DEADLINE)
+        client.sendall(b"x")
+        server.signal(signal.SIGTERM)
+    finally:
+        server.signal(signal.SIGCONT)
+    assert server.wait() == 0           # the hang guard: serving the client would wait 600 s
+    assert " open" not in server.log()
+    client.close()
+
 
 def test_iterative_serves_the_second_client_only_after_the_first_leaves(start_server):
     """The iterative server is busy with one client; the next one's bytes wait in the backlog

@@ -4,10 +4,11 @@ over loopback (tier 4)."""
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
-from conftest import DEADLINE, ROOT, recv_all
+from conftest import DEADLINE, ROOT, recv_all, reset
 from reactor.states import IllegalTransition
 from servers.hello_session import GREETING, TABLE, HelloEvent, HelloSession, HelloState
 
@@ -150,3 +151,20 @@ def test_bad_maxdatasize_is_a_usage_error(value):
     proc = subprocess.run([sys.executable, "-m", "servers.hello", "--maxdatasize", value],
                           cwd=ROOT, capture_output=True, timeout=DEADLINE)
     assert proc.returncode == 2 and proc.stderr.decode().count("\n") == 1
+
+
+@pytest.mark.parametrize("model", ["fork", "select"])
+def test_a_client_that_resets_is_not_a_server_error(start_server, model):
+    """A client that vanishes with a reset mid-session ends its session quietly: no error,
+    no traceback, and the next client is greeted."""
+    server = start_server("servers.hello", "--model", model)
+    for _ in range(3):
+        c = socket.create_connection(server.address, timeout=DEADLINE)
+        c.sendall(b"hello\n" * 30000)     # 420 KB of greetings owed, never read
+        reset(c)
+    assert converse(server.address, [b"hi\n", b"quit\n"]) == HELLO
+    end = time.monotonic() + DEADLINE
+    while server.log().count(" closed (") < 4:      # the three resets have been dealt with
+        assert time.monotonic() < end, server.log()
+        time.sleep(0.02)
+    assert "Traceback" not in server.log() and "ERROR" not in server.log()
