@@ -1,8 +1,11 @@
 """What the blocking clients share: connecting, with errors a user can act on."""
 
 import socket
+import time
 
-from reactor.cli import Fatal
+from reactor.cli import Fatal, Parser, port, positive_float, positive_int
+from reactor.datagram import MAX_DATAGRAM
+from reactor.streamio import RECV_SIZE
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -54,3 +57,104 @@ def resolve_udp(host, port):
                     f"or give an address such as 127.0.0.1") from None
     family, _type, _proto, _name, sockaddr = infos[0]
     return family, sockaddr
+
+
+class NoAnswer(Exception):
+    """No reply came within the tries allowed."""
+
+
+def udp_exchange(sock, server, payload, timeout, tries):
+    """Send ``payload`` to ``server`` and return ``(reply, sender)``.
+
+    Each try sends the datagram again (it or its reply may have been lost:
+    UDP does not resend) and waits up to ``timeout`` seconds for a reply
+    from ``server``.
+
+    Raises
+    ------
+    NoAnswer
+        after ``tries`` tries without a reply from the server.
+    """
+    for _ in range(tries):
+        sock.sendto(payload, server)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            sock.settimeout(left)
+            try:
+                data, sender = sock.recvfrom(MAX_DATAGRAM)
+            except TimeoutError:
+                break
+            except ConnectionRefusedError:
+                continue    # an ICMP error for this socket: nobody there (yet); keep waiting
+            if sender[:2] == server[:2]:
+                return data, sender
+    raise NoAnswer()
+
+
+def no_answer(host, port, tries, timeout):
+    """The :class:`Fatal` for a UDP request that got no reply."""
+    return Fatal(f"no answer from {host} port {port} after {tries} tries of {timeout:g} s: UDP "
+                 f"does not say whether anyone is listening (the quick guide's answer 1); is "
+                 f"the server running?")
+
+
+def add_udp_arguments(parser, timeout=1.0, tries=3):
+    """``--timeout`` and ``--tries`` for a client that asks over UDP."""
+    parser.add_argument("--timeout", type=positive_float, default=timeout, metavar="SECS",
+                        help=f"how long to wait for an answer: over UDP per try, over TCP to "
+                             f"connect (default {timeout:g})")
+    parser.add_argument("--tries", type=positive_int, default=tries, metavar="N",
+                        help=f"over UDP, how many times to send before giving up "
+                             f"(default {tries})")
+
+
+def udp_request(host, port, payload, timeout, tries):
+    """Send ``payload`` over UDP and return ``(reply, sender)``, or raise :class:`Fatal`."""
+    family, server = resolve_udp(host, port)
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            return udp_exchange(sock, server, payload, timeout, tries)
+        except NoAnswer:
+            raise no_answer(host, port, tries, timeout) from None
+
+
+def tcp_read_all(host, port, timeout):
+    """Connect, read until the server closes (Comer 7.11: one reply may take many reads)."""
+    sock = connect_tcp(host, port, timeout)
+    chunks = []
+    try:
+        sock.settimeout(timeout)
+        while True:
+            try:
+                data = sock.recv(RECV_SIZE)
+            except TimeoutError:
+                raise Fatal(f"{host} port {port} sent nothing for {timeout:g} s; is it the "
+                            f"right service?") from None
+            if not data:
+                return b"".join(chunks)
+            chunks.append(data)
+    finally:
+        sock.close()
+
+
+def service_parser(prog, description, default_port, standard_port):
+    """The parser of a client for a one-reply service (DAYTIME, TIME), over TCP or UDP."""
+    parser = Parser(prog=prog, description=description)
+    parser.add_argument("host", nargs="?", default="localhost",
+                        help="server host (default localhost)")
+    parser.add_argument("port", nargs="?", type=port, default=default_port,
+                        help=f"server port (default {default_port}, selectlab's; the standard "
+                             f"one is {standard_port})")
+    parser.add_argument("--udp", action="store_true", help="ask over UDP instead of TCP")
+    add_udp_arguments(parser)
+    return parser
+
+
+def ask(args, udp_request_bytes=b""):
+    """The service's reply: over TCP, all it sends until it closes; over UDP, one datagram."""
+    if args.udp:
+        return udp_request(args.host, args.port, udp_request_bytes, args.timeout, args.tries)[0]
+    return tcp_read_all(args.host, args.port, args.timeout)

@@ -11,6 +11,11 @@ half-closes (``shutdown(SHUT_WR)``, UNP 6.7) and keeps reading until the
 server's EOF, so ``python -m clients.echo < bigfile > out`` makes ``out``
 equal to ``bigfile``.
 
+``--udp`` sends each line as a datagram instead (Comer's UDP ECHO client);
+``--connections N`` opens N connections and uses the first (UNP's
+``tcpcli04``: when it exits, N server children end at once);
+``--linger-rst`` ends with a reset instead of a FIN.
+
 Echoed bytes go through the shared line framer and are printed a whole line
 at a time (a line over the framer's limit is printed in pieces), so output
 never stops in the middle of a line while more of it is on its way.
@@ -26,12 +31,13 @@ side.
 import os
 import selectors
 import socket
+import struct
 import sys
 
 from reactor import cli
 from reactor.framing import LineFramer, LineTooLong
 from reactor.streamio import RECV_SIZE, writen
-from clients.common import DEFAULT_TIMEOUT, connect_tcp
+from clients.common import DEFAULT_TIMEOUT, connect_tcp, udp_request
 
 SERV_PORT = 9877    # UNP's unp.h
 
@@ -45,7 +51,7 @@ class ServerGone(Exception):
     """The server closed or reset the connection before the client was done."""
 
 
-def str_cli(in_fd, sock, out):
+def str_cli(in_fd, sock, out, half_close=True):
     """Copy ``in_fd`` to ``sock`` and the echo from ``sock`` to ``out``.
 
     Parameters
@@ -56,6 +62,10 @@ def str_cli(in_fd, sock, out):
         a connected blocking socket.
     out : binary file
         where the echo goes; flushed after each batch of lines.
+    half_close : bool
+        at the end of input, send our FIN and read to the server's EOF (the
+        default); if False, return as soon as everything sent has come back,
+        leaving the connection open (for ``--linger-rst`` to reset it).
 
     Raises
     ------
@@ -90,6 +100,10 @@ def str_cli(in_fd, sock, out):
                     for item in framer.lines():
                         out.write(item.data if isinstance(item, LineTooLong) else item)
                     out.flush()
+                    if not input_open and not half_close and not in_flight:
+                        out.write(framer.eof())
+                        out.flush()
+                        return
                     if input_open and not reading_input and in_flight < WINDOW:
                         selector.register(in_fd, selectors.EVENT_READ)
                         reading_input = True
@@ -98,6 +112,10 @@ def str_cli(in_fd, sock, out):
                     if not chunk:
                         input_open = reading_input = False
                         selector.unregister(in_fd)
+                        if not half_close:
+                            if not in_flight:
+                                return
+                            continue            # wait for the rest of the echo
                         sock.shutdown(socket.SHUT_WR)   # "I am done"; keep reading
                         continue
                     try:
@@ -124,15 +142,43 @@ def build_parser():
                         help=f"server port (default {SERV_PORT})")
     parser.add_argument("--timeout", type=cli.positive_float, default=DEFAULT_TIMEOUT,
                         metavar="SECS",
-                        help=f"give up connecting after SECS (default {DEFAULT_TIMEOUT:g})")
+                        help=f"give up connecting after SECS (default {DEFAULT_TIMEOUT:g}); "
+                             f"with --udp, how long to wait for each echo")
+    parser.add_argument("--udp", action="store_true",
+                        help="send each line of input as a UDP datagram and print its echo "
+                             "(retrying --tries times)")
+    parser.add_argument("--tries", type=cli.positive_int, default=3, metavar="N",
+                        help="with --udp, how many times to send a line before giving up "
+                             "(default 3)")
+    parser.add_argument("--connections", type=cli.positive_int, default=1, metavar="N",
+                        help="open N connections and use only the first; all close together "
+                             "at the end (UNP's tcpcli04, which makes N server children end "
+                             "at once)")
+    parser.add_argument("--linger-rst", action="store_true",
+                        help="at the end of input, once the echo is back, end every "
+                             "connection with a reset (SO_LINGER 0) instead of a FIN, for the "
+                             "boundary-condition demos")
     return parser
+
+
+def udp_cli(stdin, host, port, out, timeout, tries):
+    """Send each line of ``stdin`` as a datagram and write its echo (Comer's UDP ECHO client)."""
+    for line in stdin:
+        data, _sender = udp_request(host, port, line, timeout, tries)
+        out.write(data)
+        out.flush()
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    sock = connect_tcp(args.host, args.port, args.timeout)
+    if args.udp:
+        udp_cli(sys.stdin.buffer, args.host, args.port, sys.stdout.buffer, args.timeout,
+                args.tries)
+        return 0
+    socks = [connect_tcp(args.host, args.port, args.timeout) for _ in range(args.connections)]
     try:
-        str_cli(sys.stdin.fileno(), sock, sys.stdout.buffer)
+        str_cli(sys.stdin.fileno(), socks[0], sys.stdout.buffer,
+                half_close=not args.linger_rst)
     except ServerGone as exc:
         raise cli.Fatal(str(exc)) from None
     except BrokenPipeError:
@@ -140,7 +186,11 @@ def main(argv=None):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return cli.EXIT_FAILURE
     finally:
-        sock.close()
+        for sock in socks:
+            if args.linger_rst:
+                # UNP 5.11: SO_LINGER on with a zero timeout makes close() send RST.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
     return 0
 
 

@@ -16,49 +16,12 @@ but the server is ignored (the guide's answer 2: check recvfrom's address).
 
 import socket
 import sys
-import time
 
 from reactor import cli
-from clients.common import resolve_udp
-from reactor.datagram import MAX_DATAGRAM
+from clients.common import add_udp_arguments, udp_request
 
 GUIDE_PORT = 58001
 MESSAGE = "Hello!\n"        # 7 bytes, the guide's
-
-
-class NoAnswer(Exception):
-    """No reply came within the tries allowed."""
-
-
-def echo_once(sock, server, payload, timeout, tries):
-    """Send ``payload`` to ``server`` and return ``(reply, sender)``.
-
-    Each try sends the datagram again (it or its reply may have been lost:
-    UDP does not resend) and waits up to ``timeout`` seconds for a reply
-    from ``server``.
-
-    Raises
-    ------
-    NoAnswer
-        after ``tries`` tries without a reply from the server.
-    """
-    for _ in range(tries):
-        sock.sendto(payload, server)
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            sock.settimeout(left)
-            try:
-                data, sender = sock.recvfrom(MAX_DATAGRAM)
-            except TimeoutError:
-                break
-            except ConnectionRefusedError:
-                continue    # an ICMP error for this socket: nobody there (yet); keep waiting
-            if sender[:2] == server[:2]:
-                return data, sender
-    raise NoAnswer()
 
 
 def build_parser():
@@ -73,10 +36,7 @@ def build_parser():
                         help=f"server port (default {GUIDE_PORT}, the guide's)")
     parser.add_argument("-m", "--message", default=MESSAGE,
                         help="what to send (default 'Hello!' and a newline, the guide's)")
-    parser.add_argument("--timeout", type=cli.positive_float, default=1.0, metavar="SECS",
-                        help="how long to wait for the reply, per try (default 1)")
-    parser.add_argument("--tries", type=cli.positive_int, default=3, metavar="N",
-                        help="how many times to send before giving up (default 3)")
+    add_udp_arguments(parser)
     parser.add_argument("-n", "--numeric", action="store_true",
                         help="print the sender's address and port as numbers, without "
                              "looking up names")
@@ -85,16 +45,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    family, server = resolve_udp(args.host, args.port)
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
-        try:
-            data, sender = echo_once(sock, server, args.message.encode(), args.timeout,
-                                     args.tries)
-        except NoAnswer:
-            raise cli.Fatal(f"no answer from {args.host} port {args.port} after {args.tries} "
-                            f"tries of {args.timeout:g} s: UDP does not say whether anyone is "
-                            f"listening (the quick guide's answer 1); is the server running?"
-                            ) from None
+    data, sender = udp_request(args.host, args.port, args.message.encode(), args.timeout,
+                               args.tries)
     flags = socket.NI_NUMERICHOST | socket.NI_NUMERICSERV if args.numeric else 0
     try:
         host, service = socket.getnameinfo(sender, flags)

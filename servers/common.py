@@ -24,9 +24,10 @@ import socket
 
 from reactor import cli
 from reactor.cli import Fatal, add_verbosity, port, positive_float, positive_int
-from reactor.datagram import DatagramEndpoint
+from reactor.connection import Protocol
+from reactor.datagram import DatagramEndpoint, DatagramProtocol
 from reactor.loop import Reactor
-from reactor.server import StreamServer, format_address, format_stats
+from reactor.server import LINGER_TIMEOUT, StreamServer, format_address, format_stats
 
 log = logging.getLogger("selectlab")
 stats_log = logging.getLogger("selectlab.stats")
@@ -390,3 +391,47 @@ def run_stream_server(args, protocol_factory, datagram_protocol=None):
                 sock.close()
             raise
     return serve_reactor(reactor, server, args.grace, args.stats, endpoints)
+
+
+class ReplyAndClose(Protocol):
+    """A TCP service that speaks first and only: send ``reply()``, then close (DAYTIME, TIME).
+
+    Whatever the client sends is read and discarded while the connection closes.
+    """
+
+    def __init__(self, reply):
+        self.reply = reply
+
+    def connection_made(self, conn):
+        conn.write(self.reply())
+        conn.close(timeout=LINGER_TIMEOUT, reason="reply sent")
+
+
+class ReplyToDatagram(DatagramProtocol):
+    """The same service over UDP: every datagram, whatever it holds, gets ``reply()``."""
+
+    def __init__(self, reply):
+        self.reply = reply
+
+    def datagram_received(self, endpoint, data, addr):
+        endpoint.sendto(self.reply(), addr)
+
+
+def reply_service_parser(prog, description, default_port, standard_port):
+    """The parser of a one-reply service (DAYTIME, TIME) on TCP and UDP."""
+    parser = cli.Parser(
+        prog=prog,
+        description=f"{description} Served over TCP and UDP on selectlab's reactor. Default "
+                    f"port {default_port}, since the standard port {standard_port} needs root "
+                    f"(give {standard_port} to use it). The first lines on stdout are "
+                    f"'listening on HOST:PORT' (TCP, then UDP). SIGINT/SIGTERM stop it "
+                    f"gracefully.")
+    add_server_arguments(parser, default_port)
+    add_reactor_arguments(parser)
+    return parser
+
+
+def run_reply_service(args, reply):
+    """Serve ``reply()`` to every TCP client and every UDP datagram, from one loop."""
+    args.udp = True
+    return run_stream_server(args, lambda: ReplyAndClose(reply), ReplyToDatagram(reply))

@@ -272,3 +272,14 @@ def stuff(sock, limit, stall=0.5):
             sent += pattern[:n]
     sock.settimeout(DEADLINE)
     return bytes(sent)
+
+
+@pytest.fixture
+def no_dns(monkeypatch):
+    """Every name lookup in this process fails as for an unknown host.
+
+    The machine's resolver is off loopback, and tests send nothing there.
+    """
+    def unknown(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    monkeypatch.setattr(socket, "getaddrinfo", unknown)

@@ -1,0 +1,44 @@
+"""DAYTIME (RFC 867) over TCP and UDP, on the reactor (Comer ch. 10).
+
+    python -m servers.daytime [port]        # default 8013; the standard port 13 needs root
+
+Over TCP, each client is sent the date and time as one line of text and the
+connection is closed (Comer 10.3: the server closes, the client reads to
+EOF); whatever the client sends is ignored.  Over UDP, every datagram, empty
+or not, is answered with the same line.  The text is C's ``ctime()``, as in
+Comer's server: ``Sat Nov 21 07:33:10 2026``, ending in CRLF.  Both
+protocols are served on the same port number from one loop.
+"""
+
+import time
+
+from reactor import cli
+from servers.common import reply_service_parser, run_reply_service
+
+STANDARD_PORT = 13      # RFC 867; binding it needs root
+DEFAULT_PORT = 8013     # unprivileged: 8000 + the standard port
+
+
+def daytime_text(now=None):
+    """RFC 867's reply: the local date and time, human-readable (``ctime``), CRLF-terminated."""
+    return (time.ctime(now) + "\r\n").encode("ascii")
+
+
+def build_parser():
+    return reply_service_parser(
+        "python -m servers.daytime",
+        "DAYTIME server (RFC 867): sends the date and time as a line of text.",
+        DEFAULT_PORT, STANDARD_PORT)
+
+
+def main(argv=None):
+    return run_reply_service(build_parser().parse_args(argv), daytime_text)
+
+
+def cli_main():
+    """Entry point of the console script."""
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    cli_main()

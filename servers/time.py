@@ -1,0 +1,48 @@
+"""TIME (RFC 868) over TCP and UDP, on the reactor (Comer ch. 9).
+
+    python -m servers.time [port]           # default 8037; the standard port 37 needs root
+
+The reply is the time as a 32-bit unsigned big-endian number of seconds since
+1900-01-01 00:00 UTC -- the Unix time plus 2,208,988,800 s (Comer's
+``UNIXEPOCH``).  Over TCP it is sent to each client, then the connection is
+closed; over UDP, every datagram (Comer's client sends ``what time is
+it?``; any content will do) gets it.  The 32 bits run out on 2036-02-07;
+after that the count wraps to 0, as RFC 868 implies, and clients that know
+roughly what year it is (``clients.time`` does) decode it anyway.
+"""
+
+import struct
+import time
+
+from reactor import cli
+from servers.common import reply_service_parser, run_reply_service
+
+STANDARD_PORT = 37      # RFC 868; binding it needs root
+DEFAULT_PORT = 8037     # unprivileged: 8000 + the standard port
+UNIXEPOCH = 2208988800  # seconds from 1900-01-01 to 1970-01-01 (Comer's constant)
+
+
+def time_reply(now=None):
+    """RFC 868's reply: 4 bytes, big-endian seconds since 1900, modulo 2**32."""
+    seconds = int(time.time() if now is None else now) + UNIXEPOCH
+    return struct.pack("!I", seconds % 2**32)
+
+
+def build_parser():
+    return reply_service_parser(
+        "python -m servers.time",
+        "TIME server (RFC 868): sends the time as 32-bit big-endian seconds since 1900.",
+        DEFAULT_PORT, STANDARD_PORT)
+
+
+def main(argv=None):
+    return run_reply_service(build_parser().parse_args(argv), time_reply)
+
+
+def cli_main():
+    """Entry point of the console script."""
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    cli_main()
