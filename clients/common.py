@@ -4,10 +4,22 @@ import socket
 import time
 
 from reactor.cli import Fatal, Parser, port, positive_float, positive_int
-from reactor.datagram import MAX_DATAGRAM
-from reactor.streamio import RECV_SIZE
+from reactor.datagram import RECV_BUFFER
+from reactor.streamio import RECV_SIZE, Reader
 
 DEFAULT_TIMEOUT = 10.0
+
+
+def _lookup(host, port, socktype):
+    """``getaddrinfo``, or :class:`Fatal` for a name that does not resolve (or cannot be a name)."""
+    try:
+        return socket.getaddrinfo(host, port, type=socktype)
+    except socket.gaierror as exc:
+        reason = exc.strerror
+    except UnicodeError:        # e.g. "a..b": an empty label, refused by the IDNA codec
+        reason = "not a valid host name"
+    raise Fatal(f"unknown host {host!r}: {reason}; check the name, or give an address such "
+                f"as 127.0.0.1")
 
 
 def connect_tcp(host, port, timeout=DEFAULT_TIMEOUT):
@@ -22,11 +34,7 @@ def connect_tcp(host, port, timeout=DEFAULT_TIMEOUT):
         unknown host, connection refused, timed out, unreachable: one line
         saying what to check.
     """
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise Fatal(f"unknown host {host!r}: {exc.strerror}; check the name, "
-                    f"or give an address such as 127.0.0.1") from None
+    infos = _lookup(host, port, socket.SOCK_STREAM)
     last = None
     for family, type_, proto, _name, sockaddr in infos:
         sock = socket.socket(family, type_, proto)
@@ -50,11 +58,7 @@ def connect_tcp(host, port, timeout=DEFAULT_TIMEOUT):
 
 def resolve_udp(host, port):
     """The first ``(family, sockaddr)`` for a UDP peer, or :class:`Fatal` for an unknown host."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    except socket.gaierror as exc:
-        raise Fatal(f"unknown host {host!r}: {exc.strerror}; check the name, "
-                    f"or give an address such as 127.0.0.1") from None
+    infos = _lookup(host, port, socket.SOCK_DGRAM)
     family, _type, _proto, _name, sockaddr = infos[0]
     return family, sockaddr
 
@@ -84,7 +88,7 @@ def udp_exchange(sock, server, payload, timeout, tries):
                 break
             sock.settimeout(left)
             try:
-                data, sender = sock.recvfrom(MAX_DATAGRAM)
+                data, sender = sock.recvfrom(RECV_BUFFER)
             except TimeoutError:
                 break
             except ConnectionRefusedError:
@@ -119,23 +123,33 @@ def udp_request(host, port, payload, timeout, tries):
             return udp_exchange(sock, server, payload, timeout, tries)
         except NoAnswer:
             raise no_answer(host, port, tries, timeout) from None
+        except OSError as exc:
+            raise Fatal(f"cannot send {len(payload)} bytes to {host} port {port}: "
+                        f"{exc.strerror or exc}") from None
 
 
-def tcp_read_all(host, port, timeout):
-    """Connect, read until the server closes (Comer 7.11: one reply may take many reads)."""
+def tcp_read(host, port, timeout, size=None):
+    """Connect and read the reply: ``size`` bytes, or (None) until the server closes.
+
+    Reading to EOF takes a loop, since one reply may arrive in several pieces
+    (Comer 7.11).  A fixed-size reply (TIME's 4 bytes) is read with UNP's
+    ``readn``, without waiting for the server to close (RFC 868: the client
+    closes).
+    """
     sock = connect_tcp(host, port, timeout)
+    sock.settimeout(timeout)
     chunks = []
     try:
-        sock.settimeout(timeout)
-        while True:
-            try:
-                data = sock.recv(RECV_SIZE)
-            except TimeoutError:
-                raise Fatal(f"{host} port {port} sent nothing for {timeout:g} s; is it the "
-                            f"right service?") from None
-            if not data:
-                return b"".join(chunks)
+        if size is not None:
+            return Reader(sock).readn(size)
+        while data := sock.recv(RECV_SIZE):
             chunks.append(data)
+        return b"".join(chunks)
+    except TimeoutError:
+        raise Fatal(f"{host} port {port} did not finish its reply within {timeout:g} s; is it "
+                    f"the right service?") from None
+    except ConnectionError as exc:
+        raise Fatal(f"{host} port {port} broke the connection: {exc.strerror or exc}") from None
     finally:
         sock.close()
 
@@ -153,8 +167,8 @@ def service_parser(prog, description, default_port, standard_port):
     return parser
 
 
-def ask(args, udp_request_bytes=b""):
-    """The service's reply: over TCP, all it sends until it closes; over UDP, one datagram."""
+def ask(args, udp_request_bytes=b"", size=None):
+    """The service's reply: over UDP, one datagram; over TCP, ``size`` bytes or all until EOF."""
     if args.udp:
         return udp_request(args.host, args.port, udp_request_bytes, args.timeout, args.tries)[0]
-    return tcp_read_all(args.host, args.port, args.timeout)
+    return tcp_read(args.host, args.port, args.timeout, size)

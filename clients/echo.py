@@ -114,6 +114,8 @@ def str_cli(in_fd, sock, out, half_close=True):
                         selector.unregister(in_fd)
                         if not half_close:
                             if not in_flight:
+                                out.write(framer.eof())     # a last line without newline
+                                out.flush()
                                 return
                             continue            # wait for the rest of the echo
                         sock.shutdown(socket.SHUT_WR)   # "I am done"; keep reading

@@ -64,6 +64,10 @@ def main(argv=None):
             sys.stderr.write(f"error: getaddrinfo: {name}: {exc.strerror}\n")
             status = 1
             continue
+        except UnicodeError:
+            sys.stderr.write(f"error: getaddrinfo: {name}: not a valid host name\n")
+            status = 1
+            continue
         sys.stdout.write("".join(line + "\n" for line in lines))
     return status
 

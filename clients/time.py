@@ -44,7 +44,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    reply = ask(args, ASK)
+    reply = ask(args, ASK, size=4)
     now = time.time()
     try:
         server_time = decode(reply, now)

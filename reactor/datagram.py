@@ -7,21 +7,24 @@ with its sender's address (the quick guide's 9th task: ``recvfrom``, then
 
 What is different from TCP, and why the code looks the way it does:
 
-* **One datagram per recvfrom, whole.**  The buffer is ``MAX_DATAGRAM``
-  bytes, the largest UDP payload over IPv4 (65,535 - 8 - 20), so nothing is
-  truncated (the guide's 128-byte buffer would cut longer datagrams short,
-  silently).  Up to ``DATAGRAMS_PER_EVENT`` are read per readiness event, so
+* **One datagram per recvfrom, whole.**  The buffer is ``RECV_BUFFER``
+  bytes, more than the largest UDP payload (65,507 over IPv4, 65,527 over
+  IPv6), so nothing is truncated (the guide's 128-byte buffer would cut
+  longer datagrams short, silently).  Up to ``DATAGRAMS_PER_EVENT`` are read per readiness event, so
   a flood of datagrams cannot starve the TCP clients on the same loop.
 * **Sending never waits.**  ``sendto`` either takes the whole datagram or
   fails; there is no partial send to buffer.  A datagram the kernel refuses
   (``EAGAIN``/``ENOBUFS``: the send buffer is full) is dropped and counted,
   as a router would: UDP promises no delivery, and queueing replies for a
   flood would only grow our memory.
-* **Errors are about someone else.**  An ICMP "port unreachable" for an
-  earlier reply may come back as ``ECONNREFUSED`` on a later ``recvfrom`` or
-  ``sendto`` (Linux reports it on connected sockets, and on others with
-  ``IP_RECVERR``); it concerns a client that has gone, not us.  Such errors
-  are counted and logged at debug level, and the loop goes on.
+* **Errors are about someone else.**  A reply that cannot be sent to its
+  address (``EINVAL`` for a forged source port 0, ``EHOSTUNREACH``...) is
+  dropped and counted; it says nothing about our socket.  ICMP errors for
+  earlier replies (``ECONNREFUSED``) reach an unconnected socket like this
+  one only with ``IP_RECVERR``, which is not set, so a reply to a client
+  that has gone is usually just lost, as UDP allows.  Only errors that mean
+  our own socket is broken (``EBADF``, ``ENOTSOCK``) stop the endpoint, and
+  then ``on_failed`` is called.
 """
 
 import errno
@@ -32,21 +35,19 @@ from reactor import errors
 log = logging.getLogger("selectlab")
 
 # The largest UDP payload over IPv4: 65,535 (IP total length) - 20 (IP
-# header) - 8 (UDP header).
+# header) - 8 (UDP header).  Over IPv6 it is 65,527 (no IP header counted).
 MAX_DATAGRAM = 65507
+
+# Bytes per recvfrom: the largest datagram of either family fits.
+RECV_BUFFER = 65535
 
 # Redis reads up to 1,000 connections per event; datagrams are cheaper and
 # carry no state, and this keeps a burst from holding the loop for long.
 DATAGRAMS_PER_EVENT = 64
 
-# sendto/recvfrom errors that say "this datagram or that peer", not "we are broken".
-_TRANSIENT = frozenset({
-    errno.ECONNREFUSED,   # ICMP port unreachable for an earlier datagram
-    errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN,
-    errno.EMSGSIZE,       # too big for the path (or for IPv4)
-    errno.EPERM,          # dropped by a firewall rule
-    errno.ECONNRESET,
-})
+# Errors that mean our own socket is broken (a bug): the endpoint stops.
+# Every other error is about one datagram or one peer, and is counted.
+_BROKEN = frozenset({errno.EBADF, errno.ENOTSOCK, errno.EFAULT})
 
 
 class DatagramProtocol:
@@ -77,10 +78,13 @@ class DatagramEndpoint:
     sock : socket.socket
         a bound datagram socket; it is made non-blocking.
     protocol : DatagramProtocol
+    on_failed : callable, optional
+        ``on_failed(endpoint)`` if the socket breaks and serving stops.
     """
 
-    def __init__(self, reactor, sock, protocol):
+    def __init__(self, reactor, sock, protocol, on_failed=None):
         self._reactor = reactor
+        self.on_failed = on_failed      # called if the socket breaks and the endpoint stops
         self.sock = sock
         self.protocol = protocol
         self.stats = DatagramStats()
@@ -116,7 +120,7 @@ class DatagramEndpoint:
             if not self.serving:
                 return
             try:
-                data, addr = self.sock.recvfrom(MAX_DATAGRAM)
+                data, addr = self.sock.recvfrom(RECV_BUFFER)
             except errors.WOULD_BLOCK:
                 return
             except OSError as exc:
@@ -131,15 +135,17 @@ class DatagramEndpoint:
         pass
 
     def _error(self, exc, call):
-        """Count an error about a peer and return True; for anything else (a bug) stop serving UDP.
+        """Count an error about a peer and return True; if our socket is broken, stop serving.
 
         The TCP side of the loop, if any, goes on either way.
         """
         self.stats.errors += 1
-        if exc.errno in _TRANSIENT:
+        if exc.errno not in _BROKEN:
             log.debug("%s: %s", call, errors.describe(exc))
             return True
         log.error("%s: unexpected error, no longer serving UDP on this socket", call,
                   exc_info=exc)
         self.close()
+        if self.on_failed is not None:
+            self.on_failed(self)
         return False

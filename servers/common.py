@@ -39,6 +39,7 @@ DEFAULT_BACKLOG = 1024
 DEFAULT_GRACE = 5.0
 
 EXIT_SECOND_SIGNAL = 1
+EXIT_FAILURE = 1
 
 # What a client arriving at capacity reads before our FIN: the quick guide's
 # 11th task ("send "busy\n" to new incoming clients"), 5 bytes.
@@ -50,10 +51,11 @@ BUSY_MESSAGE = b"busy\n"
 RESERVED_FDS = 32
 
 
-def add_server_arguments(parser, default_port, trace=True):
+def add_server_arguments(parser, default_port, trace=True, protocols="TCP"):
     """The options every server takes (``--trace`` only where there are state machines to trace)."""
     parser.add_argument("port", nargs="?", type=port, default=default_port,
-                        help=f"TCP port to listen on (default {default_port}; 0 picks a free one)")
+                        help=f"{protocols} port to listen on (default {default_port}; 0 picks a "
+                             f"free one)")
     parser.add_argument("-b", "--bind", metavar="HOST", default=None,
                         help="address or host name to listen on (default: every interface, "
                              "IPv4 and IPv6 where the host has both)")
@@ -210,8 +212,9 @@ def _open_all(host, port_number, open_one, socktype):
 
     try:
         infos = socket.getaddrinfo(host, port_number, type=socktype, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise Fatal(f"cannot resolve bind address {host!r}: {exc.strerror}; "
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not a valid host name"
+        raise Fatal(f"cannot resolve bind address {host!r}: {reason}; "
                     f"give an IP address such as 127.0.0.1, or leave out -b") from None
     socks = []
     seen = set()
@@ -294,6 +297,8 @@ def serve_reactor(reactor, server, grace, stats_interval=None, endpoints=()):
             log.info("%s: shutting down: %d client(s), %d byte(s) pending; grace %.1f s "
                      "(send it again to stop at once)", name, clients(),
                      server.pending_output() if server else 0, grace)
+            for endpoint in endpoints:
+                endpoint.close()        # UDP has nothing pending: it stops now
             if server:
                 server.shutdown(grace, stopped)
             else:
@@ -318,6 +323,15 @@ def serve_reactor(reactor, server, grace, stats_interval=None, endpoints=()):
         log_stats()
         reactor.call_later(stats_interval, every_interval)
 
+    def endpoint_failed(_endpoint):
+        nonlocal status
+        if not server and not any(e.serving for e in endpoints):
+            log.error("no UDP socket left to serve: stopping")
+            status = EXIT_FAILURE
+            reactor.stop()
+
+    for endpoint in endpoints:
+        endpoint.on_failed = endpoint_failed
     for signum in (signal.SIGINT, signal.SIGTERM):
         reactor.add_signal_handler(signum, on_signal)
     # Ignored, not fatal (its default action), once the loop has put the
@@ -372,7 +386,8 @@ def run_stream_server(args, protocol_factory, datagram_protocol=None):
     cli.setup_logging(args, trace=args.trace)
     fd_limit = raise_fd_limit()
     capacity = choose_max_clients(args.max_clients, fd_limit)
-    socks = open_listeners(args.bind, args.port, args.backlog)
+    with_udp = datagram_protocol is not None and getattr(args, "udp", False)
+    socks, udp_socks = _open_stream_and_datagram(args, with_udp)
     log_capacity(args.max_clients, capacity, fd_limit)
     reactor = Reactor()
     server = StreamServer(reactor, socks, protocol_factory, capacity=capacity,
@@ -380,17 +395,32 @@ def run_stream_server(args, protocol_factory, datagram_protocol=None):
                           trace=args.trace)
     if args.idle_timeout is not None:
         log.info("closing clients idle for %g s", args.idle_timeout)
-    endpoints = []
-    if datagram_protocol is not None and getattr(args, "udp", False):
-        port_number = socks[0].getsockname()[1]
+    endpoints = [DatagramEndpoint(reactor, sock, datagram_protocol) for sock in udp_socks]
+    return serve_reactor(reactor, server, args.grace, args.stats, endpoints)
+
+
+# With port 0 and --udp, how many times to try for a port free for both protocols.
+_PORT_TRIES = 10
+
+
+def _open_stream_and_datagram(args, with_udp):
+    """Listening TCP sockets, and UDP sockets on the same port number if ``with_udp``.
+
+    With port 0 the kernel picks the TCP port; that number may be taken for
+    UDP, and then another is tried.
+    """
+    for attempt in range(_PORT_TRIES):
+        socks = open_listeners(args.bind, args.port, args.backlog)
+        if not with_udp:
+            return socks, []
         try:
-            endpoints = [DatagramEndpoint(reactor, sock, datagram_protocol)
-                         for sock in open_datagram_sockets(args.bind, port_number)]
+            return socks, open_datagram_sockets(args.bind, socks[0].getsockname()[1])
         except Fatal:
             for sock in socks:
                 sock.close()
-            raise
-    return serve_reactor(reactor, server, args.grace, args.stats, endpoints)
+            if args.port != 0 or attempt == _PORT_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 class ReplyAndClose(Protocol):
@@ -426,7 +456,7 @@ def reply_service_parser(prog, description, default_port, standard_port):
                     f"(give {standard_port} to use it). The first lines on stdout are "
                     f"'listening on HOST:PORT' (TCP, then UDP). SIGINT/SIGTERM stop it "
                     f"gracefully.")
-    add_server_arguments(parser, default_port)
+    add_server_arguments(parser, default_port, protocols="TCP and UDP")
     add_reactor_arguments(parser)
     return parser
 

@@ -5,6 +5,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -182,3 +183,51 @@ def test_echo_client_linger_rst_ends_with_a_reset(start_server):
         assert time.monotonic() < end
         time.sleep(0.02)
     assert "closed (ECONNRESET" in server.log(), server.log()
+
+
+def test_time_client_reads_four_bytes_without_waiting_for_the_server_to_close():
+    """RFC 868: the client closes after the 4 bytes; a server that keeps the connection open
+    does not make it wait or fail."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        done = threading.Event()
+
+        def serve():
+            conn, _ = listener.accept()
+            conn.sendall(struct.pack("!I", int(time.time()) + UNIXEPOCH))
+            done.wait(DEADLINE)         # keeps it open until the client has finished
+            conn.close()
+        thread = threading.Thread(target=serve)
+        thread.start()
+        try:
+            proc = run("clients.time", "--timeout", "5", "127.0.0.1", port)
+        finally:
+            done.set()
+            thread.join()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.decode().startswith("server time: ")
+
+
+def test_a_name_that_cannot_be_a_host_name_is_one_line():
+    """'a..b' is refused by the IDNA codec before any lookup: one line, exit 1, no traceback."""
+    for module in ("clients.msgclient", "clients.daytime"):
+        proc = run(module, "a..b")
+        assert proc.returncode == 1
+        err = proc.stderr.decode()
+        assert err.count("\n") == 1 and "unknown host 'a..b'" in err, err
+
+
+def test_echo_client_linger_rst_keeps_a_last_line_without_newline(start_server):
+    """--linger-rst still prints a last unterminated line when input ends after its echo."""
+    server = start_server("servers.echo_select")
+    proc = subprocess.Popen([sys.executable, "-m", "clients.echo", "--linger-rst", "127.0.0.1",
+                             str(server.port)], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdin.write(b"one\ntwo-without-newline")
+    proc.stdin.flush()
+    time.sleep(0.5)         # the echo is back before the input ends
+    proc.stdin.close()
+    proc.wait(timeout=DEADLINE)
+    out, err = proc.stdout.read(), proc.stderr.read()
+    assert proc.returncode == 0, err
+    assert out == b"one\ntwo-without-newline"

@@ -1,6 +1,7 @@
 """UDP on the reactor: servers.udp_echo, and echo_select --udp serving both protocols from one
 loop (tier 4, loopback only)."""
 
+import errno
 import signal
 import socket
 import subprocess
@@ -10,9 +11,11 @@ import time
 import pytest
 
 from clients import udp_echo as udp_echo_client
-from conftest import DEADLINE, ROOT, recv_exactly
+from conftest import DEADLINE, ROOT, recv_all, recv_exactly, run_until
 from reactor import cli
-from reactor.datagram import MAX_DATAGRAM
+from reactor.datagram import MAX_DATAGRAM, DatagramEndpoint
+from reactor.loop import Reactor
+from servers.udp_echo import UDP_ECHO
 
 
 def udp_client():
@@ -54,9 +57,8 @@ def test_echo_select_udp_serves_both_protocols_on_one_port(start_server):
 
 
 def test_a_flood_from_vanished_senders_leaves_tcp_and_udp_served(start_server):
-    """Datagrams from 200 sockets that close at once (so every reply bounces back as ICMP
-    port unreachable) do not stop the loop: a TCP client and a new UDP client are still
-    echoed, and the errors are only counted."""
+    """Datagrams from 200 sockets that close at once (so every reply goes to a closed port)
+    do not stop the loop: a TCP client and a new UDP client are still echoed."""
     server = start_server("servers.echo_select", "--udp", "-q")
     tcp = socket.create_connection(server.address, timeout=DEADLINE)
     senders = [udp_client() for _ in range(200)]
@@ -118,3 +120,70 @@ def test_udp_client_unknown_host_is_one_clear_error(no_dns):
     """An unknown host name is reported in one line that says what to check."""
     with pytest.raises(cli.Fatal, match="unknown host 'nowhere.invalid'"):
         udp_echo_client.main(["nowhere.invalid"])
+
+
+class RefusingSocket:
+    """A UDP socket whose sendto fails as for a forged source address (port 0)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def recvfrom(self, size):
+        return self.sock.recvfrom(size)
+
+    def sendto(self, data, addr):
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+
+def test_a_reply_that_cannot_be_sent_is_counted_and_serving_goes_on():
+    """sendto failing for one peer's address (EINVAL, as for a forged source port 0) drops
+    that reply only: the endpoint keeps serving; only a broken socket of ours stops it."""
+    reactor = Reactor()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    failed = []
+    endpoint = DatagramEndpoint(reactor, sock, UDP_ECHO, on_failed=failed.append)
+    try:
+        with udp_client() as c:
+            endpoint.sock = RefusingSocket(sock)
+            c.sendto(b"lost", sock.getsockname())
+            run_until(reactor, lambda: endpoint.stats.datagrams_in == 1)
+            assert (endpoint.stats.errors, endpoint.serving, failed) == (1, True, [])
+            endpoint.sock = sock
+            c.sendto(b"kept", sock.getsockname())
+            run_until(reactor, lambda: endpoint.stats.datagrams_out == 1)
+            assert c.recvfrom(100)[0] == b"kept"
+            endpoint._error(OSError(errno.EBADF, "Bad file descriptor"), "recvfrom")
+            assert failed == [endpoint] and not endpoint.serving
+    finally:
+        reactor.close()
+        sock.close()
+
+
+def test_the_largest_ipv6_datagram_comes_back_whole(start_server):
+    """Over IPv6 a datagram may carry 65,527 bytes, 20 more than over IPv4; all come back."""
+    server = start_server("servers.udp_echo", bind="::1")
+    payload = bytes(i % 253 for i in range(65527))
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as c:
+        c.settimeout(DEADLINE)
+        c.sendto(payload, ("::1", server.port))
+        assert c.recvfrom(65535)[0] == payload
+
+
+def test_udp_stops_at_the_first_signal_while_tcp_clients_finish(start_server):
+    """On SIGTERM, UDP (nothing pending) stops at once, while the server is still waiting,
+    within its grace period, for a TCP client to close."""
+    server = start_server("servers.echo_select", "--udp", "--grace", "30")
+    tcp = socket.create_connection(server.address, timeout=DEADLINE)
+    with udp_client() as udp:
+        udp.sendto(b"before", server.address)
+        assert udp.recvfrom(100)[0] == b"before"
+        server.signal(signal.SIGTERM)
+        assert recv_all(tcp) == b""             # the server's FIN: it is shutting down
+        udp.sendto(b"after", server.address)
+        udp.settimeout(1.0)
+        with pytest.raises((TimeoutError, ConnectionRefusedError)):
+            udp.recvfrom(100)
+    assert server.proc.poll() is None           # still waiting for the TCP client's end
+    tcp.close()
+    assert server.wait() == 0
