@@ -3,12 +3,11 @@
     python -m servers.udp_echo [port]           # default 58001, the guide's
 
 Every datagram is sent back to its sender with exactly the bytes received
-("send only the bytes you read"), up to 65,507 bytes, the largest a UDP
-datagram over IPv4 can carry (the guide's 128-byte buffer would cut longer
-ones short).  Errors that concern one client -- an ICMP "port unreachable"
-for a reply to a client that has gone, a full send buffer -- are counted and
-the loop goes on; the guide's server calls ``exit(1)`` on them.  See
-:mod:`reactor.datagram`.
+("send only the bytes you read"), up to the largest a UDP datagram can carry
+(65,507 bytes over IPv4, 65,527 over IPv6; the guide's 128-byte buffer would
+cut longer ones short).  A reply that cannot be sent -- a full send buffer,
+an address that cannot be sent to -- is dropped and counted, and the loop
+goes on; the guide's server calls ``exit(1)``.  See :mod:`reactor.datagram`.
 
 ``python -m servers.echo_select --udp`` serves this on the same port number
 as its TCP echo, from the same loop.
