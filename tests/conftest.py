@@ -57,17 +57,23 @@ STATS_LINE = re.compile(r" stats: (.*)$", re.M)
 class ServerProcess:
     """A server started with ``python -m MODULE ... 0``, its port read from its first line.
 
+    Its stderr (the log) comes through a pipe that a reader thread copies to
+    ``log_path`` and to memory, waking :meth:`wait_for_log` on every chunk:
+    tests wait for the line they expect, never for time to pass.
     ``fd_limit`` lowers the server's descriptor limit (soft and hard, so it
     cannot raise it back).
     """
 
     def __init__(self, module, *args, log_path, fd_limit=None):
         self.log_path = log_path
-        self._log = open(log_path, "wb")
+        self._text = ""
+        self._changed = threading.Condition()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", module, *args],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=self._log,
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             preexec_fn=fd_limit_setter(fd_limit))
+        self._reader = threading.Thread(target=self._read_log, daemon=True)
+        self._reader.start()
         line = readline_within(self.proc.stdout).rstrip(b"\n")
         match = LISTENING.match(line)
         if not match:
@@ -77,14 +83,31 @@ class ServerProcess:
         self.port = int(match["port"])
         self.udp = bool(match["udp"])
 
+    def _read_log(self):
+        with open(self.log_path, "wb") as copy:
+            while chunk := self.proc.stderr.read1(65536):
+                copy.write(chunk)
+                copy.flush()
+                with self._changed:
+                    self._text += chunk.decode(errors="replace")
+                    self._changed.notify_all()
+
     @property
     def address(self):
         return ("127.0.0.1", self.port)
 
     def log(self):
-        self._log.flush()
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
+        with self._changed:
+            return self._text
+
+    def wait_for_log(self, condition, what=None):
+        """Block until ``condition(log)`` is true (a str: until it appears); return its value."""
+        if isinstance(condition, str):
+            text, condition = condition, lambda log: text in log
+        with self._changed:
+            found = self._changed.wait_for(lambda: condition(self._text), DEADLINE)
+            assert found, f"never logged: {what or text}; log:\n{self._text[-2000:]}"
+            return found
 
     def signal(self, signum):
         self.proc.send_signal(signum)
@@ -93,14 +116,10 @@ class ServerProcess:
         """Ask for the counters (SIGUSR1) and return them as a dict of ints."""
         before = len(STATS_LINE.findall(self.log()))
         self.signal(signal.SIGUSR1)
-        end = time.monotonic() + DEADLINE
-        while True:
-            lines = STATS_LINE.findall(self.log())
-            if len(lines) > before:
-                return {k: int(v) for k, v in (f.split("=") for f in lines[before].split())}
-            assert self.proc.poll() is None, f"server died; log:\n{self.log()}"
-            assert time.monotonic() < end, "no stats line after SIGUSR1"
-            time.sleep(0.02)
+        lines = self.wait_for_log(
+            lambda log: (found := STATS_LINE.findall(log))[before:] and found,
+            "a stats line after SIGUSR1")
+        return {k: int(v) for k, v in (f.split("=") for f in lines[before].split())}
 
     def cpu_seconds(self):
         """User plus system CPU time the server has used so far, from /proc."""
@@ -116,7 +135,31 @@ class ServerProcess:
             self.proc.kill()
             self.proc.wait(timeout=DEADLINE)
         self.proc.stdout.close()
-        self._log.close()
+        # A fork server's children may still hold the log pipe; the reader is a daemon.
+        self._reader.join(1.0)
+
+
+def wait_exited(pids):
+    """Block until every process in ``pids`` has exited (its pidfd becomes readable)."""
+    import select
+
+    fds = []
+    for pid in pids:
+        try:
+            fds.append(os.pidfd_open(pid))
+        except ProcessLookupError:
+            pass        # gone and reaped already
+    try:
+        pending = set(fds)
+        end = time.monotonic() + DEADLINE
+        while pending:
+            left = end - time.monotonic()
+            assert left > 0, f"{len(pending)} process(es) still running"
+            ready, _, _ = select.select(list(pending), [], [], left)
+            pending.difference_update(ready)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 @pytest.fixture
