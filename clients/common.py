@@ -154,14 +154,18 @@ def tcp_read(host, port, timeout, size=None):
         sock.close()
 
 
-def service_parser(prog, description, default_port, standard_port):
-    """The parser of a client for a one-reply service (DAYTIME, TIME), over TCP or UDP."""
-    parser = Parser(prog=prog, description=description)
+def add_server_address(parser, default_port, whose=""):
+    """``[host] [port]``, defaulting to localhost and ``default_port`` (``whose``: "the guide's")."""
     parser.add_argument("host", nargs="?", default="localhost",
                         help="server host (default localhost)")
     parser.add_argument("port", nargs="?", type=port, default=default_port,
-                        help=f"server port (default {default_port}, selectlab's; the standard "
-                             f"one is {standard_port})")
+                        help=f"server port (default {default_port}{', ' + whose if whose else ''})")
+
+
+def service_parser(prog, description, default_port, standard_port):
+    """The parser of a client for a one-reply service (DAYTIME, TIME), over TCP or UDP."""
+    parser = Parser(prog=prog, description=description)
+    add_server_address(parser, default_port, f"selectlab's; the standard one is {standard_port}")
     parser.add_argument("--udp", action="store_true", help="ask over UDP instead of TCP")
     add_udp_arguments(parser)
     return parser

@@ -37,7 +37,7 @@ import sys
 from reactor import cli
 from reactor.framing import LineFramer, LineTooLong
 from reactor.streamio import RECV_SIZE, writen
-from clients.common import DEFAULT_TIMEOUT, connect_tcp, udp_request
+from clients.common import DEFAULT_TIMEOUT, add_server_address, connect_tcp, udp_request
 
 SERV_PORT = 9877    # UNP's unp.h
 
@@ -138,10 +138,7 @@ def build_parser():
         description="Echo client (UNP's str_cli): sends what it reads on stdin to an echo "
                     "server and prints what comes back. At the end of input it half-closes "
                     "and prints the rest of the echo. Exits 1 if the server goes away first.")
-    parser.add_argument("host", nargs="?", default="localhost",
-                        help="server host (default localhost)")
-    parser.add_argument("port", nargs="?", type=cli.port, default=SERV_PORT,
-                        help=f"server port (default {SERV_PORT})")
+    add_server_address(parser, SERV_PORT, "UNP's SERV_PORT")
     parser.add_argument("--timeout", type=cli.positive_float, default=DEFAULT_TIMEOUT,
                         metavar="SECS",
                         help=f"give up connecting after SECS (default {DEFAULT_TIMEOUT:g}); "

@@ -18,7 +18,7 @@ import socket
 import sys
 
 from reactor import cli
-from clients.common import add_udp_arguments, udp_request
+from clients.common import add_server_address, add_udp_arguments, udp_request
 
 GUIDE_PORT = 58001
 MESSAGE = "Hello!\n"        # 7 bytes, the guide's
@@ -30,10 +30,7 @@ def build_parser():
         description="UDP echo client (the quick guide's 3rd task): sends one datagram, prints "
                     "'echo: ...' and 'sent by [host:service]'. Waits --timeout seconds per try "
                     "and tries --tries times, then gives up with exit status 1.")
-    parser.add_argument("host", nargs="?", default="localhost",
-                        help="server host (default localhost)")
-    parser.add_argument("port", nargs="?", type=cli.port, default=GUIDE_PORT,
-                        help=f"server port (default {GUIDE_PORT}, the guide's)")
+    add_server_address(parser, GUIDE_PORT, "the guide's")
     parser.add_argument("-m", "--message", default=MESSAGE,
                         help="what to send (default 'Hello!' and a newline, the guide's)")
     add_udp_arguments(parser)

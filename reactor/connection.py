@@ -86,12 +86,16 @@ class Connection:
         ``tracer(conn, old_state, event, new_state)`` for every transition.
     ident : int
         a number for logs (``#12``).
+    address : tuple, optional
+        the peer's address as ``accept()`` gave it (``peer`` is its text).
     """
 
-    def __init__(self, reactor, sock, peer, protocol, on_release=None, tracer=None, ident=0):
+    def __init__(self, reactor, sock, peer, protocol, on_release=None, tracer=None, ident=0,
+                 address=None):
         self._reactor = reactor
         self.sock = sock
         self.peer = peer
+        self.address = address      # the peer's address as accept() gave it, if known
         self.protocol = protocol
         self.ident = ident
         self.state = _IDLE

@@ -112,7 +112,7 @@ class StreamServer:
             # Send small replies at once, as asyncio, uvloop and Redis do.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return Connection(self.reactor, sock, format_address(addr), protocol,
-                          on_release=on_release, ident=next(self._ids),
+                          on_release=on_release, ident=next(self._ids), address=addr,
                           tracer=self._trace_connection if self._trace else None)
 
     def _admit(self, sock, addr):

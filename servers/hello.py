@@ -82,7 +82,7 @@ class HelloProtocol(Protocol):
         self.session = None
 
     def connection_made(self, conn):
-        host = peer_host_from_text(conn.peer)
+        host = peer_host(conn.address)
         log.info("got connection from %s", host)
         self.session = HelloSession(host, **self.options)
 
@@ -101,12 +101,6 @@ class HelloProtocol(Protocol):
         _log_messages(messages)
         if reply:
             conn.write(reply)
-
-
-def peer_host_from_text(peer):
-    """``127.0.0.1:5000`` or ``[::1]:5000`` -> the host part."""
-    host = peer.rsplit(":", 1)[0]
-    return host[1:-1] if host.startswith("[") else host
 
 
 def build_parser():
