@@ -21,7 +21,7 @@ import itertools
 import logging
 import socket
 
-from reactor.connection import Connection, Protocol
+from reactor.connection import Connection, Protocol, format_address
 from reactor.listener import Listener
 from reactor.states import ConnState
 
@@ -34,18 +34,6 @@ trace_log = logging.getLogger("selectlab.trace")
 # such a client owes us nothing, so this is below nginx's 5 s
 # lingering_timeout.  Past it the socket is closed anyway.
 LINGER_TIMEOUT = 2.0
-
-
-def format_address(addr):
-    """``('::ffff:127.0.0.1', 5000, 0, 0)`` -> ``127.0.0.1:5000``; IPv6 in brackets."""
-    if not isinstance(addr, tuple):
-        return str(addr) or "?"
-    host, port = addr[0], addr[1]
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]     # an IPv4 client on a dual-stack socket
-    if ":" in host:
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
 
 
 class Stats:
@@ -101,6 +89,10 @@ class StreamServer:
         self._trace = trace
         self._on_stopped = None
         self._grace_timer = None
+        # Bound once: ``self._released`` would make a new 64-byte bound method
+        # for every connection to hold on to.
+        self._on_released = self._released
+        self._on_rejected_released = self._rejected_released
         self.listener = Listener(reactor, socks, self._admit, self._reject, capacity,
                                  tracer=self._trace_listener if trace else None)
 
@@ -111,12 +103,12 @@ class StreamServer:
         if sock.family in (socket.AF_INET, socket.AF_INET6):
             # Send small replies at once, as asyncio, uvloop and Redis do.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return Connection(self.reactor, sock, format_address(addr), protocol,
+        return Connection(self.reactor, sock, None, protocol,
                           on_release=on_release, ident=next(self._ids), address=addr,
                           tracer=self._trace_connection if self._trace else None)
 
     def _admit(self, sock, addr):
-        conn = self._connection(sock, addr, self.protocol_factory(), self._released)
+        conn = self._connection(sock, addr, self.protocol_factory(), self._on_released)
         self.connections.add(conn)
         self.stats.accepted += 1
         log.info("#%d %s open", conn.ident, conn.peer)
@@ -126,7 +118,7 @@ class StreamServer:
         conn.protocol.connection_made(conn)
 
     def _reject(self, sock, addr):
-        conn = self._connection(sock, addr, _REJECTED, self._rejected_released)
+        conn = self._connection(sock, addr, _REJECTED, self._on_rejected_released)
         self.rejecting.add(conn)
         self.stats.rejected_busy += 1
         log.info("#%d %s rejected: at capacity (%d)", conn.ident, conn.peer,
