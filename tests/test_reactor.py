@@ -129,3 +129,42 @@ def test_sockets_are_closed_after_dispatch_not_during_it(reactor):
     assert a.fileno() == -1
     assert a not in [key.fileobj for key in reactor.selector.get_map().values()]
     b.close()
+
+
+@pytest.mark.parametrize("selector_class", ["EpollSelector", "PollSelector", "SelectSelector"])
+def test_every_selector_dispatches_the_same_way(selector_class):
+    """Whatever the selector (epoll has its own faster path), each ready socket's handler runs
+    read then write, only for the events it asked for, and a hang-up wakes its reader."""
+    r = Reactor(getattr(selectors, selector_class)())
+    a, a_peer = socket.socketpair()
+    b, b_peer = socket.socketpair()
+    calls = []
+
+    class Handler:
+        def __init__(self, name, sock):
+            self.name, self.sock = name, sock
+
+        def on_readable(self):
+            calls.append((self.name, "read", self.sock.recv(10)))
+
+        def on_writable(self):
+            calls.append((self.name, "write"))
+
+    try:
+        r.register(a, EVENT_READ | selectors.EVENT_WRITE, Handler("a", a))
+        r.register(b, EVENT_READ, Handler("b", b))
+        a_peer.sendall(b"x")
+        b_peer.close()        # b's peer hangs up: readable (EOF), never "writable" for b
+        r.run_once(timeout=DEADLINE)
+        assert sorted(calls) == [("a", "read", b"x"), ("a", "write"), ("b", "read", b"")]
+        assert calls.index(("a", "read", b"x")) < calls.index(("a", "write"))
+        calls.clear()
+        r.modify(a, EVENT_READ, Handler("a2", a))    # the new handler and mask take over
+        a_peer.sendall(b"y")
+        r.unregister(b)
+        r.run_once(timeout=DEADLINE)
+        assert calls == [("a2", "read", b"y")]
+    finally:
+        r.close()
+        for s in (a, a_peer, b):
+            s.close()
