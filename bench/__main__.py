@@ -1,0 +1,254 @@
+"""``python -m bench``: selectlab's reactor against the fork, thread and iterative servers and the best peers.
+
+Every server runs as a subprocess on 127.0.0.1 (port 0, read back from its
+``listening on`` line), on one CPU; a C epoll load generator, compiled on first
+use, runs on the other.  Every echoed byte is checked.  The results go to a
+folder (default ``bench-results/``): ``results.json`` (every run, the machine),
+``results.md`` (tables with ratios to echo_fork and asyncio, also printed on
+stdout) and, with matplotlib installed, ``pingpong.png`` and ``memory.png``.
+"""
+
+import datetime
+import json
+import os
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+from bench import build, catalog, procinfo, report, runner
+from reactor.cli import Fatal, Parser, positive_float, positive_int, run
+
+QUICK = {"reps": 1, "seconds": 0.5, "warmup": 0.2, "prime": 0.2, "quiet_wait": 0.0}
+FULL = {"reps": 3, "seconds": 2.0, "warmup": 0.5, "prime": 1.0, "quiet_wait": 10.0}
+
+
+def build_parser():
+    parser = Parser(
+        prog="python -m bench",
+        description="Benchmark selectlab's reactor (servers.echo_select) against the fork, "
+                    "thread and iterative servers and peers (asyncio, uvloop if installed, "
+                    "socketserver, a C epoll server), side by side on loopback. A full run "
+                    "takes about 15 minutes on 2 cores; --quick about 30 seconds.",
+        epilog="Servers: " + ", ".join(s.name for s in catalog.SERVERS) + ". Workloads: "
+               + ", ".join(w.id for w in catalog.WORKLOADS) + ". Plots need matplotlib: "
+               "pip install -e '.[bench]'.")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke run: fewer servers and workloads, 1 short repetition "
+                             "(under a minute); its numbers are not for comparing")
+    parser.add_argument("--servers", metavar="A,B", help="only these servers")
+    parser.add_argument("--workloads", metavar="A,B", help="only these workloads")
+    parser.add_argument("--reps", type=positive_int, metavar="N",
+                        help=f"repetitions of each measurement (default {FULL['reps']}; "
+                             "the median is reported)")
+    parser.add_argument("--seconds", type=positive_float, metavar="S",
+                        help=f"length of each measured window (default {FULL['seconds']})")
+    parser.add_argument("--warmup", type=positive_float, metavar="S",
+                        help=f"uncounted seconds before each window (default {FULL['warmup']})")
+    parser.add_argument("--loadgen", choices=("c", "python"), default="c",
+                        help="the C load generator (default; compiled on first use) or the "
+                             "Python one, whose results are a lower bound")
+    parser.add_argument("--out", metavar="DIR", default="bench-results",
+                        help="folder for results.json, results.md and the plots "
+                             "(default bench-results)")
+    parser.add_argument("--list", action="store_true", help="list servers and workloads and exit")
+    return parser
+
+
+def _pick(text, known, what):
+    if not text:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise Fatal(f"unknown {what}: {', '.join(unknown)}; choose from {', '.join(known)}",
+                    status=2)
+    return names
+
+
+class Progress:
+    """One line on stderr: rewritten in place on a terminal, one line per step otherwise."""
+
+    def __init__(self, total):
+        self.total, self.done, self.tty = total, 0, sys.stderr.isatty()
+        self.started = time.monotonic()
+
+    def say(self, text):
+        elapsed = time.monotonic() - self.started
+        line = f"bench: [{self.done}/{self.total}] {elapsed:4.0f} s  {text}"
+        if self.tty:
+            sys.stderr.write("\r\x1b[K" + line[:150])
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def end(self):
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+def _loadgen(kind):
+    """The load generator's argv, and whether its results are only a lower bound."""
+    if kind == "c":
+        try:
+            return [str(build.build("loadgen"))], False
+        except build.BuildUnavailable as exc:
+            print(f"bench: {exc}; using the Python load generator, whose results are a "
+                  f"lower bound", file=sys.stderr)
+    return [sys.executable, "-m", "bench.pyload"], True
+
+
+def _cpus():
+    """(server CPU, load generator CPU), or (None, None) with fewer than two usable CPUs."""
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        return None, None
+    return usable[0], usable[1]
+
+
+def _stop_on_sigterm():
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.list:
+        for s in catalog.SERVERS:
+            print(f"server   {s.name:16} {s.label}")
+        for w in catalog.WORKLOADS:
+            print(f"workload {w.id:16} {w.title}")
+        return 0
+    settings = dict(QUICK if args.quick else FULL)
+    for key in ("reps", "seconds", "warmup"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    servers = _pick(args.servers, list(catalog.SERVER), "server") or (
+        catalog.QUICK_SERVERS if args.quick else list(catalog.SERVER))
+    workloads = _pick(args.workloads, list(catalog.WORKLOAD), "workload") or (
+        catalog.QUICK_WORKLOADS if args.quick else [w.id for w in catalog.WORKLOADS])
+    out_dir = Path(args.out)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise Fatal(f"cannot create {out_dir}: {exc.strerror}; choose another --out")
+
+    loadgen, lower_bound = _loadgen(args.loadgen)
+    c_echo, skipped = None, {}
+    try:
+        c_echo = str(build.build("c_echo"))
+    except build.BuildUnavailable:
+        pass
+    plan = []
+    for name in servers:
+        server = catalog.SERVER[name]
+        why = catalog.missing(server, c_echo is not None)
+        if why:
+            skipped[name] = why
+            continue
+        wanted = [w for w in workloads if w in server.workloads]
+        if len(wanted) < len(workloads) and server.skipped:
+            skipped[name] = server.skipped
+        plan += [(server, catalog.WORKLOAD[w]) for w in wanted]
+    if not plan:
+        raise Fatal("nothing to run: no chosen server runs any chosen workload (see --list)")
+
+    server_cpu, client_cpu = _cpus()
+    if client_cpu is not None:
+        os.sched_setaffinity(0, {client_cpu})   # this driver sits with the load generator
+    meta = {
+        "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": " ".join(["python -m bench", *map(shlex.quote, sys.argv[1:] if argv is None
+                                                     else argv)]),
+        "machine": procinfo.machine(), "server_cpu": server_cpu, "client_cpu": client_cpu,
+        "loadgen": "Python (bench/pyload.py), a lower bound" if lower_bound
+                   else "C epoll (bench/loadgen.c)",
+        "lower_bound": lower_bound, "quick": args.quick, "skipped": skipped, **settings,
+    }
+    log_path = out_dir / "servers.log"
+    log_path.write_bytes(b"")
+    _stop_on_sigterm()
+    progress = Progress(len(plan) * settings["reps"])
+    runs = []
+    try:
+        for server, workload in plan:
+            runs += _measure(server, workload, settings, loadgen, c_echo, log_path,
+                             (server_cpu, client_cpu), progress)
+    except KeyboardInterrupt:
+        progress.end()
+        print("bench: interrupted; every server it started is stopped. Results so far are "
+              f"in {out_dir}", file=sys.stderr)
+        _write(out_dir, meta, runs)
+        return 130
+    progress.end()
+    summary = _write(out_dir, meta, runs)
+    print(report.markdown(summary, meta))
+    bad = [s for s in summary if s["errors"]]
+    if bad:
+        print("bench: broken echoes from " + ", ".join(s["server"] for s in bad), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _measure(server, workload, settings, loadgen, c_echo, log_path, cpus, progress):
+    """All repetitions of one workload on one server, each server process fresh per workload."""
+    server_cpu, client_cpu = cpus
+    argv = [c_echo if a == "{c_echo}" else a for a in server.argv]
+    label = f"{server.name} · {workload.id}"
+    runs = []
+    memory = workload.mode == "memory"
+    proc = None
+    try:
+        for rep in range(settings["reps"]):
+            if proc is None or memory:
+                # Memory is read against a fresh server's own baseline, every repetition.
+                if proc is not None:
+                    proc.stop()
+                proc = runner.ServerProcess(argv, log_path, server_cpu).start()
+                before = proc.pss_kib()[0]
+                if not memory and settings["prime"]:
+                    progress.say(f"{label}: priming")
+                    runner.run_load(proc, workload, loadgen, settings["prime"], 0.1, client_cpu)
+            if settings["quiet_wait"] and client_cpu is not None:
+                runner.wait_quiet((server_cpu, client_cpu), report.NOISE_PCT,
+                                  settings["quiet_wait"])
+            progress.say(f"{label}: repetition {rep + 1}/{settings['reps']}")
+            result = runner.run_load(proc, workload, loadgen, settings["seconds"],
+                                     settings["warmup"], client_cpu)
+            result.update(server=server.name, workload=workload.id, rep=rep + 1)
+            if memory:
+                result["pss_before_kib"] = before
+            runs.append(result)
+            progress.done += 1
+            us = result.get("server_us_per_req")
+            progress.say(f"{label}: {result['per_s']:,.0f}/s"
+                         + (f", {us:.2f} µs server CPU each" if us else "")
+                         + (f", {(result['pss_kib'] - before) / max(result['idle_ok'], 1):.2f} "
+                            "KiB per idle connection" if memory else ""))
+    finally:
+        if proc is not None:
+            proc.stop()
+    return runs
+
+
+def _write(out_dir, meta, runs):
+    summary = report.summarise(runs)
+    with open(out_dir / "results.json", "w") as f:
+        json.dump({"meta": meta, "summary": summary, "runs": runs}, f, indent=1)
+    (out_dir / "results.md").write_text(report.markdown(summary, meta) + "\n")
+    if runs:
+        try:
+            paths = report.plot(summary, meta, out_dir)
+            print("bench: plots in " + ", ".join(map(str, paths)), file=sys.stderr)
+        except ImportError:
+            print("bench: no plots: matplotlib is not installed; pip install -e '.[bench]' "
+                  "to get them", file=sys.stderr)
+    print(f"bench: results in {out_dir / 'results.json'} and {out_dir / 'results.md'}",
+          file=sys.stderr)
+    return summary
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,121 @@
+"""What the benchmark compares: the servers, the workloads, and which server runs which workload.
+
+Every server is started the same way: a command that binds 127.0.0.1 on port 0
+and prints ``listening on 127.0.0.1:PORT`` as its first line on stdout.
+"""
+
+import importlib.util
+import sys
+from dataclasses import dataclass, field
+
+PY = sys.executable
+KIB = 1024
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One load pattern.
+
+    ``mode`` is ``pingpong`` (each connection sends ``size`` bytes and waits for
+    them to come back, again and again), ``churn`` (each of ``conns`` slots
+    connects, does one echo, closes, and starts again) or ``memory`` (``idle``
+    connections are opened, each confirmed by a 1-byte echo, and held while the
+    server's memory is read; then ``conns`` others ping-pong beside them).
+    """
+
+    id: str
+    title: str
+    mode: str
+    conns: int
+    size: int = KIB
+    idle: int = 0
+
+
+WORKLOADS = [
+    Workload("pingpong-1k-1", "1 KiB ping-pong, 1 connection", "pingpong", 1),
+    Workload("pingpong-1k-10", "1 KiB ping-pong, 10 connections", "pingpong", 10),
+    Workload("pingpong-1k-100", "1 KiB ping-pong, 100 connections", "pingpong", 100),
+    Workload("pingpong-1k-1000", "1 KiB ping-pong, 1,000 connections", "pingpong", 1000),
+    Workload("pingpong-100k-10", "100 KiB ping-pong, 10 connections", "pingpong", 10, 100 * KIB),
+    Workload("churn-10", "connection churn (connect, one 1 KiB echo, close), 10 at a time",
+             "churn", 10),
+    Workload("idle-1000", "memory: 1,000 idle connections", "memory", 0, idle=1000),
+    Workload("idle-10000", "memory: 10,000 idle connections, while 100 others ping-pong 1 KiB",
+             "memory", 100, idle=10000),
+]
+WORKLOAD = {w.id: w for w in WORKLOADS}
+
+#: ``--quick``: enough to show every part works, in well under a minute.
+QUICK_WORKLOADS = ["pingpong-1k-10", "pingpong-100k-10", "churn-10", "idle-1000"]
+QUICK_SERVERS = ["echo_select", "echo_fork", "echo_thread", "asyncio", "ss_thread", "c_epoll"]
+
+PINGPONG = [w.id for w in WORKLOADS if w.mode != "memory"]
+ALL = [w.id for w in WORKLOADS]
+
+
+@dataclass(frozen=True)
+class Server:
+    """One server in the comparison.
+
+    ``argv`` is the command (``{c_echo}`` stands for the compiled C server);
+    ``workloads`` the ids it runs; ``skipped`` says why it leaves the others out.
+    """
+
+    name: str
+    label: str
+    argv: tuple
+    workloads: tuple = tuple(ALL)
+    skipped: str = ""
+    needs: str = ""           # a module to import, or "cc" for a C compiler
+    notes: dict = field(default_factory=dict)
+
+
+def _ours(module):
+    return (PY, "-m", module, "-q", "-b", "127.0.0.1", "0")
+
+
+def _peer(*args):
+    return (PY, "-m", *args)
+
+
+SERVERS = [
+    Server("echo_select", "selectlab reactor (servers.echo_select)", _ours("servers.echo_select")),
+    Server("echo_fork", "fork per connection (servers.echo_fork)", _ours("servers.echo_fork"),
+           tuple(a for a in ALL if a != "idle-10000"),
+           skipped="idle-10000: 10,000 Python processes; its cost per connection shows at 1,000"),
+    Server("echo_thread", "thread per connection (servers.echo_thread)",
+           _ours("servers.echo_thread")),
+    Server("echo_iterative", "iterative, one client at a time (servers.echo_iterative)",
+           _ours("servers.echo_iterative"), ("pingpong-1k-1", "churn-10"),
+           skipped="more than one connection at once: it serves one client at a time, "
+                   "so the others would wait the whole run"),
+    Server("asyncio", "asyncio Protocol (bench.peers.asyncio_echo)",
+           _peer("bench.peers.asyncio_echo", "0")),
+    Server("uvloop", "uvloop Protocol (bench.peers.asyncio_echo --uvloop)",
+           _peer("bench.peers.asyncio_echo", "--uvloop", "0"), needs="uvloop"),
+    Server("ss_fork", "socketserver ForkingTCPServer, defaults (backlog 5, max_children 40)",
+           _peer("bench.peers.socketserver_echo", "fork", "0"), tuple(PINGPONG),
+           skipped="memory: at most 40 children, so 1,000 idle clients cannot all be served"),
+    Server("ss_fork_1024", "socketserver ForkingTCPServer, backlog 1024, no child limit",
+           _peer("bench.peers.socketserver_echo", "fork", "--backlog", "1024",
+                 "--max-children", "0", "0"), tuple(PINGPONG),
+           skipped="memory: measured on echo_fork, the same design"),
+    Server("ss_thread", "socketserver ThreadingTCPServer, defaults (backlog 5)",
+           _peer("bench.peers.socketserver_echo", "thread", "0"), tuple(PINGPONG),
+           skipped="memory: measured on echo_thread, the same design"),
+    Server("ss_thread_1024", "socketserver ThreadingTCPServer, backlog 1024",
+           _peer("bench.peers.socketserver_echo", "thread", "--backlog", "1024", "0"),
+           tuple(PINGPONG), skipped="memory: measured on echo_thread, the same design"),
+    Server("c_epoll", "C epoll echo, the floor (bench/peers/c_echo.c)", ("{c_echo}", "0"),
+           needs="cc"),
+]
+SERVER = {s.name: s for s in SERVERS}
+
+
+def missing(server, have_cc):
+    """Why ``server`` cannot run here, or ``""`` if it can."""
+    if server.needs == "cc":
+        return "" if have_cc else "no C compiler"
+    if server.needs and importlib.util.find_spec(server.needs) is None:
+        return f"{server.needs} is not installed (pip install {server.needs})"
+    return ""

@@ -1,0 +1,119 @@
+"""What the benchmark reads from /proc: a process tree's CPU time and memory, the cores, the machine.
+
+The server's cost is its own and its children's (a fork server's work is done
+in children), so every figure here is summed over the process and all its
+descendants.  A child reaped during a window has its time in its parent's
+``cutime``/``cstime`` afterwards; a live one has it in its own ``utime``/``stime``;
+summing both over the tree counts each tick once.
+"""
+
+import os
+import platform
+import sys
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat_fields(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    return text[text.rindex(")") + 2:].split()  # fields[0] is field 3, the state
+
+
+def descendants(root):
+    """``root`` and every live process below it, from /proc."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(_stat_fields(entry)[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    tree, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        tree.append(pid)
+        stack.extend(children.get(pid, ()))
+    return tree
+
+
+def tree_cpu_seconds(root):
+    """CPU seconds (user + system, with reaped children's) of ``root`` and its descendants."""
+    total = 0
+    for pid in descendants(root):
+        try:
+            fields = _stat_fields(pid)
+        except (OSError, ValueError):
+            continue  # ended between the listing and the read
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / CLK_TCK
+
+
+def tree_pss_kib(root):
+    """(PSS in KiB summed over ``root`` and its descendants, number of processes).
+
+    PSS (proportional set size) charges each shared page to the processes
+    sharing it in equal parts, so the pages a fork server's children share with
+    their parent are counted once, as they should be.
+    """
+    total, count = 0, 0
+    for pid in descendants(root):
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        count += 1
+                        break
+        except OSError:
+            continue
+    return total, count
+
+
+def core_ticks():
+    """{cpu number: (busy ticks, all ticks)} from /proc/stat; busy is all but idle and iowait."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3:4].isdigit():
+                name, *values = line.split()
+                v = [int(x) for x in values[:8]]
+                total = sum(v)
+                out[int(name[3:])] = (total - v[3] - v[4], total)
+    return out
+
+
+def busy_percent(before, after, cpu):
+    """How busy core ``cpu`` was between two :func:`core_ticks` readings, in percent."""
+    busy = after[cpu][0] - before[cpu][0]
+    total = after[cpu][1] - before[cpu][1]
+    return 100.0 * busy / total if total else 0.0
+
+
+def machine():
+    """What a reader needs to judge the numbers: CPU, cores, memory, kernel, Python."""
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_kib = 0
+    try:
+        with open("/proc/meminfo") as f:
+            mem_kib = int(f.readline().split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return {
+        "cpu_model": model,
+        "cores": os.cpu_count(),
+        "usable_cores": sorted(os.sched_getaffinity(0)),
+        "memory_gib": round(mem_kib / 2**20, 1),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "python_implementation": platform.python_implementation(),
+    }

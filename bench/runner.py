@@ -1,0 +1,225 @@
+"""Start a server, drive it with the load generator, and measure both from /proc.
+
+The method (see README's benchmark section for why):
+
+* the server, and every process or thread it makes, runs on one CPU and the
+  load generator on the other (``sched_setaffinity`` before exec), so neither
+  steals the other's core;
+* each server process first gets an unrecorded priming run, which takes it
+  past one-off start-up costs (glibc's malloc thresholds, lazy imports);
+* each measurement is one load generator run: a warm-up that is not counted,
+  then a window during which the load generator counts requests and latencies
+  and its own CPU time, and this module samples the server's CPU time (its own
+  and its children's) and both cores' busy time at the window's edges;
+* memory is the PSS of the server and all its processes, read with the idle
+  connections held open, minus the same reading before they were opened.
+
+Only processes this module started are stopped, by their pid; a server's
+children that outlive it (they should not) are ended by pid after checking
+they are still the same processes.
+"""
+
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from bench import procinfo
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"^listening on (127\.\d+\.\d+\.\d+):(\d+)\s*$")
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 20.0
+
+
+class BenchError(Exception):
+    """Something that stops the benchmark; the message says what and what to do."""
+
+
+def _start_time(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            text = f.read()
+        return text[text.rindex(")") + 2:].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _pinned(cpu):
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+class ServerProcess:
+    """One server under test: started, read back its port, stopped by pid."""
+
+    def __init__(self, argv, log_path, cpu):
+        self.argv, self.log_path, self.cpu = list(argv), log_path, cpu
+        self.proc = None
+        self.port = None
+
+    def start(self):
+        env = dict(os.environ, PYTHONUNBUFFERED="1",
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
+                                                            os.environ.get("PYTHONPATH")])))
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=self.log, cwd=ROOT,
+                                     env=env, preexec_fn=_pinned(self.cpu))
+        line = self._first_line()
+        match = LISTENING.match(line)
+        if not match:
+            self.stop()
+            raise BenchError(f"{self.argv[0]} did not print 'listening on 127.0.0.1:PORT' "
+                             f"(got {line!r}); see {self.log_path}")
+        self.port = int(match.group(2))
+        # Whatever else it prints goes to the log, so a full pipe never stops it.
+        threading.Thread(target=self._drain, daemon=True).start()
+        return self
+
+    def _first_line(self):
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline, data = time.monotonic() + START_TIMEOUT, b""
+        try:
+            while b"\n" not in data and time.monotonic() < deadline:
+                if sel.select(0.2):
+                    chunk = os.read(self.proc.stdout.fileno(), 4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                elif self.proc.poll() is not None:
+                    break
+        finally:
+            sel.close()
+        first, _, self._rest = data.partition(b"\n")
+        return first.decode(errors="replace")
+
+    def _drain(self):
+        self.log.write(self._rest)
+        for line in self.proc.stdout:
+            self.log.write(line)
+
+    def cpu_seconds(self):
+        return procinfo.tree_cpu_seconds(self.proc.pid)
+
+    def pss_kib(self):
+        return procinfo.tree_pss_kib(self.proc.pid)
+
+    def stop(self):
+        """SIGTERM, wait, SIGKILL if it must; then end any descendant it left behind."""
+        if self.proc is None:
+            return None
+        family = {pid: _start_time(pid) for pid in procinfo.descendants(self.proc.pid)
+                  if pid != self.proc.pid}
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                print(f"bench: {self.argv[0]} (pid {self.proc.pid}) ignored SIGTERM for "
+                      f"{STOP_TIMEOUT:.0f} s; killing it", file=sys.stderr)
+                self.proc.kill()
+                self.proc.wait()
+        for pid, started in family.items():
+            if started is not None and _start_time(pid) == started:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.log.close()
+        return self.proc.returncode
+
+
+def loadgen_argv(loadgen, workload, port, seconds, warmup):
+    """The load generator's command line for one run of ``workload``."""
+    mode = "churn" if workload.mode == "churn" else "pingpong"
+    argv = [*loadgen, mode, "-p", str(port), "-c", str(workload.conns), "-s", str(workload.size),
+            "-d", str(seconds), "-w", str(warmup), "-M"]
+    if workload.idle:
+        argv += ["-i", str(workload.idle)]
+    return argv
+
+
+def run_load(server, workload, loadgen, seconds, warmup, client_cpu):
+    """Run the load generator once against ``server``; return its result with our readings.
+
+    Added to the load generator's own JSON: ``server_cpu_s`` and per request,
+    the server's CPU in percent of one core, the load generator's CPU in
+    percent, both cores' busy percent, ``other_pct`` (busy time on either core
+    that neither process accounts for: another job on the machine), and for
+    memory runs the server's PSS when the idle connections were all open.
+    """
+    argv = loadgen_argv(loadgen, workload, server.port, seconds, warmup)
+    gen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, preexec_fn=_pinned(client_cpu),
+                           env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
+    bound = warmup + seconds + 30 + (workload.idle / 50 if workload.idle else 0)
+    deadline = time.monotonic() + bound
+    readings, said = {}, []
+    timer = threading.Timer(bound, gen.kill)   # the run is bounded even if a pipe stalls
+    timer.start()
+    try:
+        for raw in gen.stderr:
+            line = raw.decode(errors="replace").rstrip("\n")
+            if line == "MARK idle_ready":
+                readings["pss_kib"], readings["processes"] = server.pss_kib()
+                gen.stdin.write(b"go\n")
+                gen.stdin.flush()
+            elif line.startswith("MARK "):
+                readings[line[5:]] = (server.cpu_seconds(), procinfo.core_ticks(),
+                                      time.monotonic())
+            else:
+                said.append(line)
+        out = gen.stdout.read()
+        gen.wait(max(1.0, deadline - time.monotonic()))
+    finally:
+        timer.cancel()
+        if gen.poll() is None:
+            gen.kill()
+            gen.wait()
+    lines = [line for line in out.decode(errors="replace").splitlines() if line.startswith("{")]
+    if not lines:
+        raise BenchError(f"the load generator printed no result (exit {gen.returncode}): "
+                         + " | ".join(said[-5:]))
+    result = json.loads(lines[-1])
+    result["loadgen_messages"] = said[:10]
+    for key in ("pss_kib", "processes"):
+        if key in readings:
+            result[key] = readings[key]
+    if "warm_end" in readings and "end" in readings and workload.conns:
+        (cpu0, ticks0, t0), (cpu1, ticks1, t1) = readings["warm_end"], readings["end"]
+        window = max(t1 - t0, 1e-9)
+        served = result["requests"]
+        result["server_cpu_s"] = cpu1 - cpu0
+        result["server_us_per_req"] = (cpu1 - cpu0) * 1e6 / served if served else None
+        result["server_cpu_pct"] = 100.0 * (cpu1 - cpu0) / window
+        result["client_cpu_pct"] = 100.0 * result["client_cpu_s"] / window
+        if client_cpu is not None:
+            server_core = server.cpu
+            result["server_core_busy_pct"] = procinfo.busy_percent(ticks0, ticks1, server_core)
+            result["client_core_busy_pct"] = procinfo.busy_percent(ticks0, ticks1, client_cpu)
+            result["other_pct"] = max(
+                result["server_core_busy_pct"] - result["server_cpu_pct"],
+                result["client_core_busy_pct"] - result["client_cpu_pct"])
+    return result
+
+
+def wait_quiet(cpus, limit_pct, max_wait):
+    """Wait (at most ``max_wait`` s) until ``cpus`` are nearly idle: nobody else is running there."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        before = procinfo.core_ticks()
+        time.sleep(0.25)
+        after = procinfo.core_ticks()
+        if all(procinfo.busy_percent(before, after, c) <= limit_pct for c in cpus):
+            return True
+        if time.monotonic() >= deadline:
+            return False

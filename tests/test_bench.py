@@ -1,0 +1,172 @@
+"""The benchmark runs, checks every byte, stays on loopback, and says when its numbers are a lower bound.
+
+No test here looks at a speed: ``--quick`` is a smoke run, and what it asserts is
+that results were produced, from the servers asked for, with no broken echo.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from bench import build, runner
+from tests.conftest import DEADLINE, ROOT
+
+
+def _bench(*args, timeout=170):
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def loadgen():
+    try:
+        return str(build.build("loadgen"))
+    except build.BuildUnavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.mark.timeout(180)
+def test_quick_run_produces_every_result_with_every_byte_checked(tmp_path):
+    """`python -m bench --quick` (what CI runs) measures every planned pair and finds no broken echo.
+
+    It also shows that memory is read over the whole process family: the fork
+    server holding 1,000 idle clients is 1,001 processes.
+    """
+    done = _bench("--quick", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    pairs = {(r["server"], r["workload"]) for r in results["runs"]}
+    for server in ("echo_select", "echo_fork", "echo_thread", "asyncio", "ss_thread", "c_epoll"):
+        for workload in ("pingpong-1k-10", "pingpong-100k-10", "churn-10"):
+            assert (server, workload) in pairs
+    for run in results["runs"]:
+        assert run["errors"] == 0, run
+        if run["workload"] == "idle-1000":
+            assert run["idle_ok"] == 1000, run
+            assert run["pss_kib"] > 0
+        else:
+            assert run["requests"] > 0, run
+            assert run["bytes_checked"] >= run["requests"] * run["size"], run
+            assert run["server_cpu_s"] is not None
+    fork = [r for r in results["runs"] if r["server"] == "echo_fork" and r["workload"] == "idle-1000"]
+    assert fork and fork[0]["processes"] >= 1001
+    ours = [r for r in results["runs"] if r["server"].startswith("echo_")]
+    assert all(r["failures"] == 0 for r in ours), [r for r in ours if r["failures"]]
+    machine = results["meta"]["machine"]
+    assert machine["python"] and machine["kernel"] and machine["cores"]
+    table = (tmp_path / "results.md").read_text()
+    assert "## 1 KiB ping-pong, 10 connections" in table and "÷ echo_fork" in table
+    assert done.stdout.strip() == table.strip()
+    assert "bench: [" in done.stderr     # the progress line
+
+
+def test_python_load_generator_is_labelled_a_lower_bound(tmp_path):
+    """Without the C load generator, the results still come, marked as a lower bound."""
+    done = _bench("--quick", "--loadgen", "python", "--servers", "echo_select",
+                  "--workloads", "pingpong-1k-10,churn-10", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["meta"]["lower_bound"] is True
+    assert "lower bound" in (tmp_path / "results.md").read_text()
+    assert {r["workload"] for r in results["runs"]} == {"pingpong-1k-10", "churn-10"}
+    assert all(r["errors"] == 0 and r["requests"] > 0 for r in results["runs"])
+
+
+def test_bad_choices_get_one_line():
+    """An unknown server name is one line on stderr, exit status 2, no traceback."""
+    done = _bench("--servers", "echo_select,nginx")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "unknown server: nginx" in done.stderr
+    assert "echo_select" in _bench("--help").stdout
+
+
+@pytest.mark.parametrize("host", ["10.0.0.1", "192.168.1.1", "localhost.example"])
+@pytest.mark.parametrize("which", ["c", "python"])
+def test_load_generators_refuse_anything_but_loopback(which, host, request):
+    """Both load generators refuse, before sending anything, an address outside 127.0.0.0/8."""
+    if which == "c":
+        argv = [request.getfixturevalue("loadgen")]
+    else:
+        argv = [sys.executable, "-m", "bench.pyload"]
+    done = subprocess.run([*argv, "pingpong", "-p", "9", "-H", host], cwd=ROOT,
+                          capture_output=True, text=True, timeout=DEADLINE)
+    assert done.returncode == 2
+    assert "only loopback addresses" in done.stderr
+
+
+def test_driver_refuses_a_server_that_listens_off_loopback(tmp_path):
+    """A server whose first line names an address outside loopback is not measured."""
+    argv = [sys.executable, "-c", "print('listening on 10.1.2.3:80', flush=True)"]
+    with pytest.raises(runner.BenchError, match="did not print 'listening on 127.0.0.1:PORT'"):
+        runner.ServerProcess(argv, tmp_path / "log", None).start()
+
+
+class _Corrupter:
+    """An echo server that changes the 1000th byte it sends back."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        conn, _ = self.listener.accept()
+        with conn:
+            sent = 0
+            while data := conn.recv(65536):
+                data = bytearray(data)
+                if sent <= 999 < sent + len(data):
+                    data[999 - sent] ^= 0xFF
+                sent += len(data)
+                conn.sendall(data)
+
+
+@pytest.mark.parametrize("which", ["c", "python"])
+def test_load_generators_catch_a_wrong_byte(which, request):
+    """One changed byte in the echo is counted as an error and fails the run (exit 1)."""
+    if which == "c":
+        argv = [request.getfixturevalue("loadgen")]
+    else:
+        argv = [sys.executable, "-m", "bench.pyload", "--procs", "1"]
+    server = _Corrupter()
+    done = subprocess.run([*argv, "pingpong", "-p", str(server.port), "-c", "1", "-s", "4096",
+                           "-d", "0.3", "-w", "0"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=DEADLINE)
+    result = json.loads(done.stdout)
+    assert done.returncode == 1
+    assert result["errors"] == 1
+    assert "echoed bytes differ" in done.stderr
+    server.listener.close()
+
+
+@pytest.mark.parametrize("mode", ["pingpong", "churn"])
+def test_python_load_generator_checks_every_byte(mode, start_server):
+    """The Python load generator drives echo_select in both modes; every byte comes back checked."""
+    server = start_server("servers.echo_select")
+    done = subprocess.run([sys.executable, "-m", "bench.pyload", mode, "-p", str(server.port),
+                           "-c", "4", "-s", "3000", "-d", "0.3", "-w", "0.1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=DEADLINE)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["requests"] > 0 and result["errors"] == 0 and result["failures"] == 0
+    assert result["bytes_checked"] >= result["requests"] * 3000
+
+
+def test_programs_are_compiled_once_into_the_cache(tmp_path, monkeypatch):
+    """The C programs are built into the cache folder (not the checkout) once, then reused."""
+    if build.compiler() is None:
+        pytest.skip("no C compiler")
+    monkeypatch.setenv("SELECTLAB_CACHE", str(tmp_path))
+    first = build.build("c_echo")
+    assert first.parent == tmp_path and os.access(first, os.X_OK)
+    stamp = first.stat().st_mtime_ns
+    assert build.build("c_echo") == first and first.stat().st_mtime_ns == stamp
+    monkeypatch.setattr(build, "compiler", lambda: None)
+    monkeypatch.setenv("SELECTLAB_CACHE", str(tmp_path / "empty"))
+    with pytest.raises(build.BuildUnavailable, match="no C compiler"):
+        build.build("c_echo")
