@@ -142,6 +142,12 @@ class Connection:
     def __repr__(self):
         return f"<Connection #{self.ident} {self.peer} {self.state.name}>"
 
+    def __str__(self):
+        # What log lines name a connection by: "#12 127.0.0.1:5000".  Passed
+        # to logging as an argument, it is formatted only if the line is
+        # emitted, so a quiet server never formats a peer address.
+        return f"#{self.ident} {self.peer}"
+
     @property
     def peer(self):
         """The peer's address as text, for logs (``127.0.0.1:5000``, ``[::1]:5000``)."""

@@ -100,7 +100,9 @@ class StreamServer:
 
     def _connection(self, sock, addr, protocol, on_release):
         sock.setblocking(False)
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
+        if isinstance(addr, tuple):
+            # TCP (a Unix socket's address is a string; and sock.family, an
+            # enum made anew per call, cost 2% of a short connection's CPU).
             # Send small replies at once, as asyncio, uvloop and Redis do.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return Connection(self.reactor, sock, None, protocol,
@@ -111,7 +113,7 @@ class StreamServer:
         conn = self._connection(sock, addr, self.protocol_factory(), self._on_released)
         self.connections.add(conn)
         self.stats.accepted += 1
-        log.info("#%d %s open", conn.ident, conn.peer)
+        log.info("%s open", conn)
         if self.idle_timeout is not None:
             self._idle_timers[conn] = self.reactor.call_later(
                 self.idle_timeout, self._check_idle, conn)
@@ -121,7 +123,7 @@ class StreamServer:
         conn = self._connection(sock, addr, _REJECTED, self._on_rejected_released)
         self.rejecting.add(conn)
         self.stats.rejected_busy += 1
-        log.info("#%d %s rejected: at capacity (%d)", conn.ident, conn.peer,
+        log.info("%s rejected: at capacity (%d)", conn,
                  self.listener.capacity)
         if self.reject_message:
             conn.write(self.reject_message)
@@ -143,7 +145,7 @@ class StreamServer:
         if conn.state is ConnState.CLOSING:
             return      # already ending, within its own deadline
         self.stats.idle_timeouts += 1
-        log.info("#%d %s idle for %g s: closing", conn.ident, conn.peer, timeout)
+        log.info("%s idle for %g s: closing", conn, timeout)
         conn.close(timeout=LINGER_TIMEOUT, reason="idle timeout")
 
     def _released(self, conn):
@@ -155,7 +157,7 @@ class StreamServer:
         stats.closed += 1
         stats.bytes_in += conn.bytes_in
         stats.bytes_out += conn.bytes_out
-        log.info("#%d %s closed (%s): in %d B, out %d B, %.3f s", conn.ident, conn.peer,
+        log.info("%s closed (%s): in %d B, out %d B, %.3f s", conn,
                  conn.close_reason, conn.bytes_in, conn.bytes_out,
                  self.reactor.time() - conn.opened_at)
         self.listener.slot_freed()
@@ -245,7 +247,7 @@ class StreamServer:
                        new.name, listener.active, capacity)
 
     def _trace_connection(self, conn, old, event, new):
-        trace_log.info("#%d %s %s --%s--> %s (buffered %d)", conn.ident, conn.peer, old.name,
+        trace_log.info("%s %s --%s--> %s (buffered %d)", conn, old.name,
                        event.name.lower(), new.name, conn.buffered)
 
 
