@@ -53,6 +53,9 @@ def build_parser():
                         help="folder for results.json, results.md and the plots "
                              "(default bench-results)")
     parser.add_argument("--list", action="store_true", help="list servers and workloads and exit")
+    parser.add_argument("--render", metavar="JSON",
+                        help="run nothing: write the tables and plots again from a results.json "
+                             "into --out")
     return parser
 
 
@@ -121,6 +124,8 @@ def main(argv=None):
         for w in catalog.WORKLOADS:
             print(f"workload {w.id:16} {w.title}")
         return 0
+    if args.render:
+        return _render(Path(args.render), Path(args.out))
     settings = dict(QUICK if args.quick else FULL)
     for key in ("reps", "seconds", "warmup"):
         if getattr(args, key) is not None:
@@ -171,11 +176,16 @@ def main(argv=None):
     log_path.write_bytes(b"")
     _stop_on_sigterm()
     progress = Progress(len(plan) * settings["reps"])
-    runs = []
+    runs, failed = [], meta.setdefault("failed", {})
     try:
         for server, workload in plan:
-            runs += _measure(server, workload, settings, loadgen, c_echo, log_path,
-                             (server_cpu, client_cpu), progress)
+            try:
+                runs += _measure(server, workload, settings, loadgen, c_echo, log_path,
+                                 (server_cpu, client_cpu), progress)
+            except runner.BenchError as exc:
+                # One server that will not start or answer does not cost the others' results.
+                failed[f"{server.name} · {workload.id}"] = str(exc)
+                print(f"bench: {server.name} · {workload.id}: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         progress.end()
         print("bench: interrupted; every server it started is stopped. Results so far are "
@@ -188,8 +198,10 @@ def main(argv=None):
     bad = [s for s in summary if s["errors"]]
     if bad:
         print("bench: broken echoes from " + ", ".join(s["server"] for s in bad), file=sys.stderr)
-        return 1
-    return 0
+    if failed:
+        print(f"bench: {len(failed)} measurement(s) could not run; see {log_path}",
+              file=sys.stderr)
+    return 1 if bad or failed else 0
 
 
 def _measure(server, workload, settings, loadgen, c_echo, log_path, cpus, progress):
@@ -206,8 +218,9 @@ def _measure(server, workload, settings, loadgen, c_echo, log_path, cpus, progre
                 # Memory is read against a fresh server's own baseline, every repetition.
                 if proc is not None:
                     proc.stop()
+                    proc = None
                 proc = runner.ServerProcess(argv, log_path, server_cpu).start()
-                before = proc.pss_kib()[0]
+                before = proc.memory()[0]
                 if not memory and settings["prime"]:
                     progress.say(f"{label}: priming")
                     runner.run_load(proc, workload, loadgen, settings["prime"], 0.1, client_cpu)
@@ -219,18 +232,36 @@ def _measure(server, workload, settings, loadgen, c_echo, log_path, cpus, progre
                                      settings["warmup"], client_cpu)
             result.update(server=server.name, workload=workload.id, rep=rep + 1)
             if memory:
-                result["pss_before_kib"] = before
+                result["pss_before_kib"], result["anon_pss_before_kib"] = before
             runs.append(result)
             progress.done += 1
-            us = result.get("server_us_per_req")
-            progress.say(f"{label}: {result['per_s']:,.0f}/s"
-                         + (f", {us:.2f} µs server CPU each" if us else "")
-                         + (f", {(result['pss_kib'] - before) / max(result['idle_ok'], 1):.2f} "
-                            "KiB per idle connection" if memory else ""))
+            progress.say(f"{label}: {_said(result)}")
     finally:
         if proc is not None:
             proc.stop()
     return runs
+
+
+def _said(result):
+    """A few words on one run, for the progress line."""
+    if "anon_pss_kib" in result:
+        per = report.kib_per_idle_conn(result)
+        return f"{per:.2f} KiB per idle connection" if per is not None else "no idle connection"
+    us = result.get("server_us_per_req")
+    return f"{result['per_s']:,.0f}/s" + (f", {us:.2f} µs server CPU each" if us else "")
+
+
+def _render(source, out_dir):
+    try:
+        data = json.loads(source.read_text())
+        meta, runs = data["meta"], data["runs"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise Fatal(f"cannot read results from {source}: {exc}; give a results.json "
+                    "written by python -m bench")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = _write(out_dir, meta, runs)
+    print(report.markdown(summary, meta))
+    return 0
 
 
 def _write(out_dir, meta, runs):

@@ -26,14 +26,17 @@
  * their latency (1 us buckets up to 1 s), and this process's CPU time in the
  * window.  "errors" are broken echoes (a byte wrong, too many bytes): they must
  * be zero.  "failures" are connections that could not connect in time, were
- * reset or closed early.  -M prints "MARK warm_end" and "MARK end" on stderr
+ * reset or closed early.  "stalled" are ping-pong connections still waiting
+ * for an echo after more than a second at the end (a lost byte, or a server
+ * that stopped answering them); "idle_lost" are idle connections that the
+ * server closed or sent something on.  -M prints "MARK warm_end" and "MARK end" on stderr
  * at the window's edges, so the driver can sample the server's CPU there.
  *
  * Bounded: each connect has -T seconds (default 10), the idle wait on stdin
  * 120 s, and the run ends at WARMUP + SECS whatever the server does.  Only
  * addresses in 127.0.0.0/8 are accepted.  Prints one JSON line on stdout.
  */
-#define _GNU_SOURCE
+#define _GNU_SOURCE   /* POLLRDHUP, IP_BIND_ADDRESS_NO_PORT */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -304,7 +307,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "loadgen: refusing %s: only loopback addresses (127.0.0.0/8) are allowed\n", host);
         return 2;
     }
-    if (port <= 0 || port > 65535 || nconns < 0 || nidle < 0 || nconns + nidle > MAX_CONNS ||
+    if (port <= 0 || port > 65535 || nconns < 0 || nidle < 0 || nconns > MAX_CONNS ||
+        nidle > MAX_CONNS || nconns + nidle > MAX_CONNS ||
         (churn && (nconns < 1 || nidle)) || msgsize < 1 || msgsize > (64u << 20) ||
         !(seconds > 0) || seconds > 3600 || warmup < 0 || warmup > 600 ||
         !(connect_timeout > 0) || connect_timeout > 600)
@@ -369,6 +373,12 @@ int main(int argc, char **argv) {
             if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
                 if (do_recv(c)) {
                     if (churn) {
+                        /* Nothing more may come: a byte beyond the echo is an error. */
+                        char extra;
+                        if (recv(c->fd, &extra, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
+                            fail(c, 1, "more bytes came back than were sent");
+                            goto replace;
+                        }
                         count(c, t, c->t_connect);
                         drop(c);
                         c->state = ST_FREE;
@@ -389,26 +399,41 @@ int main(int argc, char **argv) {
         /* Connections that have not connected within -T seconds have failed. */
         if (t < next_check) continue;
         next_check = t + 0.1;
-        for (int i = 0; i < nconns; i++)
-            if (conns[i].state == ST_CONNECTING && t - conns[i].t_connect > connect_timeout) {
+        for (int i = 0; i < nconns; i++) {
+            if (conns[i].state == ST_CONNECTING && t - conns[i].t_connect > connect_timeout)
                 fail(&conns[i], 0, "connect timed out");
-                if (churn && t < t_end) open_conn(&conns[i], t);
-            }
+            /* A churn slot whose connect failed at once gets another try. */
+            if (churn && conns[i].state == ST_DEAD && t < t_end) open_conn(&conns[i], t);
+        }
     }
     cpu1 = cpu_now();
     if (!warm_done) { cpu0 = cpu1; mark("warm_end"); }
     mark("end");
-    int served = 0;
-    for (int i = 0; i < nconns; i++) served += conns[i].served;
+    /* A connection waiting more than a second for its echo at the end has
+       stalled: a byte was lost, or the server stopped answering it. */
+    int served = 0, stalled = 0, idle_lost = 0;
+    for (int i = 0; i < nconns; i++) {
+        served += conns[i].served;
+        if (conns[i].state == ST_ACTIVE && conns[i].sent > conns[i].recvd &&
+            t_end - conns[i].t_start > 1.0 && nconns > 0 && !churn)
+            stalled++;
+    }
+    /* An idle connection must still be open and silent. */
+    for (int i = nconns; i < nconns + nidle; i++) {
+        if (conns[i].state != ST_IDLE) continue;
+        struct pollfd p = { .fd = conns[i].fd, .events = POLLIN | POLLRDHUP };
+        if (poll(&p, 1, 0) > 0) idle_lost++;
+    }
     for (int i = 0; i < nconns + nidle; i++)
         if (conns[i].state != ST_DEAD && conns[i].state != ST_FREE && conns[i].fd >= 0)
             close(conns[i].fd);
 
-    printf("{\"mode\":\"%s\",\"conns\":%d,\"idle\":%d,\"idle_ok\":%d,\"size\":%zu,"
+    printf("{\"mode\":\"%s\",\"conns\":%d,\"idle\":%d,\"idle_ok\":%d,\"idle_lost\":%d,"
+           "\"stalled\":%d,\"size\":%zu,"
            "\"seconds\":%g,\"requests\":%llu,\"per_s\":%.1f,\"errors\":%llu,\"failures\":%llu,"
            "\"bytes_checked\":%llu,\"established\":%d,\"served\":%d,"
            "\"p50_us\":%.1f,\"p99_us\":%.1f,\"lat_overflow\":%llu,\"client_cpu_s\":%.4f}\n",
-           argv[1], nconns, nidle, idle_ok, msgsize, seconds, (unsigned long long)requests,
+           argv[1], nconns, nidle, idle_ok, idle_lost, stalled, msgsize, seconds, (unsigned long long)requests,
            (double)requests / seconds, (unsigned long long)errors,
            (unsigned long long)failures, (unsigned long long)bytes_checked, established, served,
            percentile(0.50), percentile(0.99), (unsigned long long)hist_over, cpu1 - cpu0);

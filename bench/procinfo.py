@@ -51,24 +51,30 @@ def tree_cpu_seconds(root):
 
 
 def tree_pss_kib(root):
-    """(PSS in KiB summed over ``root`` and its descendants, number of processes).
+    """((PSS, anonymous PSS) in KiB summed over ``root`` and its descendants, processes).
 
     PSS (proportional set size) charges each shared page to the processes
     sharing it in equal parts, so the pages a fork server's children share with
-    their parent are counted once, as they should be.
+    their parent are counted once, as they should be.  The anonymous part
+    (``Pss_Anon`` + ``Pss_Shmem``: heap, stacks, copied-on-write pages) is
+    where a server's per-client memory goes; the file-backed rest (the Python
+    binary, libraries) is shared with every other process that maps the same
+    files, so it shifts when, say, a Python load generator starts.
     """
-    total, count = 0, 0
+    total = anon = count = 0
     for pid in descendants(root):
         try:
             with open(f"/proc/{pid}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
-                        count += 1
-                        break
+                fields = dict(line.split(":", 1) for line in f if ":" in line and
+                              line.startswith(("Pss:", "Pss_Anon:", "Pss_Shmem:")))
         except OSError:
             continue
-    return total, count
+        if "Pss" in fields:
+            total += int(fields["Pss"].split()[0])
+            anon += sum(int(fields[k].split()[0]) for k in ("Pss_Anon", "Pss_Shmem")
+                        if k in fields)
+            count += 1
+    return (total, anon), count
 
 
 def core_ticks():

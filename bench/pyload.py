@@ -168,6 +168,8 @@ class Worker:
                     ready += 1
                 elif done is None:
                     pending.pop(conn.sock)
+            for sock in [s for s, c in pending.items() if s.fileno() == -1]:
+                pending.pop(sock)       # failed while sending its byte: already counted
         for conn in pending.values():
             self.fail(conn, False, "idle connection not confirmed in time")
         self.held = held
@@ -223,15 +225,31 @@ class Worker:
                 conn = key.data
                 if conn.connecting and now - conn.t_connect > args.connect_timeout:
                     self.fail(conn, False, "connect timed out")
-                    if churn:
-                        self.open(conn.ident, now)
+            if churn:
+                # A slot whose connection failed (at once, or above) gets another try.
+                live = {key.data.ident for key in self.sel.get_map().values()}
+                for ident in set(range(self.nconns)) - live:
+                    self.open(ident, now)
         cpu[1] = _cpu()
+        stalled = 0
         for key in list(self.sel.get_map().values()):
+            conn = key.data
+            if not churn and not conn.connecting and conn.sent > conn.recvd \
+                    and self.t_end - conn.t_start > 1.0:
+                stalled += 1
             key.fileobj.close()
+        idle_lost = 0
+        if getattr(self, "held", None):
+            import select
+            poller = select.poll()
+            for sock in self.held:
+                poller.register(sock, select.POLLIN | select.POLLRDHUP)
+            idle_lost = len(poller.poll(0))
         c = self.c
         return {"requests": c.requests, "errors": c.errors, "failures": c.failures,
                 "bytes_checked": c.bytes_checked, "established": c.established,
                 "served": len(c.served) if not churn else 0, "hist": c.hist, "over": c.over,
+                "stalled": stalled, "idle_lost": idle_lost,
                 "cpu": cpu[1] - (cpu[0] or cpu[1])}
 
 
@@ -294,6 +312,7 @@ def main(argv=None):
         go_r, go_w = os.pipe()
         pid = os.fork()
         if pid == 0:
+            status = 0
             try:
                 os.close(ready_r)
                 os.close(go_w)
@@ -304,8 +323,12 @@ def main(argv=None):
                 result = worker.run(t0) if t0 else {}
                 with os.fdopen(ready_w, "w") as out:
                     json.dump(result, out)
+            except BaseException:
+                import traceback
+                traceback.print_exc()   # the parent sees no result and says so
+                status = 1
             finally:
-                os._exit(0)
+                os._exit(status)
         os.close(ready_w)
         os.close(go_r)
         children.append((pid, os.fdopen(ready_r), go_w))
@@ -329,12 +352,19 @@ def main(argv=None):
         mark("warm_end")
     mark("end")
     total = {"requests": 0, "errors": 0, "failures": 0, "bytes_checked": 0, "established": 0,
-             "served": 0, "over": 0, "cpu": 0.0}
+             "served": 0, "over": 0, "cpu": 0.0, "stalled": 0, "idle_lost": 0}
     hist = {}
+    crashed = 0
     for pid, f, _ in children:
-        part = json.loads(f.read() or "{}")
+        try:
+            part = json.loads(f.read() or "{}")
+        except ValueError:
+            part = {}
         f.close()
-        os.waitpid(pid, 0)
+        _, status = os.waitpid(pid, 0)
+        if status:
+            crashed += 1
+            part = {}
         for key in total:
             total[key] += part.get(key, 0)
         for us, n in part.get("hist", {}).items():
@@ -347,8 +377,12 @@ def main(argv=None):
         "bytes_checked": total["bytes_checked"], "established": total["established"],
         "served": total["served"], "p50_us": _percentile(hist, n, 0.50),
         "p99_us": _percentile(hist, n, 0.99), "lat_overflow": total["over"],
+        "stalled": total["stalled"], "idle_lost": total["idle_lost"],
         "client_cpu_s": round(total["cpu"], 4)}), flush=True)
-    return 1 if total["errors"] else 0
+    if crashed:
+        print(f"pyload: {crashed} of {procs} worker processes failed (see above); "
+              f"the result is incomplete", file=sys.stderr)
+    return 1 if total["errors"] or crashed else 0
 
 
 if __name__ == "__main__":

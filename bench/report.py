@@ -28,21 +28,33 @@ def summarise(runs):
             "bytes_checked": sum(r["bytes_checked"] for r in reps),
             "established": min(r["established"] for r in reps),
             "served": min(r["served"] for r in reps),
+            "stalled": max(r.get("stalled", 0) for r in reps),
+            "idle_lost": sum(r.get("idle_lost", 0) for r in reps),
             "noisy": sum(1 for r in reps if (r.get("other_pct") or 0) > NOISE_PCT),
         }
         for key in ("server_us_per_req", "server_cpu_pct", "client_cpu_pct",
                     "client_core_busy_pct", "p50_us", "p99_us"):
             s[key] = _median([r.get(key) for r in reps])
-        if any("pss_kib" in r for r in reps):
-            per_conn = [(r["pss_kib"] - r["pss_before_kib"]) / r["idle_ok"]
-                        for r in reps if r.get("idle_ok")]
-            s["pss_before_kib"] = _median([r["pss_before_kib"] for r in reps])
-            s["pss_kib"] = _median([r["pss_kib"] for r in reps])
-            s["processes"] = _median([r["processes"] for r in reps])
+        if any("anon_pss_kib" in r for r in reps):
+            for key in ("pss_before_kib", "pss_kib", "processes"):
+                s[key] = _median([r.get(key) for r in reps])
             s["idle_ok"] = min(r["idle_ok"] for r in reps)
-            s["kib_per_idle_conn"] = _median(per_conn)
+            s["kib_per_idle_conn"] = _median([kib_per_idle_conn(r) for r in reps])
         out.append(s)
     return out
+
+
+def kib_per_idle_conn(run):
+    """What each idle connection added to the server's anonymous PSS, in KiB (None if none held).
+
+    Anonymous memory (heap, stacks, copied pages) is where a server keeps its
+    clients; the file-backed part of PSS moves whenever another process maps
+    the same libraries, so it is left out of the difference.  The kernel's own
+    socket buffers are in no process's PSS.
+    """
+    if not run.get("idle_ok") or "anon_pss_kib" not in run:
+        return None
+    return (run["anon_pss_kib"] - run["anon_pss_before_kib"]) / run["idle_ok"]
 
 
 def _find(summary, server, workload):
@@ -53,7 +65,16 @@ def _find(summary, server, workload):
 
 
 def _ratio(a, b):
-    return a / b if a and b else None
+    """a ÷ b, or None when either was not measured or b is not above zero."""
+    if a is None or b is None or b <= 0:
+        return None
+    return a / b
+
+
+def _resolved(s):
+    """KiB per idle connection if PSS can show it (a C server's is within noise of 0)."""
+    per = s.get("kib_per_idle_conn")
+    return per if per is not None and per >= 0.05 else None
 
 
 def _fmt(value, spec="{:,.0f}", none="–"):
@@ -70,12 +91,19 @@ def _notes(s, workload):
         notes.append(f"only {s['served']} of {workload.conns} connections served")
     if s["failures"]:
         notes.append(f"{s['failures']} connections failed")
+    if s["stalled"]:
+        notes.append(f"{s['stalled']} connections stalled (no echo for over 1 s)")
+    if s["idle_lost"]:
+        notes.append(f"{s['idle_lost']} idle connections closed or written to by the server")
     if s["errors"]:
         notes.append(f"**{s['errors']} broken echoes**")
     if s["noisy"]:
         notes.append(f"{s['noisy']} noisy rep(s)")
     if s.get("idle_ok") is not None and s["idle_ok"] < workload.idle:
         notes.append(f"only {s['idle_ok']} of {workload.idle} idle connections held")
+    per = s.get("kib_per_idle_conn")
+    if per is not None and per < 0.05:
+        notes.append("below what PSS can show: its clients live in kernel socket buffers")
     return "; ".join(notes)
 
 
@@ -109,6 +137,41 @@ def headline(summary):
     ]
 
 
+def overview(summary):
+    """One table, a row per server: requests/s for every rate workload, CPU and memory per client."""
+    rate = [w for w in WORKLOADS if w.mode != "memory"]
+    names = _ordered({s["server"] for s in summary})
+    head = ["server", *(_short(w) for w in rate), "µs CPU/req, 1 KiB ×100",
+            "KiB per idle conn (1,000)"]
+    out = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
+    for name in names:
+        cells = [name]
+        for w in rate:
+            s = _find(summary, name, w.id)
+            cells.append(_fmt(s and s["per_s"]))
+        s = _find(summary, name, "pingpong-1k-100")
+        cells.append(_fmt(s and s["server_us_per_req"], "{:.2f}"))
+        s = _find(summary, name, "idle-1000")
+        cells.append(_fmt(s and s.get("kib_per_idle_conn"), "{:,.2f}"))
+        out.append("| " + " | ".join(cells) + " |")
+    out += ["", "Requests/s (connections/s for churn); – where a server does not run a workload "
+            "(see the notes at the end)."]
+    return out
+
+
+def _ordered(names):
+    """Server names in the catalog's order; any it no longer knows at the end."""
+    order = list(SERVER)
+    return sorted(names, key=lambda n: (order.index(n) if n in order else len(order), n))
+
+
+def _short(workload):
+    if workload.mode == "churn":
+        return f"churn ×{workload.conns}"
+    size = f"{workload.size // 1024} KiB"
+    return f"{size} ×{workload.conns:,}"
+
+
 def markdown(summary, meta):
     """The whole report as Markdown: machine, method, headline, one table per workload."""
     m = meta["machine"]
@@ -128,6 +191,7 @@ def markdown(summary, meta):
     if meta.get("lower_bound"):
         lines += ["**Measured with the Python load generator: every rate here is a lower bound "
                   "(install a C compiler for real numbers).**", ""]
+    lines += ["## Overview", "", *overview(summary), ""]
     lines += ["## Headline", "", "| comparison | measured |", "| --- | --- |"]
     lines += [f"| {what} | {value} |" for what, value in headline(summary)]
     lines.append("")
@@ -142,6 +206,10 @@ def markdown(summary, meta):
             lines += _memory_table(rows, summary, workload)
         else:
             lines += _rate_table(rows, summary, workload)
+        lines.append("")
+    if meta.get("failed"):
+        lines += ["## Could not run", ""]
+        lines += [f"- {what}: {why}" for what, why in meta["failed"].items()]
         lines.append("")
     if meta.get("skipped"):
         lines += ["## Not run", ""]
@@ -171,7 +239,7 @@ def _rate_table(rows, summary, workload):
 
 def _memory_table(rows, summary, workload):
     fork = _find(summary, "echo_fork", "idle-1000")
-    out = ["| server | processes | PSS before | PSS held | KiB per idle connection "
+    out = ["| server | processes | PSS before | PSS held | KiB per idle connection (anonymous PSS) "
            "| echo_fork (1,000) ÷ this | p99 µs, 100 active | notes |",
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for s in rows:
@@ -180,7 +248,7 @@ def _memory_table(rows, summary, workload):
             _fmt(s.get("pss_before_kib") and s["pss_before_kib"] / 1024, "{:,.1f} MiB"),
             _fmt(s.get("pss_kib") and s["pss_kib"] / 1024, "{:,.1f} MiB"),
             _fmt(s.get("kib_per_idle_conn"), "{:,.2f}"),
-            _x(_ratio(fork and fork.get("kib_per_idle_conn"), s.get("kib_per_idle_conn"))),
+            _x(_ratio(fork and fork.get("kib_per_idle_conn"), _resolved(s))),
             _fmt(s["p99_us"]) if workload.conns else "–", _notes(s, workload)]) + " |")
     return out
 
@@ -195,7 +263,7 @@ def plot(summary, meta, out_dir):
     subtitle = (f"{machine['cpu_model']}, {machine['cores']} cores, Python {machine['python']}; "
                 f"median of {meta['reps']}")
     series = [w for w in WORKLOADS if w.mode == "pingpong" and w.size == 1024]
-    names = sorted({s["server"] for s in summary}, key=list(SERVER).index)
+    names = _ordered({s["server"] for s in summary})
     paths = []
     fig, (ax_rate, ax_cpu) = plt.subplots(1, 2, figsize=(12, 4.8))
     for name in names:
@@ -227,7 +295,7 @@ def plot(summary, meta, out_dir):
     fig, ax = plt.subplots(figsize=(7, 4.8))
     for name in names:
         points = [(w.idle, _find(summary, name, w.id)) for w in memory]
-        points = [(n, s) for n, s in points if s and s.get("kib_per_idle_conn") is not None]
+        points = [(n, s) for n, s in points if s and _resolved(s) is not None]
         if points:
             ax.plot([n for n, _ in points], [max(s["kib_per_idle_conn"], 0.01) for _, s in points],
                     marker="o", label=name, linewidth=2.5 if name == "echo_select" else 1.2)

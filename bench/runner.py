@@ -51,12 +51,6 @@ def _start_time(pid):
         return None
 
 
-def _pinned(cpu):
-    if cpu is None:
-        return None
-    return lambda: os.sched_setaffinity(0, {cpu})
-
-
 class ServerProcess:
     """One server under test: started, read back its port, stopped by pid."""
 
@@ -64,6 +58,8 @@ class ServerProcess:
         self.argv, self.log_path, self.cpu = list(argv), log_path, cpu
         self.proc = None
         self.port = None
+        self._drainer = None
+        self._stopped = False
 
     def start(self):
         env = dict(os.environ, PYTHONUNBUFFERED="1",
@@ -71,8 +67,11 @@ class ServerProcess:
                                                             os.environ.get("PYTHONPATH")])))
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=self.log, cwd=ROOT,
-                                     env=env, preexec_fn=_pinned(self.cpu))
+                                     stdout=subprocess.PIPE, stderr=self.log, cwd=ROOT, env=env)
+        if self.cpu is not None:
+            # Pinned at once, before it has made a thread or a child: they
+            # inherit it.  (Not in a preexec_fn: this driver runs threads.)
+            os.sched_setaffinity(self.proc.pid, {self.cpu})
         line = self._first_line()
         match = LISTENING.match(line)
         if not match:
@@ -81,7 +80,8 @@ class ServerProcess:
                              f"(got {line!r}); see {self.log_path}")
         self.port = int(match.group(2))
         # Whatever else it prints goes to the log, so a full pipe never stops it.
-        threading.Thread(target=self._drain, daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
         return self
 
     def _first_line(self):
@@ -110,15 +110,22 @@ class ServerProcess:
     def cpu_seconds(self):
         return procinfo.tree_cpu_seconds(self.proc.pid)
 
-    def pss_kib(self):
+    def memory(self):
+        """((PSS KiB, anonymous PSS KiB), processes) of the server's family."""
         return procinfo.tree_pss_kib(self.proc.pid)
 
     def stop(self):
-        """SIGTERM, wait, SIGKILL if it must; then end any descendant it left behind."""
-        if self.proc is None:
-            return None
-        family = {pid: _start_time(pid) for pid in procinfo.descendants(self.proc.pid)
-                  if pid != self.proc.pid}
+        """SIGTERM, wait, SIGKILL if it must; then end any descendant it left behind.
+
+        Once only: after the server is reaped its pid may belong to someone else.
+        """
+        if self.proc is None or self._stopped:
+            return None if self.proc is None else self.proc.returncode
+        self._stopped = True
+        family = {}
+        if self.proc.poll() is None:
+            family = {pid: _start_time(pid) for pid in procinfo.descendants(self.proc.pid)
+                      if pid != self.proc.pid}
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -134,6 +141,8 @@ class ServerProcess:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        if self._drainer is not None:
+            self._drainer.join(5)
         self.log.close()
         return self.proc.returncode
 
@@ -158,8 +167,9 @@ def run_load(server, workload, loadgen, seconds, warmup, client_cpu):
     memory runs the server's PSS when the idle connections were all open.
     """
     argv = loadgen_argv(loadgen, workload, server.port, seconds, warmup)
+    # It inherits this driver's CPU (the load generator's, see bench.__main__).
     gen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, preexec_fn=_pinned(client_cpu),
+                           stderr=subprocess.PIPE,
                            env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
     bound = warmup + seconds + 30 + (workload.idle / 50 if workload.idle else 0)
     deadline = time.monotonic() + bound
@@ -170,9 +180,12 @@ def run_load(server, workload, loadgen, seconds, warmup, client_cpu):
         for raw in gen.stderr:
             line = raw.decode(errors="replace").rstrip("\n")
             if line == "MARK idle_ready":
-                readings["pss_kib"], readings["processes"] = server.pss_kib()
-                gen.stdin.write(b"go\n")
-                gen.stdin.flush()
+                readings["pss"], readings["processes"] = server.memory()
+                try:
+                    gen.stdin.write(b"go\n")
+                    gen.stdin.flush()
+                except BrokenPipeError:
+                    pass    # it stopped waiting; its result says what it managed
             elif line.startswith("MARK "):
                 readings[line[5:]] = (server.cpu_seconds(), procinfo.core_ticks(),
                                       time.monotonic())
@@ -191,9 +204,9 @@ def run_load(server, workload, loadgen, seconds, warmup, client_cpu):
                          + " | ".join(said[-5:]))
     result = json.loads(lines[-1])
     result["loadgen_messages"] = said[:10]
-    for key in ("pss_kib", "processes"):
-        if key in readings:
-            result[key] = readings[key]
+    if "pss" in readings:
+        result["pss_kib"], result["anon_pss_kib"] = readings["pss"]
+        result["processes"] = readings["processes"]
     if "warm_end" in readings and "end" in readings and workload.conns:
         (cpu0, ticks0, t0), (cpu1, ticks1, t1) = readings["warm_end"], readings["end"]
         window = max(t1 - t0, 1e-9)

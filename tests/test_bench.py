@@ -56,7 +56,7 @@ def test_quick_run_produces_every_result_with_every_byte_checked(tmp_path):
     fork = [r for r in results["runs"] if r["server"] == "echo_fork" and r["workload"] == "idle-1000"]
     assert fork and fork[0]["processes"] >= 1001
     ours = [r for r in results["runs"] if r["server"].startswith("echo_")]
-    assert all(r["failures"] == 0 for r in ours), [r for r in ours if r["failures"]]
+    assert all(r["failures"] == r["stalled"] == r["idle_lost"] == 0 for r in ours), ours
     machine = results["meta"]["machine"]
     assert machine["python"] and machine["kernel"] and machine["cores"]
     table = (tmp_path / "results.md").read_text()
@@ -107,9 +107,10 @@ def test_driver_refuses_a_server_that_listens_off_loopback(tmp_path):
 
 
 class _Corrupter:
-    """An echo server that changes the 1000th byte it sends back."""
+    """An echo server that changes one byte it sends back (the 1000th), or leaves one out."""
 
-    def __init__(self):
+    def __init__(self, drop=None):
+        self.drop = drop        # the index of the byte to leave out
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._serve, daemon=True).start()
@@ -120,9 +121,13 @@ class _Corrupter:
             sent = 0
             while data := conn.recv(65536):
                 data = bytearray(data)
-                if sent <= 999 < sent + len(data):
-                    data[999 - sent] ^= 0xFF
+                at = (999 if self.drop is None else self.drop) - sent
                 sent += len(data)
+                if 0 <= at < len(data):
+                    if self.drop is not None:
+                        del data[at]
+                    else:
+                        data[at] ^= 0xFF
                 conn.sendall(data)
 
 
@@ -141,6 +146,22 @@ def test_load_generators_catch_a_wrong_byte(which, request):
     assert done.returncode == 1
     assert result["errors"] == 1
     assert "echoed bytes differ" in done.stderr
+    server.listener.close()
+
+
+@pytest.mark.parametrize("which", ["c", "python"])
+def test_load_generators_report_a_lost_byte_as_a_stalled_connection(which, request):
+    """A last byte the server never sends back leaves the connection waiting: it is reported stalled."""
+    if which == "c":
+        argv = [request.getfixturevalue("loadgen")]
+    else:
+        argv = [sys.executable, "-m", "bench.pyload", "--procs", "1"]
+    server = _Corrupter(drop=4095)    # the first message's last byte
+    done = subprocess.run([*argv, "pingpong", "-p", str(server.port), "-c", "1", "-s", "4096",
+                           "-d", "1.5", "-w", "0"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=DEADLINE)
+    result = json.loads(done.stdout)
+    assert result["stalled"] == 1 and result["requests"] == 0
     server.listener.close()
 
 

@@ -60,7 +60,7 @@ def main(argv=None):
     parser.add_argument("--max-children", type=int, default=None, metavar="N",
                         help="fork only: children at once, 0 for no limit "
                              "(default: socketserver's max_children, 40)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     base = socketserver.ForkingTCPServer if args.kind == "fork" else socketserver.ThreadingTCPServer
     attrs = {"allow_reuse_address": True}
     if args.backlog is not None:
