@@ -2,7 +2,7 @@
 
 The transport path, in the order the bytes travel:
 
-* **Read**: one ``recv`` of up to ``RECV_SIZE`` (64 KiB) per readiness event,
+* **Read**: one ``recv`` of up to ``RECV_SIZE`` (127.5 KiB) per readiness event,
   handed to the protocol's ``data_received``.  ``b""`` is the peer's FIN.
 * **Write**: :meth:`Connection.write` tries ``send`` at once.  On the common
   path the kernel takes everything and nothing else happens: no state

@@ -14,13 +14,17 @@ interrupted calls itself.
 
 from reactor.framing import MAX_LINE, LineFramer
 
-# Bytes per recv, for the reactor and the blocking helpers alike.  Twisted's
-# read size.  Not asyncio's 256 KiB: CPython allocates the whole size for each
-# recv before shrinking it, and above glibc's 128 KiB mmap threshold that is
-# an mmap, an mremap and a munmap per call -- measured here (Python 3.11,
-# gVisor), a 1 KiB message cost 15.4 us to recv with 256 KiB and 2.7 us with
-# 64 KiB; strace showed the three extra syscalls per call.
-RECV_SIZE = 64 * 1024
+# Bytes per recv, for the reactor and the blocking helpers alike: as much as
+# fits under glibc's default mmap threshold (128 KiB).  CPython allocates the
+# whole size for each recv before shrinking the result.  Above the threshold
+# that allocation is an mmap, an mremap and a munmap per call, until the first
+# EOF frees a whole buffer and glibc raises its threshold: asyncio's 256 KiB
+# reads made a fresh server 4x slower (35,000 instead of 142,000 1 KiB echoes a
+# second) until a first client left.  Below it, the bigger the better for big
+# messages: with 100 KiB echoes (python -m bench, 2 rounds side by side) the
+# server's CPU per message was 31.2 us at 64 KiB, 23.1 us here, the same as at
+# 256 KiB (22.7), and 1 KiB messages were unchanged (7.0 us).
+RECV_SIZE = 128 * 1024 - 512
 
 
 def writen(sock, data):
