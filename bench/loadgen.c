@@ -22,7 +22,9 @@
  * IP_BIND_ADDRESS_NO_PORT, so the port is picked per 4-tuple at connect) so
  * that 10,000 idle connections or a long churn never run out of ports.
  *
- * Counted: requests completed in the measured window (after WARMUP seconds),
+ * Ping-pong measures a steady state: its warm-up starts once every connection
+ * has had one echo back (or -T seconds have passed); "ready_s" says how long
+ * that took.  Counted: requests completed in the measured window (after WARMUP seconds),
  * their latency (1 us buckets up to 1 s), and this process's CPU time in the
  * window.  "errors" are broken echoes (a byte wrong, too many bytes): they must
  * be zero.  "failures" are connections that could not connect in time, were
@@ -39,6 +41,7 @@
 #define _GNU_SOURCE   /* POLLRDHUP, IP_BIND_ADDRESS_NO_PORT */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -73,6 +76,7 @@ struct conn {
     size_t sent, recvd;
     int want_out;
     int served;       /* completed a request inside the window */
+    int confirmed;    /* completed its first request */
     double t_start, t_connect;
 };
 
@@ -342,9 +346,14 @@ int main(int argc, char **argv) {
         }
     }
 
-    double t0 = now();
-    warm_end = t0 + warmup;
-    t_end = warm_end + seconds;
+    /* Ping-pong measures a steady state: the warm-up starts once every
+       connection has had its first echo (a fork server on a busy core can
+       take seconds to accept 1,000 clients), or after -T seconds. */
+    double t0 = now(), ready_at = 0.0;
+    int ready = churn || nconns == 0, confirmed = 0;
+    uint64_t lost_before = errors + failures;
+    warm_end = ready ? t0 + warmup : HUGE_VAL;
+    t_end = ready ? warm_end + seconds : HUGE_VAL;
     for (int i = 0; i < nconns; i++) open_conn(&conns[i], t0);
 
     struct epoll_event evs[512];
@@ -354,7 +363,15 @@ int main(int argc, char **argv) {
         double t = now();
         if (!warm_done && t >= warm_end) { cpu0 = cpu_now(); warm_done = 1; mark("warm_end"); }
         if (t >= t_end || nconns == 0) break;
-        double until = warm_done ? t_end : warm_end;
+        if (!ready && (confirmed + (int)(errors + failures - lost_before) >= nconns ||
+                       t - t0 > connect_timeout)) {
+            ready = 1;
+            ready_at = t - t0;
+            warm_end = t + warmup;
+            t_end = warm_end + seconds;
+            continue;
+        }
+        double until = !ready ? t + 0.1 : warm_done ? t_end : warm_end;
         int n = epoll_wait(epfd, evs, 512, (int)((until - t) * 1000) + 1);
         if (n < 0) { if (errno == EINTR) continue; perror("loadgen: epoll_wait"); return 1; }
         t = now();
@@ -385,6 +402,7 @@ int main(int argc, char **argv) {
                         goto replace;
                     }
                     count(c, t, c->t_start);
+                    if (!c->confirmed) { c->confirmed = 1; confirmed++; }
                     c->k++;
                     if (t < t_end) start_msg(c, msgsize, t);
                     continue;
@@ -429,11 +447,11 @@ int main(int argc, char **argv) {
             close(conns[i].fd);
 
     printf("{\"mode\":\"%s\",\"conns\":%d,\"idle\":%d,\"idle_ok\":%d,\"idle_lost\":%d,"
-           "\"stalled\":%d,\"size\":%zu,"
+           "\"stalled\":%d,\"confirmed\":%d,\"ready_s\":%.3f,\"size\":%zu,"
            "\"seconds\":%g,\"requests\":%llu,\"per_s\":%.1f,\"errors\":%llu,\"failures\":%llu,"
            "\"bytes_checked\":%llu,\"established\":%d,\"served\":%d,"
            "\"p50_us\":%.1f,\"p99_us\":%.1f,\"lat_overflow\":%llu,\"client_cpu_s\":%.4f}\n",
-           argv[1], nconns, nidle, idle_ok, idle_lost, stalled, msgsize, seconds, (unsigned long long)requests,
+           argv[1], nconns, nidle, idle_ok, idle_lost, stalled, confirmed, ready_at, msgsize, seconds, (unsigned long long)requests,
            (double)requests / seconds, (unsigned long long)errors,
            (unsigned long long)failures, (unsigned long long)bytes_checked, established, served,
            percentile(0.50), percentile(0.99), (unsigned long long)hist_over, cpu1 - cpu0);

@@ -7,7 +7,8 @@ Same command line, same stderr marks and same one-line JSON as ``loadgen.c``
 alike.  The connections are split over ``--procs`` processes, each with its own
 ``selectors`` loop.  A Python client spends several times the CPU of the C one
 per request, so it, not the server, is usually the limit: the benchmark labels
-every result measured with it "lower bound".
+every result measured with it "lower bound".  One more difference: its
+warm-up starts at once, not after every connection's first echo.
 """
 
 import argparse

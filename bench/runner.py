@@ -171,7 +171,9 @@ def run_load(server, workload, loadgen, seconds, warmup, client_cpu):
     gen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE,
                            env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
-    bound = warmup + seconds + 30 + (workload.idle / 50 if workload.idle else 0)
+    # The load generator's own bounds: 10 s to connect and get every first
+    # echo, the warm-up and window, and for idle connections 10 s + 10 ms each.
+    bound = 10 + warmup + seconds + 30 + (workload.idle / 50 if workload.idle else 0)
     deadline = time.monotonic() + bound
     readings, said = {}, []
     timer = threading.Timer(bound, gen.kill)   # the run is bounded even if a pipe stalls
