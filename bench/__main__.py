@@ -30,7 +30,7 @@ def build_parser():
         description="Benchmark selectlab's reactor (servers.echo_select) against the fork, "
                     "thread and iterative servers and peers (asyncio, uvloop if installed, "
                     "socketserver, a C epoll server), side by side on loopback. A full run "
-                    "takes about 15 minutes on 2 cores; --quick about 30 seconds.",
+                    "takes about 20 minutes on 2 cores; --quick about 30 seconds.",
         epilog="Servers: " + ", ".join(s.name for s in catalog.SERVERS) + ". Workloads: "
                + ", ".join(w.id for w in catalog.WORKLOADS) + ". Plots need matplotlib: "
                "pip install -e '.[bench]'.")

@@ -256,6 +256,19 @@ def _memory_table(rows, summary, workload):
     return out
 
 
+def _style(name, names):
+    """selectlab's reactor thick and black, the C floor dashed grey, the others apart."""
+    if name == "echo_select":
+        return {"color": "black", "linewidth": 2.8, "marker": "o"}
+    if name == "c_epoll":
+        return {"color": "grey", "linewidth": 1.5, "linestyle": "--", "marker": "s"}
+    import matplotlib
+    others = [n for n in names if n not in ("echo_select", "c_epoll")]
+    i = others.index(name) if name in others else 0
+    return {"color": matplotlib.colormaps["tab10"](i % 10), "linewidth": 1.2,
+            "marker": "ov^<>sDpXh"[i % 10]}
+
+
 def plot(summary, meta, out_dir):
     """Write the PNG plots; return their paths, or raise ImportError without matplotlib."""
     import matplotlib
@@ -274,11 +287,10 @@ def plot(summary, meta, out_dir):
         points = [(c, s) for c, s in points if s and s["per_s"]]
         if not points:
             continue
-        style = {"linewidth": 2.5} if name == "echo_select" else {"linewidth": 1.2}
-        ax_rate.plot([c for c, _ in points], [s["per_s"] for _, s in points], marker="o",
-                     label=name, **style)
+        style = _style(name, names)
+        ax_rate.plot([c for c, _ in points], [s["per_s"] for _, s in points], label=name, **style)
         ax_cpu.plot([c for c, _ in points], [s["server_us_per_req"] for _, s in points],
-                    marker="o", label=name, **style)
+                    label=name, **style)
     for ax, title in ((ax_rate, "requests/s (higher is better)"),
                       (ax_cpu, "server CPU µs per request (lower is better)")):
         ax.set_xscale("log")
@@ -300,12 +312,12 @@ def plot(summary, meta, out_dir):
         points = [(w.idle, _find(summary, name, w.id)) for w in memory]
         points = [(n, s) for n, s in points if s and _resolved(s) is not None]
         if points:
-            ax.plot([n for n, _ in points], [max(s["kib_per_idle_conn"], 0.01) for _, s in points],
-                    marker="o", label=name, linewidth=2.5 if name == "echo_select" else 1.2)
+            ax.plot([n for n, _ in points], [s["kib_per_idle_conn"] for _, s in points],
+                    label=name, **_style(name, names))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("idle connections held")
-    ax.set_ylabel("server PSS per idle connection, KiB")
+    ax.set_ylabel("server anonymous PSS per idle connection, KiB")
     ax.set_title(f"Memory per idle connection (lower is better)\n{subtitle}", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
