@@ -30,6 +30,13 @@ def loadgen():
         pytest.skip(str(exc))
 
 
+def _generator(which, request, *python_options):
+    """The argv of the C load generator (built if need be) or of the Python one."""
+    if which == "c":
+        return [request.getfixturevalue("loadgen")]
+    return [sys.executable, "-m", "bench.pyload", *python_options]
+
+
 @pytest.mark.timeout(180)
 def test_quick_run_produces_every_result_with_every_byte_checked(tmp_path):
     """`python -m bench --quick` (what CI runs) measures every planned pair and finds no broken echo.
@@ -89,10 +96,7 @@ def test_bad_choices_get_one_line():
 @pytest.mark.parametrize("which", ["c", "python"])
 def test_load_generators_refuse_anything_but_loopback(which, host, request):
     """Both load generators refuse, before sending anything, an address outside 127.0.0.0/8."""
-    if which == "c":
-        argv = [request.getfixturevalue("loadgen")]
-    else:
-        argv = [sys.executable, "-m", "bench.pyload"]
+    argv = _generator(which, request)
     done = subprocess.run([*argv, "pingpong", "-p", "9", "-H", host], cwd=ROOT,
                           capture_output=True, text=True, timeout=DEADLINE)
     assert done.returncode == 2
@@ -134,10 +138,7 @@ class _Corrupter:
 @pytest.mark.parametrize("which", ["c", "python"])
 def test_load_generators_catch_a_wrong_byte(which, request):
     """One changed byte in the echo is counted as an error and fails the run (exit 1)."""
-    if which == "c":
-        argv = [request.getfixturevalue("loadgen")]
-    else:
-        argv = [sys.executable, "-m", "bench.pyload", "--procs", "1"]
+    argv = _generator(which, request, "--procs", "1")
     server = _Corrupter()
     done = subprocess.run([*argv, "pingpong", "-p", str(server.port), "-c", "1", "-s", "4096",
                            "-d", "0.3", "-w", "0"], cwd=ROOT, capture_output=True, text=True,
@@ -152,10 +153,7 @@ def test_load_generators_catch_a_wrong_byte(which, request):
 @pytest.mark.parametrize("which", ["c", "python"])
 def test_load_generators_report_a_lost_byte_as_a_stalled_connection(which, request):
     """A last byte the server never sends back leaves the connection waiting: it is reported stalled."""
-    if which == "c":
-        argv = [request.getfixturevalue("loadgen")]
-    else:
-        argv = [sys.executable, "-m", "bench.pyload", "--procs", "1"]
+    argv = _generator(which, request, "--procs", "1")
     server = _Corrupter(drop=4095)    # the first message's last byte
     done = subprocess.run([*argv, "pingpong", "-p", str(server.port), "-c", "1", "-s", "4096",
                            "-d", "1.5", "-w", "0"], cwd=ROOT, capture_output=True, text=True,
