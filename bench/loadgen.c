@@ -24,7 +24,7 @@
  *
  * Ping-pong measures a steady state: its warm-up starts once every connection
  * has had one echo back (or -T seconds have passed); "ready_s" says how long
- * that took.  Counted: requests completed in the measured window (after WARMUP seconds),
+ * that took, and "ready_timeout" is 1 if -T ran out first.  Counted: requests completed in the measured window (after WARMUP seconds),
  * their latency (1 us buckets up to 1 s), and this process's CPU time in the
  * window.  "errors" are broken echoes (a byte wrong, too many bytes): they must
  * be zero.  "failures" are connections that could not connect in time, were
@@ -34,8 +34,9 @@
  * server closed or sent something on.  -M prints "MARK warm_end" and "MARK end" on stderr
  * at the window's edges, so the driver can sample the server's CPU there.
  *
- * Bounded: each connect has -T seconds (default 10), the idle wait on stdin
- * 120 s, and the run ends at WARMUP + SECS whatever the server does.  Only
+ * Bounded: each connect has -T seconds (default 10), and so has the wait for
+ * every first echo; the idle wait on stdin 120 s; the run ends at most
+ * -T + WARMUP + SECS after it starts, whatever the server does.  Only
  * addresses in 127.0.0.0/8 are accepted.  Prints one JSON line on stdout.
  */
 #define _GNU_SOURCE   /* POLLRDHUP, IP_BIND_ADDRESS_NO_PORT */
@@ -88,6 +89,7 @@ static uint32_t *hist;
 static uint64_t hist_over, requests, errors, failures, bytes_checked, src_next;
 static double warm_end, t_end, connect_timeout = 10.0;
 static int established;   /* connects that succeeded in the main phase */
+static int lost_unconfirmed; /* connections that failed before their first echo */
 
 static void mark(const char *what) {
     if (!marks) return;
@@ -128,6 +130,7 @@ static void drop(struct conn *c) {
 /* A connection that broke: counted, closed, and (in churn) replaced. */
 static void fail(struct conn *c, int data_error, const char *why) {
     if (data_error) errors++; else failures++;
+    if (!c->confirmed) lost_unconfirmed++;
     if (errors + failures <= 10)
         fprintf(stderr, "loadgen: connection failed: %s (message %llu, sent %zu, received %zu)\n",
                 why, (unsigned long long)c->k, c->sent, c->recvd);
@@ -350,8 +353,8 @@ int main(int argc, char **argv) {
        connection has had its first echo (a fork server on a busy core can
        take seconds to accept 1,000 clients), or after -T seconds. */
     double t0 = now(), ready_at = 0.0;
-    int ready = churn || nconns == 0, confirmed = 0;
-    uint64_t lost_before = errors + failures;
+    int ready = churn || nconns == 0, confirmed = 0, ready_timeout = 0;
+    int lost_before = lost_unconfirmed;
     warm_end = ready ? t0 + warmup : HUGE_VAL;
     t_end = ready ? warm_end + seconds : HUGE_VAL;
     for (int i = 0; i < nconns; i++) open_conn(&conns[i], t0);
@@ -363,10 +366,11 @@ int main(int argc, char **argv) {
         double t = now();
         if (!warm_done && t >= warm_end) { cpu0 = cpu_now(); warm_done = 1; mark("warm_end"); }
         if (t >= t_end || nconns == 0) break;
-        if (!ready && (confirmed + (int)(errors + failures - lost_before) >= nconns ||
+        if (!ready && (confirmed + lost_unconfirmed - lost_before >= nconns ||
                        t - t0 > connect_timeout)) {
             ready = 1;
             ready_at = t - t0;
+            ready_timeout = confirmed + lost_unconfirmed - lost_before < nconns;
             warm_end = t + warmup;
             t_end = warm_end + seconds;
             continue;
@@ -447,11 +451,11 @@ int main(int argc, char **argv) {
             close(conns[i].fd);
 
     printf("{\"mode\":\"%s\",\"conns\":%d,\"idle\":%d,\"idle_ok\":%d,\"idle_lost\":%d,"
-           "\"stalled\":%d,\"confirmed\":%d,\"ready_s\":%.3f,\"size\":%zu,"
+           "\"stalled\":%d,\"confirmed\":%d,\"ready_s\":%.3f,\"ready_timeout\":%d,\"size\":%zu,"
            "\"seconds\":%g,\"requests\":%llu,\"per_s\":%.1f,\"errors\":%llu,\"failures\":%llu,"
            "\"bytes_checked\":%llu,\"established\":%d,\"served\":%d,"
            "\"p50_us\":%.1f,\"p99_us\":%.1f,\"lat_overflow\":%llu,\"client_cpu_s\":%.4f}\n",
-           argv[1], nconns, nidle, idle_ok, idle_lost, stalled, confirmed, ready_at, msgsize, seconds, (unsigned long long)requests,
+           argv[1], nconns, nidle, idle_ok, idle_lost, stalled, confirmed, ready_at, ready_timeout, msgsize, seconds, (unsigned long long)requests,
            (double)requests / seconds, (unsigned long long)errors,
            (unsigned long long)failures, (unsigned long long)bytes_checked, established, served,
            percentile(0.50), percentile(0.99), (unsigned long long)hist_over, cpu1 - cpu0);

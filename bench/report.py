@@ -30,6 +30,9 @@ def summarise(runs):
             "served": min(r["served"] for r in reps),
             "stalled": max(r.get("stalled", 0) for r in reps),
             "ready_s": _median([r.get("ready_s") for r in reps]),
+            # Older results lack the flag: the wait runs out at loadgen's default -T, 10 s.
+            "ready_timeout": any(r.get("ready_timeout", (r.get("ready_s") or 0) >= 10.0)
+                                 for r in reps),
             "idle_lost": sum(r.get("idle_lost", 0) for r in reps),
             "noisy": sum(1 for r in reps if (r.get("other_pct") or 0) > NOISE_PCT),
         }
@@ -90,7 +93,9 @@ def _notes(s, workload):
     notes = []
     if workload.mode != "churn" and workload.conns and s["served"] < workload.conns:
         notes.append(f"only {s['served']} of {workload.conns} connections served")
-    if (s.get("ready_s") or 0) >= 1.0:
+    if s.get("ready_timeout"):
+        notes.append(f"not every connection had its first echo within {s['ready_s']:.0f} s")
+    elif (s.get("ready_s") or 0) >= 1.0:
         notes.append(f"{s['ready_s']:.1f} s before every connection had its first echo")
     if s["failures"]:
         notes.append(f"{s['failures']} connections failed")

@@ -172,7 +172,7 @@ def run_load(server, workload, loadgen, seconds, warmup, client_cpu):
                            stderr=subprocess.PIPE,
                            env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
     # The load generator's own bounds: 10 s to connect and get every first
-    # echo, the warm-up and window, and for idle connections 10 s + 10 ms each.
+    # echo, the warm-up and window, and for idle connections 10 s + 20 ms each.
     bound = 10 + warmup + seconds + 30 + (workload.idle / 50 if workload.idle else 0)
     deadline = time.monotonic() + bound
     readings, said = {}, []

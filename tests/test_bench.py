@@ -155,8 +155,9 @@ def test_load_generators_report_a_lost_byte_as_a_stalled_connection(which, reque
     """A last byte the server never sends back leaves the connection waiting: it is reported stalled."""
     argv = _generator(which, request, "--procs", "1")
     server = _Corrupter(drop=4095)    # the first message's last byte
+    # -T 1: the wait for every connection's first echo gives up after 1 s.
     done = subprocess.run([*argv, "pingpong", "-p", str(server.port), "-c", "1", "-s", "4096",
-                           "-d", "1.5", "-w", "0"], cwd=ROOT, capture_output=True, text=True,
+                           "-d", "1.5", "-w", "0", "-T", "1"], cwd=ROOT, capture_output=True, text=True,
                           timeout=DEADLINE)
     result = json.loads(done.stdout)
     assert result["stalled"] == 1 and result["requests"] == 0
