@@ -128,7 +128,12 @@ class ServerProcess:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def wait(self, timeout=DEADLINE):
-        return self.proc.wait(timeout=timeout)
+        """Wait for the server to exit; then its last log lines are in :meth:`log` too."""
+        status = self.proc.wait(timeout=timeout)
+        # The reader thread may not have read the last lines yet: let it reach
+        # EOF (a fork server's child still holding the pipe only delays this 1 s).
+        self._reader.join(1.0)
+        return status
 
     def kill(self):
         if self.proc.poll() is None:

@@ -314,7 +314,8 @@ def test_echo_select_default_capacity_is_the_descriptor_limit_minus_32(start_ser
     """Without --max-clients, echo_select serves as many clients as its descriptor limit
     allows minus 32 kept back (Redis's rule), and says so; one more reads busy."""
     server = start_server("servers.echo_select", fd_limit=64)
-    assert "serving at most 32 clients at once (open-file limit 64" in server.log()
+    # The log comes through a pipe read by a thread: wait for the line, do not peek.
+    server.wait_for_log("serving at most 32 clients at once (open-file limit 64")
     clients = [connect(server.address) for _ in range(33)]
     try:
         replies, served = sort_out(clients, rejected_expected=1)
