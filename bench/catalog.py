@@ -6,7 +6,7 @@ and prints ``listening on 127.0.0.1:PORT`` as its first line on stdout.
 
 import importlib.util
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 PY = sys.executable
 KIB = 1024
@@ -67,7 +67,6 @@ class Server:
     workloads: tuple = tuple(ALL)
     skipped: str = ""
     needs: str = ""           # a module to import, or "cc" for a C compiler
-    notes: dict = field(default_factory=dict)
 
 
 def _ours(module):

@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import resource
+import select
 import selectors
 import socket
 import sys
@@ -179,7 +180,8 @@ class Worker:
     def run(self, t0):
         args = self.args
         self.warm_end, self.t_end = t0 + args.warmup, t0 + args.warmup + args.seconds
-        conns = [self.open(i, t0) for i in range(self.nconns)]
+        for i in range(self.nconns):
+            self.open(i, t0)
         cpu = [0.0, 0.0]
         churn = args.mode == "churn"
         next_check = t0 + 0.1
@@ -241,7 +243,6 @@ class Worker:
             key.fileobj.close()
         idle_lost = 0
         if getattr(self, "held", None):
-            import select
             poller = select.poll()
             for sock in self.held:
                 poller.register(sock, select.POLLIN | select.POLLRDHUP)
@@ -337,7 +338,6 @@ def main(argv=None):
     idle_ok = sum(json.loads(f.readline() or "{}").get("idle_ok", 0) for _, f, _ in children)
     if args.idle:
         mark("idle_ready")
-        import select
         if select.select([sys.stdin], [], [], IDLE_WAIT)[0]:
             sys.stdin.readline()
     t0 = time.monotonic() + 0.01

@@ -27,7 +27,6 @@ Accepting, per readiness event, up to ``ACCEPTS_PER_EVENT`` connections:
 """
 
 import logging
-import socket
 
 from reactor import errors
 from reactor.states import (

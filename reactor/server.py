@@ -21,7 +21,7 @@ import itertools
 import logging
 import socket
 
-from reactor.connection import Connection, Protocol, format_address
+from reactor.connection import Connection, Protocol
 from reactor.listener import Listener
 from reactor.states import ConnState
 

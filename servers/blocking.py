@@ -31,7 +31,6 @@ way); a second signal cuts them off at once and exits with status 1.
 """
 
 import logging
-import os
 import selectors
 import signal
 import socket
@@ -39,7 +38,7 @@ import threading
 import time
 
 from reactor import errors
-from reactor.server import format_address
+from reactor.connection import format_address
 from reactor.streamio import RECV_SIZE, writen
 from servers.common import announce
 

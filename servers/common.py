@@ -27,7 +27,8 @@ from reactor.cli import Fatal, add_verbosity, port, positive_float, positive_int
 from reactor.connection import Protocol
 from reactor.datagram import DatagramEndpoint, DatagramProtocol
 from reactor.loop import Reactor
-from reactor.server import LINGER_TIMEOUT, StreamServer, format_address, format_stats
+from reactor.connection import format_address
+from reactor.server import LINGER_TIMEOUT, StreamServer, format_stats
 
 log = logging.getLogger("selectlab")
 stats_log = logging.getLogger("selectlab.stats")
