@@ -47,6 +47,29 @@ EVENT_WRITE = selectors.EVENT_WRITE
 _EPOLL_READ = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
 _EPOLL_WRITE = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
 
+# select() watches descriptors below FD_SETSIZE only (select(2): "an
+# unreasonably low limit for many modern applications"); a higher one makes
+# every later select() call raise ValueError, for all clients at once.
+FD_SETSIZE = 1024
+
+# The selectors a loop can run on, by the name ``--selector`` takes.
+SELECTORS = {name: getattr(selectors, cls) for name, cls in (
+    ("epoll", "EpollSelector"), ("poll", "PollSelector"), ("select", "SelectSelector"),
+) if hasattr(selectors, cls)}
+
+
+def make_selector(name=None):
+    """A new selector by name (``epoll``, ``poll``, ``select``); None gives DefaultSelector."""
+    if name is None:
+        return selectors.DefaultSelector()
+    return SELECTORS[name]()
+
+
+def selector_fd_limit(selector):
+    """The first descriptor ``selector`` cannot watch: FD_SETSIZE for select(), else None."""
+    return FD_SETSIZE if isinstance(selector, selectors.SelectSelector) else None
+
+
 # Bytes read from the wakeup socket per event.  The bytes only wake the loop
 # (which signals arrived is recorded separately, see _Waker), so a full
 # socket loses nothing.
@@ -104,6 +127,7 @@ class Reactor:
         self._handlers = {}          # fd -> handler: what the epoll path dispatches
         self._not_read_only = {}     # fd -> events, for the few not watched for READ alone
         self._epoll = _epoll_of(self.selector)
+        self.fd_limit = selector_fd_limit(self.selector)
         self._timers = TimerQueue()
         self.cycles = 0              # turns of the loop so far (Redis's eventloop_cycles)
         self.now = time.monotonic()  # the clock, read once per turn when select() returns
@@ -120,7 +144,18 @@ class Reactor:
     # --- sockets ---------------------------------------------------------
 
     def register(self, fileobj, events, handler):
-        """Watch ``fileobj`` for ``events``; ``handler.on_readable()`` / ``on_writable()`` run when ready."""
+        """Watch ``fileobj`` for ``events``; ``handler.on_readable()`` / ``on_writable()`` run when ready.
+
+        Raises ValueError for a descriptor the selector cannot watch (on
+        select(), FD_SETSIZE and up), here rather than in every later
+        ``select()`` call.  Servers avoid it by keeping their open-file limit
+        at FD_SETSIZE on select (see ``servers.common.fd_limit_for``).
+        """
+        if self.fd_limit is not None:
+            fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+            if fd >= self.fd_limit:
+                raise ValueError(f"descriptor {fd} is past what select() can watch (FD_SETSIZE "
+                                 f"{FD_SETSIZE}); use poll or epoll")
         key = self.selector.register(fileobj, events, handler)
         self._note(key.fd, events, handler)
         return key

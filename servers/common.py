@@ -26,7 +26,7 @@ from reactor import cli
 from reactor.cli import Fatal, add_verbosity, port, positive_float, positive_int
 from reactor.connection import Protocol
 from reactor.datagram import DatagramEndpoint, DatagramProtocol
-from reactor.loop import Reactor
+from reactor.loop import FD_SETSIZE, SELECTORS, Reactor, make_selector
 from reactor.connection import format_address
 from reactor.server import LINGER_TIMEOUT, StreamServer, format_stats
 
@@ -95,6 +95,24 @@ def add_reactor_arguments(parser, default_max_clients=None):
                         help="log the counters (accepted, rejected_busy, active, closed, "
                              "idle_timeouts, emfile_events, bytes...) every SECS seconds; "
                              "SIGUSR1 logs them at any time")
+    add_selector_argument(parser)
+
+
+def add_selector_argument(parser):
+    """``--selector epoll|poll|select``: which system call the reactor waits in."""
+    names = "|".join(SELECTORS)
+    parser.add_argument("--selector", choices=list(SELECTORS), default=None,
+                        metavar=names,
+                        help=f"the system call the loop waits in (default: the best this system "
+                             f"has, epoll on Linux). select() cannot watch descriptors past "
+                             f"{FD_SETSIZE - 1}, so with it the server keeps its open-file limit "
+                             f"at {FD_SETSIZE} and serves at most {FD_SETSIZE - RESERVED_FDS} "
+                             f"clients by default")
+
+
+def make_reactor(args):
+    """A :class:`~reactor.loop.Reactor` on the selector ``args.selector`` names."""
+    return Reactor(make_selector(getattr(args, "selector", None)))
 
 
 def _fd_limit():
@@ -103,21 +121,35 @@ def _fd_limit():
     return soft if hard == resource.RLIM_INFINITY else max(soft, hard)
 
 
-def raise_fd_limit():
+def raise_fd_limit(ceiling=None):
     """Raise the soft limit on open descriptors to the hard limit (as Go and Redis do).
 
     Each client costs one descriptor; the usual soft limit of 1024 would
     refuse clients long before the machine is short of anything.  Returns
     the limit in force.
+
+    With ``ceiling`` (FD_SETSIZE, for a loop on select()), the soft limit is
+    set to at most that instead, lowered if need be: the kernel then refuses
+    (EMFILE) any descriptor select() could not watch, and the listener's
+    EMFILE back-off keeps waiting clients in the backlog, where a descriptor
+    past the limit would make every select() call fail.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard and hard != resource.RLIM_INFINITY:
+    target = hard
+    if ceiling is not None and (hard == resource.RLIM_INFINITY or hard > ceiling):
+        target = ceiling
+    if soft != target and target != resource.RLIM_INFINITY:
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         except (ValueError, OSError):
             return soft
-        return hard
+        return target
     return soft
+
+
+def fd_limit_for(args):
+    """The descriptor ceiling the chosen selector needs (FD_SETSIZE for select), or None."""
+    return FD_SETSIZE if getattr(args, "selector", None) == "select" else None
 
 
 def choose_max_clients(requested, fd_limit):
@@ -385,12 +417,15 @@ def run_stream_server(args, protocol_factory, datagram_protocol=None):
     protocols).
     """
     cli.setup_logging(args, trace=args.trace)
-    fd_limit = raise_fd_limit()
+    fd_limit = raise_fd_limit(fd_limit_for(args))
     capacity = choose_max_clients(args.max_clients, fd_limit)
     with_udp = datagram_protocol is not None and getattr(args, "udp", False)
     socks, udp_socks = _open_stream_and_datagram(args, with_udp)
     log_capacity(args.max_clients, capacity, fd_limit)
-    reactor = Reactor()
+    reactor = make_reactor(args)
+    if getattr(args, "selector", None) == "select":
+        log.info("waiting in select(): open-file limit %d, since select() cannot watch "
+                 "descriptors past %d", fd_limit, FD_SETSIZE - 1)
     server = StreamServer(reactor, socks, protocol_factory, capacity=capacity,
                           reject_message=BUSY_MESSAGE, idle_timeout=args.idle_timeout,
                           trace=args.trace)

@@ -15,8 +15,10 @@ as its TCP echo, from the same loop.
 
 from reactor import cli
 from reactor.datagram import DatagramEndpoint, DatagramProtocol
-from reactor.loop import Reactor
-from servers.common import open_datagram_sockets, serve_reactor
+from servers.common import (
+    add_selector_argument, fd_limit_for, make_reactor, open_datagram_sockets, raise_fd_limit,
+    serve_reactor,
+)
 
 GUIDE_PORT = 58001
 
@@ -46,6 +48,7 @@ def build_parser():
     parser.add_argument("--stats", type=cli.positive_float, default=None, metavar="SECS",
                         help="log the counters (datagrams and bytes in and out, dropped, "
                              "errors) every SECS seconds; SIGUSR1 logs them at any time")
+    add_selector_argument(parser)
     cli.add_verbosity(parser)
     return parser
 
@@ -53,8 +56,9 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     cli.setup_logging(args)
+    raise_fd_limit(fd_limit_for(args))
     socks = open_datagram_sockets(args.bind, args.port)
-    reactor = Reactor()
+    reactor = make_reactor(args)
     endpoints = [DatagramEndpoint(reactor, sock, UDP_ECHO) for sock in socks]
     return serve_reactor(reactor, None, 0.0, args.stats, endpoints)
 

@@ -245,3 +245,70 @@ def test_trace_shows_both_state_machines(start_server):
     assert "listener IDLE --connection--> IDLE" in log
     assert re.search(r"#1 127\.0\.0\.1:\d+ IDLE --peer_eof--> CLOSED", log), log
     assert "listener IDLE --shutdown--> CLOSED" in log
+
+
+@pytest.mark.parametrize("selector", ["select", "poll", "epoll"])
+def test_every_selector_serves_the_same_echo(start_server, selector):
+    """--selector select|poll|epoll: the same server on each system call, byte for byte."""
+    server = start_server("servers.echo_select", "--selector", selector)
+    clients = [socket.create_connection(server.address, timeout=DEADLINE) for _ in range(20)]
+    try:
+        for i, sock in enumerate(clients):
+            sock.sendall(payload(i))
+        for i, sock in enumerate(clients):
+            assert recv_exactly(sock, len(payload(i))) == payload(i)
+    finally:
+        for sock in clients:
+            sock.close()
+
+
+def test_select_keeps_the_descriptor_limit_within_fd_setsize(start_server):
+    """With --selector select the server lowers its own open-file limit to 1024, so no client
+    ever gets a descriptor select() cannot watch; by default it serves 1024 - 32 clients."""
+    server = start_server("servers.echo_select", "--selector", "select")
+    with socket.create_connection(server.address, timeout=DEADLINE) as sock:
+        sock.sendall(b"x\n")
+        assert recv_exactly(sock, 2) == b"x\n"
+    with open(f"/proc/{server.proc.pid}/limits") as f:
+        limits = f.read()
+    assert re.search(r"Max open files\s+1024\s", limits), limits
+    server.wait_for_log("select() cannot watch")
+    log = server.log()
+    assert "serving at most 992 clients" in log
+    assert "select() cannot watch descriptors past 1023" in log
+
+
+def test_the_loop_refuses_a_descriptor_select_cannot_watch():
+    """Registering fd 1024 or more on select() fails at once with a message naming the fix,
+    instead of making every later select() call fail for all clients."""
+    import resource
+    from reactor.loop import Reactor, make_selector
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1100:
+        pytest.skip("needs a descriptor limit above 1100")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1100), hard))
+    reactor = Reactor(make_selector("select"))
+    a, b = socket.socketpair()
+    high = os.dup2(a.fileno(), 1050)
+    try:
+        with pytest.raises(ValueError, match="past what select.. can watch.*poll or epoll"):
+            reactor.register(high, selectors.EVENT_READ, None)
+        reactor.register(b, selectors.EVENT_READ, None)      # a low one is fine
+        reactor.run_once(0)                                  # and select() still works
+    finally:
+        os.close(high)
+        a.close()
+        reactor.unregister(b)
+        b.close()
+        reactor.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_an_unknown_selector_is_a_usage_error():
+    """--selector kqueue on Linux: one line naming the choices, exit 2."""
+    proc = subprocess.run([sys.executable, "-m", "servers.echo_select", "--selector", "kqueue"],
+                          cwd=ROOT, capture_output=True, timeout=DEADLINE)
+    assert proc.returncode == 2
+    assert proc.stderr.decode().count("\n") == 1 and "'epoll', 'poll', 'select'" in \
+        proc.stderr.decode()
