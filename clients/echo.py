@@ -11,6 +11,12 @@ half-closes (``shutdown(SHUT_WR)``, UNP 6.7) and keeps reading until the
 server's EOF, so ``python -m clients.echo < bigfile > out`` makes ``out``
 equal to ``bigfile``.
 
+``--plain`` is UNP 5.5's first ``str_cli`` instead, kept for the
+boundary-condition demos: it blocks in reading a line of input, writes it,
+then blocks in reading the echoed line.  While it waits for your next line
+it cannot notice that the server has gone; it finds out when it reads the
+echo of that line (UNP 5.12).
+
 ``--udp`` sends each line as a datagram instead (Comer's UDP ECHO client);
 ``--connections N`` opens N connections and uses the first (UNP's
 ``tcpcli04``: when it exits, N server children end at once);
@@ -36,7 +42,7 @@ import sys
 
 from reactor import cli
 from reactor.framing import LineFramer, LineTooLong
-from reactor.streamio import RECV_SIZE, writen
+from reactor.streamio import RECV_SIZE, Reader, writen
 from clients.common import DEFAULT_TIMEOUT, add_server_address, connect_tcp, udp_request
 
 SERV_PORT = 9877    # UNP's unp.h
@@ -132,6 +138,32 @@ def str_cli(in_fd, sock, out, half_close=True):
         selector.close()
 
 
+def str_cli_plain(in_file, sock, out):
+    """UNP 5.5's ``str_cli``: a line from ``in_file``, ``writen`` it, ``readline`` the echo.
+
+    Blocks in one place at a time, so a server that ends while it waits for
+    input goes unnoticed until the next line is sent and its echo read.
+
+    Raises
+    ------
+    ServerGone
+        when the echo does not come ("server terminated prematurely", or
+        "Connection reset by peer" if the server's reset arrived first).
+    """
+    reader = Reader(sock)
+    for line in iter(in_file.readline, b""):
+        try:
+            writen(sock, line)
+            echoed = reader.readline()
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise ServerGone(f"str_cli: {exc.strerror} (the server reset the "
+                             f"connection)") from None
+        if not echoed:
+            raise ServerGone("str_cli: server terminated prematurely")
+        out.write(echoed.data if isinstance(echoed, LineTooLong) else echoed)
+        out.flush()
+
+
 def build_parser():
     parser = cli.Parser(
         prog="python -m clients.echo",
@@ -153,6 +185,11 @@ def build_parser():
                         help="open N connections and use only the first; all close together "
                              "at the end (UNP's tcpcli04, which makes N server children end "
                              "at once)")
+    parser.add_argument("--plain", action="store_true",
+                        help="UNP 5.5's first str_cli: block reading a line of input, send it, "
+                             "block reading its echo. It notices a server that has gone only "
+                             "after your next line (UNP 5.12); the default watches the socket "
+                             "and your input together and reports it at once")
     parser.add_argument("--linger-rst", action="store_true",
                         help="at the end of input, once the echo is back, end every "
                              "connection with a reset (SO_LINGER 0) instead of a FIN, for the "
@@ -176,8 +213,11 @@ def main(argv=None):
         return 0
     socks = [connect_tcp(args.host, args.port, args.timeout) for _ in range(args.connections)]
     try:
-        str_cli(sys.stdin.fileno(), socks[0], sys.stdout.buffer,
-                half_close=not args.linger_rst)
+        if args.plain:
+            str_cli_plain(sys.stdin.buffer, socks[0], sys.stdout.buffer)
+        else:
+            str_cli(sys.stdin.fileno(), socks[0], sys.stdout.buffer,
+                    half_close=not args.linger_rst)
     except ServerGone as exc:
         raise cli.Fatal(str(exc)) from None
     except BrokenPipeError:

@@ -56,6 +56,39 @@ def test_a_server_that_dies_while_the_user_is_typing_is_noticed_at_once(start_se
             stream.close()
 
 
+def test_plain_client_echoes_line_by_line(start_server):
+    """--plain (UNP 5.5's str_cli) echoes each typed line and exits 0 at end of input."""
+    server = start_server()
+    proc = client("--plain", "127.0.0.1", server.port, stdin=subprocess.PIPE)
+    out, err = proc.communicate(b"hello, world\ngood bye\n", timeout=DEADLINE)
+    assert (proc.returncode, out, err) == (0, b"hello, world\ngood bye\n", b"")
+
+
+def test_plain_client_notices_a_dead_server_only_at_its_next_line(start_server):
+    """--plain blocks reading input, so a server killed meanwhile is reported only when the
+    next line gets no echo: 'str_cli: server terminated prematurely' (UNP 5.12)."""
+    server = start_server()
+    proc = client("--plain", "127.0.0.1", server.port, stdin=subprocess.PIPE)
+    try:
+        proc.stdin.write(b"first line\n")
+        proc.stdin.flush()
+        assert readline_within(proc.stdout) == b"first line\n"
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait(timeout=DEADLINE)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.5)          # it has noticed nothing: still reading stdin
+        proc.stdin.write(b"another line\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=DEADLINE) == 1
+        err = proc.stderr.read()
+        assert b"server terminated prematurely" in err or b"reset" in err
+    finally:
+        proc.kill()
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
+
+
 def test_connection_refused_is_one_line():
     """No server on the port: one line saying so, exit status 1, no traceback."""
     with socket.create_server(("127.0.0.1", 0)) as probe:
