@@ -1,0 +1,345 @@
+"""The machinery every scenario shares: processes it starts, what it prints, its checks.
+
+A scenario is a function ``run(r)`` registered with :func:`scenario`, with the
+text's prediction (quoted, with its source).  It receives a :class:`Run`,
+through which it starts servers and clients (always on 127.0.0.1, port 0),
+writes the transcript, takes ``netstat``/``ps`` snapshots, and states what it
+expected with :meth:`Run.expect`.  The verdict is "as predicted" when every
+expectation held, and a contradiction otherwise (exit status 1).
+
+Bounds: every wait here has a deadline, and a scenario that runs past
+``Scenario.limit`` seconds is failed.  Cleanup: every process a scenario
+started is ended by its pid at the end, whatever happened, and its children
+too (a fork server's), once each, only while they are still the processes it
+started (same start time).
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from bench.scenarios import observe
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+LISTENING = re.compile(r"listening on (127\.0\.0\.1|\[::1\]):(\d+)")
+
+# How long a process may take to start, and to stop once told.
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 3.0
+
+REGISTRY = {}
+
+
+class Scenario:
+    """One runnable "what happens if" experiment."""
+
+    def __init__(self, ident, name, title, source, prediction, func, limit):
+        self.ident, self.name, self.title = ident, name, title
+        self.source, self.prediction, self.func, self.limit = source, prediction, func, limit
+
+
+def scenario(ident, name, title, source, prediction, limit=20.0):
+    """Register ``run(r)`` as a scenario (``ident``: the INVENTORY id where there is one)."""
+    def register(func):
+        REGISTRY[ident.lower()] = Scenario(ident, name, title, source, prediction, func, limit)
+        return func
+    return register
+
+
+def find(key):
+    """The scenario with id or name ``key`` (any case), or None."""
+    key = key.lower()
+    if key in REGISTRY:
+        return REGISTRY[key]
+    for s in REGISTRY.values():
+        if s.name == key:
+            return s
+    return None
+
+
+class ScenarioError(Exception):
+    """Something the scenario needed did not happen in time (a failed observation, not a bug)."""
+
+
+def _start_time(pid):
+    p = observe.process(pid)
+    if p is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except OSError:
+        return None
+
+
+class Proc:
+    """A process the scenario started: its output, line by line, as it comes.
+
+    stdout and stderr are read together (in the order written), by a thread,
+    into ``lines``; :meth:`wait_for` waits for a line matching a pattern.
+    """
+
+    def __init__(self, run, label, argv, stdin):
+        self.run, self.label, self.argv = run, label, argv
+        env = dict(os.environ, PYTHONUNBUFFERED="1",
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
+                                                            os.environ.get("PYTHONPATH")])))
+        self.popen = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+        self.pid = self.popen.pid
+        self.lines = []
+        self._seen = 0            # lines already copied to the transcript
+        self._cond = threading.Condition()
+        self._eof = False
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for raw in self.popen.stdout:
+            with self._cond:
+                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def wait_for(self, pattern, timeout=5.0):
+        """The first line (from the start) matching ``pattern``; ScenarioError after ``timeout``."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    match = regex.search(line)
+                    if match:
+                        break
+                else:
+                    match = None
+                if match:
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0 or self._eof:
+                    raise ScenarioError(f"{self.label} did not print a line matching "
+                                        f"{pattern!r} within {timeout:g} s")
+                self._cond.wait(left)
+        self.flush()
+        return match
+
+    def has(self, pattern):
+        """Whether a line so far matches ``pattern``."""
+        regex = re.compile(pattern)
+        with self._cond:
+            return any(regex.search(line) for line in self.lines)
+
+    def output(self):
+        with self._cond:
+            return list(self.lines)
+
+    def send(self, text):
+        """Type ``text`` into the process's stdin (as a user at its terminal), shown in the transcript."""
+        self.run.say(f"[{self.label}] (typed) {text.rstrip()}")
+        self.popen.stdin.write(text.encode())
+        self.popen.stdin.flush()
+
+    def close_stdin(self):
+        """Ctrl-D: end of input."""
+        self.run.say(f"[{self.label}] (typed) ^D")
+        self.popen.stdin.close()
+
+    def wait(self, timeout=5.0):
+        """The exit status (negative: killed by that signal); ScenarioError after ``timeout``."""
+        try:
+            status = self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise ScenarioError(f"{self.label} did not exit within {timeout:g} s") from None
+        self._reader.join(2)
+        return status
+
+    def alive(self):
+        return self.popen.poll() is None
+
+    def flush(self):
+        """Copy the lines printed since the last flush into the transcript."""
+        with self._cond:
+            new, self._seen = self.lines[self._seen:], len(self.lines)
+        for line in new:
+            self.run.say(f"[{self.label}] {line}")
+
+    def signal(self, signum):
+        """Send ``signum`` to this process (one the scenario started), shown in the transcript."""
+        self.run.say(f"$ kill -{signal.Signals(signum).name[3:]} {self.pid}    # {self.label}")
+        if self.popen.poll() is None:
+            os.kill(self.pid, signum)
+
+
+class Server(Proc):
+    """A server on 127.0.0.1, port 0; ``port`` is read back from its ``listening on`` line."""
+
+    def __init__(self, run, label, argv):
+        super().__init__(run, label, argv, subprocess.DEVNULL)
+        self.port = int(self.wait_for(LISTENING.pattern, START_TIMEOUT).group(2))
+
+    @property
+    def address(self):
+        return ("127.0.0.1", self.port)
+
+
+class Run:
+    """One run of one scenario: what it started, printed and checked."""
+
+    def __init__(self, sc, out):
+        self.scenario = sc
+        self.out = out
+        self.procs = []
+        self.checks = []          # (ok, what)
+        self.start = time.monotonic()
+        self.deadline = self.start + sc.limit
+        self._family = {}         # pid -> start time, of every process we started and its children
+
+    # --- output ----------------------------------------------------------
+
+    def say(self, text=""):
+        for line in str(text).splitlines() or [""]:
+            print(f"  {line}", file=self.out)
+        self.out.flush()
+
+    def heading(self, text):
+        print(f"\n  -- {text}", file=self.out)
+
+    def command(self, argv):
+        shown = ["python" if a == sys.executable else a for a in argv]
+        self.say("$ " + " ".join(shown))
+
+    def netstat(self, port, title):
+        """The TCP sockets with ``port`` at either end, as ``netstat -a | grep PORT``."""
+        self.flush_all()
+        rows = observe.tcp_sockets(port)
+        self.heading(f"netstat -a | grep {port}  ({title})")
+        for line in observe.format_netstat(rows, port):
+            self.say(line)
+        return rows
+
+    def netstat_summary(self, port, title):
+        """How many TCP sockets with ``port`` are in each state (for snapshots too long to list)."""
+        rows = observe.tcp_sockets(port)
+        counts = {}
+        for r in rows:
+            side = "server" if r.local[1] == port else "client"
+            key = f"{r.state} ({side} side)" if r.state != "LISTEN" else "LISTEN"
+            counts[key] = counts.get(key, 0) + 1
+        self.heading(f"netstat -a | grep {port} | count by state  ({title})")
+        for key, n in sorted(counts.items()):
+            self.say(f"{n:>6}  {key}")
+        return rows
+
+    def ps(self, procs, title):
+        """The process table of ``procs`` and their children, as ``ps -o pid,ppid,stat,wchan,args``."""
+        self.flush_all()
+        rows = observe.family([p.pid for p in procs])
+        self.heading(f"ps  ({title})")
+        names = {p.pid: p.label for p in procs}
+        for line in observe.format_ps(rows, names):
+            self.say(line)
+        for p in rows:
+            self._family.setdefault(p.pid, _start_time(p.pid))
+        return rows
+
+    def flush_all(self):
+        """Copy what every process has printed so far into the transcript."""
+        for proc in self.procs:
+            proc.flush()
+
+    # --- processes -------------------------------------------------------
+
+    def python(self, module, *args):
+        return [sys.executable, "-m", module, *map(str, args)]
+
+    def server(self, module, *args, label=None, loopback=True):
+        """Start ``python -m module 0 -b 127.0.0.1 ARGS`` and wait for its port.
+
+        ``loopback=False``: ``python -m module ARGS`` as given (the texts'
+        programs, which take their own arguments and listen on 127.0.0.1).
+        """
+        argv = self.python(module, *(("0", "-b", "127.0.0.1") if loopback else ()), *args)
+        self.command(argv)
+        server = Server(self, label or module.rsplit(".", 1)[-1], argv)
+        self._track(server)
+        server.flush()
+        return server
+
+    def client(self, module, *args, label=None, stdin=subprocess.PIPE):
+        """Start ``python -m module ARGS`` with its stdin a pipe we type into."""
+        argv = self.python(module, *args)
+        self.command(argv)
+        proc = Proc(self, label or module.rsplit(".", 1)[-1], argv, stdin)
+        self._track(proc)
+        return proc
+
+    def _track(self, proc):
+        self.procs.append(proc)
+        self._family[proc.pid] = _start_time(proc.pid)
+
+    def remember_children(self, proc):
+        """Note ``proc``'s children now, so that cleanup can end them (fork servers)."""
+        for row in observe.family([proc.pid]):
+            self._family.setdefault(row.pid, _start_time(row.pid))
+
+    def cleanup(self):
+        """End every process started here, and the children seen, by pid, once each."""
+        for proc in self.procs:
+            self.remember_children(proc) if proc.alive() else None
+        for proc in self.procs:
+            if proc.alive():
+                os.kill(proc.pid, signal.SIGTERM)
+        end = time.monotonic() + STOP_TIMEOUT
+        for proc in self.procs:
+            try:
+                proc.popen.wait(max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+            if proc.popen.stdin:
+                try:
+                    proc.popen.stdin.close()
+                except OSError:
+                    pass
+        mine = {p.pid for p in self.procs}
+        for pid, started in self._family.items():
+            if pid in mine or started is None:
+                continue
+            if _start_time(pid) == started:
+                p = observe.process(pid)
+                if p is not None and not p.zombie:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+        for proc in self.procs:
+            proc._reader.join(2)
+            proc.popen.stdout.close()
+
+    # --- checks ----------------------------------------------------------
+
+    def expect(self, ok, what):
+        """Record one observation the prediction implies; shown as ok or CONTRADICTED."""
+        self.checks.append((bool(ok), what))
+        return ok
+
+    def remaining(self):
+        """Seconds left before the scenario's limit (at least a little, so waits stay bounded)."""
+        return max(0.1, self.deadline - time.monotonic())
+
+    def until(self, condition, timeout=5.0, interval=0.02):
+        """Poll ``condition()`` (/proc state, which sends no event) until true or ``timeout``."""
+        end = min(time.monotonic() + timeout, self.deadline)
+        while True:
+            value = condition()
+            if value or time.monotonic() >= end:
+                return value
+            time.sleep(interval)

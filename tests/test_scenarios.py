@@ -1,0 +1,141 @@
+"""`python -m bench.scenarios`: every scenario runs as its text predicts, and the runner
+reports contradictions, bounds each scenario in time and cleans up what it started."""
+
+import io
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from bench.scenarios import __main__ as runner
+from bench.scenarios import observe
+from bench.scenarios.harness import REGISTRY, Scenario, ScenarioError
+
+IDS = list(REGISTRY)
+
+
+def scenarios_cli(*args, timeout=90):
+    return subprocess.run([sys.executable, "-m", "bench.scenarios", *args], cwd=ROOT,
+                          capture_output=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("ident", IDS)
+def test_each_scenario_runs_as_its_text_predicts(ident):
+    """`run ID` starts what the scenario needs, quotes its source, shows the TCP states or the
+    process table, and every observation agrees with the text (exit 0)."""
+    proc = scenarios_cli("run", ident)
+    out = proc.stdout.decode()
+    assert proc.returncode == 0, out[-6000:] + proc.stderr.decode()
+    sc = REGISTRY[ident]
+    assert f"Prediction ({sc.source}):" in out
+    prediction = out.split("Transcript:")[0]
+    assert re.search(r'  > .*"[^"]{20,}', prediction), "the prediction quotes its text"
+    assert "Verdict: as the text predicts" in out
+    assert "[ok]" in out and "CONTRADICTED" not in out
+    assert "-- ps  (" in out, "the process table of the server's family"
+    assert "-- netstat -a | grep" in out or ident == "x11", "the TCP states (UDP has none)"
+
+
+def test_the_required_scenarios_are_all_there():
+    """Every boundary condition the scenarios issue names has a scenario, by INVENTORY id."""
+    assert set(IDS) >= {"x1", "x3", "x5", "x4", "x6", "x7", "x9", "x16", "e13", "e3", "x11",
+                        "select-1024", "x19"}
+
+
+def test_list_names_every_scenario():
+    """`list` prints one line per scenario with its id, name and source."""
+    proc = scenarios_cli("list")
+    lines = proc.stdout.decode().splitlines()
+    assert proc.returncode == 0 and len(lines) == len(REGISTRY)
+    for sc, line in zip(REGISTRY.values(), lines):
+        assert line.startswith(sc.ident) and sc.name in line and sc.source in line
+
+
+@pytest.mark.parametrize("args", [["run", "no-such"], ["run"], ["run", "X1", "--all"], ["go"]])
+def test_usage_errors_are_one_line(args):
+    """An unknown scenario, or neither ids nor --all, is one line on stderr and exit 2."""
+    proc = scenarios_cli(*args)
+    assert proc.returncode == 2
+    assert proc.stderr.decode().count("\n") == 1, proc.stderr
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    """Register a throw-away scenario under the id "fake"."""
+    def register(func, limit=20.0):
+        sc = Scenario("fake", "fake", "a fake scenario", "nowhere", '"nothing"', func, limit)
+        monkeypatch.setitem(REGISTRY, "fake", sc)
+        return sc
+    return register
+
+
+def run_main(args):
+    out = io.StringIO()
+    old, sys.stdout = sys.stdout, out
+    try:
+        status = runner.main(args)
+    finally:
+        sys.stdout = old
+    return status, out.getvalue()
+
+
+def test_a_contradicted_observation_fails_the_run(fake):
+    """One expectation that does not hold makes the verdict a contradiction and exit status 1."""
+    def func(r):
+        r.expect(True, "this held")
+        r.expect(False, "this did not")
+    fake(func)
+    status, out = run_main(["run", "fake"])
+    assert status == 1
+    assert "[CONTRADICTED] this did not" in out and "Verdict: CONTRADICTS" in out
+
+
+def test_a_scenario_past_its_limit_is_stopped_and_fails(fake):
+    """A scenario that runs past its limit is interrupted and counted as unfinished."""
+    def func(r):
+        r.expect(True, "started")
+        while True:
+            pass
+    fake(func, limit=0.3)
+    status, out = run_main(["run", "fake"])
+    assert status == 1
+    assert "did not finish within its limit of 0.3 s" in out
+
+
+def test_everything_a_scenario_started_is_ended_even_when_it_fails(fake):
+    """A scenario that fails midway still leaves no server, no server child and no client."""
+    started = {}
+
+    def func(r):
+        server = r.server("servers.echo_fork")
+        client = r.client("clients.echo", "127.0.0.1", server.port)
+        client.send("hello\n")
+        client.wait_for("^hello$")
+        r.until(lambda: observe.children_of(server.pid))
+        r.remember_children(server)
+        started["pids"] = [server.pid, client.pid, *observe.children_of(server.pid)]
+        raise ScenarioError("failing on purpose")
+    fake(func)
+    status, out = run_main(["run", "fake"])
+    assert status == 1 and "failing on purpose" in out
+    assert len(started["pids"]) == 3
+    for pid in started["pids"]:
+        p = observe.process(pid)
+        assert p is None, f"pid {pid} still there: {p.args if p else ''}"
+
+
+def test_proc_net_tcp_is_read_right():
+    """The netstat reader finds a listening socket and both ends of a connection by port."""
+    import socket
+    with socket.create_server(("127.0.0.1", 0)) as lsock:
+        port = lsock.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)):
+            s, _ = lsock.accept()
+            with s:
+                rows = observe.tcp_sockets(port)
+                states = sorted((r.state, r.local[1] == port) for r in rows)
+                assert states == [("ESTABLISHED", False), ("ESTABLISHED", True),
+                                  ("LISTEN", True)]
+                assert all(r.local[0] == "127.0.0.1" for r in rows)
