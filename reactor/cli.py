@@ -115,5 +115,6 @@ def _prog_name():
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name:
-        return f"python -m {spec.name}"
+        # A package run with -m runs its __main__ module: name the package.
+        return f"python -m {spec.name.removesuffix('.__main__')}"
     return os.path.basename(sys.argv[0]) or "selectlab"

@@ -51,7 +51,7 @@ def build_parser():
 
 def list_scenarios(out):
     for sc in REGISTRY.values():
-        print(f"{sc.ident:<8} {sc.name:<22} {sc.title}  [{sc.source}]", file=out)
+        print(f"{sc.ident:<12} {sc.name:<21} {sc.title}  [{sc.source}]", file=out)
 
 
 def run_one(sc, out=sys.stdout):

@@ -72,7 +72,7 @@ def deadlock(r):
         took = time.monotonic() - start
         r.say(f"[client B] sent b'hello from B\\n', read {echo!r} "
               f"({'within' if echo else 'nothing in'} {took:.1f} s)")
-        procs = r.ps([server], "while client B waits")
+        procs = r.ps([server], "after client B's try")
         outcome[label] = (echo == b"hello from B\n", procs[0].wchan if procs else "?")
         hog.close()
     blocked, wchan = outcome["TCPmechod (Comer ch. 13)"]

@@ -293,7 +293,8 @@ class Run:
     def cleanup(self):
         """End every process started here, and the children seen, by pid, once each."""
         for proc in self.procs:
-            self.remember_children(proc) if proc.alive() else None
+            if proc.alive():
+                self.remember_children(proc)
         for proc in self.procs:
             if proc.alive():
                 os.kill(proc.pid, signal.SIGTERM)

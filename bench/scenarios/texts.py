@@ -117,10 +117,15 @@ def mechod(port):
             # echo(): read, then a blocking write of all of it.  A client
             # that never reads fills its socket buffers, and this write
             # waits for it for ever, with every other client waiting too.
-            data = sock.recv(MAXLINE)
-            if data:
-                sock.sendall(data)
-            else:
+            try:
+                data = sock.recv(MAXLINE)
+                if data:
+                    sock.sendall(data)
+            except OSError as exc:
+                # Comer's errexit("echo write: %s\n", strerror(errno)): the server ends.
+                print(f"echo: {exc.strerror}", flush=True)
+                return 1
+            if not data:
                 del afds[fd]
                 sock.close()
 
