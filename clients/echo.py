@@ -139,7 +139,7 @@ def str_cli(in_fd, sock, out, half_close=True):
 
 
 def str_cli_plain(in_file, sock, out):
-    """UNP 5.5's ``str_cli``: a line from ``in_file``, ``writen`` it, ``readline`` the echo.
+    """UNP 5.5's ``str_cli``: a line from ``in_file``, ``writen`` it, read back its echo.
 
     Blocks in one place at a time, so a server that ends while it waits for
     input goes unnoticed until the next line is sent and its echo read.
@@ -154,13 +154,17 @@ def str_cli_plain(in_file, sock, out):
     for line in iter(in_file.readline, b""):
         try:
             writen(sock, line)
-            echoed = reader.readline()
+            # As many bytes as were sent: a last line without a newline, or
+            # one longer than the framer's limit, comes back whole too.
+            echoed = reader.readn(len(line))
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise ServerGone(f"str_cli: {exc.strerror} (the server reset the "
                              f"connection)") from None
-        if not echoed:
+        if len(echoed) < len(line):
+            out.write(echoed)
+            out.flush()
             raise ServerGone("str_cli: server terminated prematurely")
-        out.write(echoed.data if isinstance(echoed, LineTooLong) else echoed)
+        out.write(echoed)
         out.flush()
 
 

@@ -171,16 +171,18 @@ def choose_max_clients(requested, fd_limit):
     return allowed
 
 
-def log_capacity(requested, capacity, fd_limit):
+def log_capacity(requested, capacity, fd_limit, on_select=False):
     """Say how many clients will be served, and warn if the descriptors cannot cover them."""
     allowed = fd_limit - RESERVED_FDS
+    remedy = ("use --selector poll or epoll, which have no such limit" if on_select
+              else "raise ulimit -n to avoid this")
     if requested is None:
         log.info("serving at most %d clients at once (open-file limit %d minus %d kept "
                  "for the server)", capacity, fd_limit, RESERVED_FDS)
     elif capacity > allowed:
         log.warning("--max-clients %d is more than the open-file limit (%d) allows: past "
-                    "about %d clients, accepting will pause until clients leave (raise "
-                    "ulimit -n to avoid this)", capacity, fd_limit, max(allowed, 0))
+                    "about %d clients, accepting will pause until clients leave (%s)",
+                    capacity, fd_limit, max(allowed, 0), remedy)
     else:
         log.info("serving at most %d client(s) at once", capacity)
 
@@ -421,7 +423,8 @@ def run_stream_server(args, protocol_factory, datagram_protocol=None):
     capacity = choose_max_clients(args.max_clients, fd_limit)
     with_udp = datagram_protocol is not None and getattr(args, "udp", False)
     socks, udp_socks = _open_stream_and_datagram(args, with_udp)
-    log_capacity(args.max_clients, capacity, fd_limit)
+    log_capacity(args.max_clients, capacity, fd_limit,
+                 on_select=getattr(args, "selector", None) == "select")
     reactor = make_reactor(args)
     if getattr(args, "selector", None) == "select":
         log.info("waiting in select(): open-file limit %d, since select() cannot watch "

@@ -64,6 +64,16 @@ def test_plain_client_echoes_line_by_line(start_server):
     assert (proc.returncode, out, err) == (0, b"hello, world\ngood bye\n", b"")
 
 
+def test_plain_client_returns_a_long_line_and_a_last_line_without_newline_whole(start_server):
+    """--plain reads back as many bytes as it sent: a 200,000-byte line, and a last line with
+    no newline, come back whole and the client ends (it neither cuts nor hangs)."""
+    server = start_server()
+    data = b"y" * 200_000 + b"\nno newline at end"
+    proc = client("--plain", "127.0.0.1", server.port, stdin=subprocess.PIPE)
+    out, err = proc.communicate(data, timeout=DEADLINE)
+    assert (proc.returncode, out, err) == (0, data, b"")
+
+
 def test_plain_client_notices_a_dead_server_only_at_its_next_line(start_server):
     """--plain blocks reading input, so a server killed meanwhile is reported only when the
     next line gets no echo: 'str_cli: server terminated prematurely' (UNP 5.12)."""

@@ -249,8 +249,14 @@ def test_trace_shows_both_state_machines(start_server):
 
 @pytest.mark.parametrize("selector", ["select", "poll", "epoll"])
 def test_every_selector_serves_the_same_echo(start_server, selector):
-    """--selector select|poll|epoll: the same server on each system call, byte for byte."""
+    """--selector select|poll|epoll: the same server on each system call, byte for byte; only
+    the epoll one holds an epoll instance, so the option is not ignored."""
     server = start_server("servers.echo_select", "--selector", selector)
+    server.wait_for_log("serving at most")
+    fds = os.listdir(f"/proc/{server.proc.pid}/fd")
+    epolls = [fd for fd in fds
+              if os.readlink(f"/proc/{server.proc.pid}/fd/{fd}") == "anon_inode:[eventpoll]"]
+    assert bool(epolls) == (selector == "epoll"), epolls
     clients = [socket.create_connection(server.address, timeout=DEADLINE) for _ in range(20)]
     try:
         for i, sock in enumerate(clients):

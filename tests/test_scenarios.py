@@ -148,3 +148,24 @@ def test_proc_net_tcp_is_read_right():
                 assert states == [("ESTABLISHED", False), ("ESTABLISHED", True),
                                   ("LISTEN", True)]
                 assert all(r.local[0] == "127.0.0.1" for r in rows)
+
+
+def test_a_server_that_never_starts_is_ended_when_the_limit_strikes(fake, monkeypatch):
+    """A server that never prints its 'listening on' line is still ended by the cleanup when
+    the scenario's time limit interrupts the wait for it."""
+    from bench.scenarios import harness
+    seen = []
+    cleanup = harness.Run.cleanup
+
+    def recording_cleanup(self):
+        seen.extend(p.pid for p in self.procs)
+        cleanup(self)
+    monkeypatch.setattr(harness.Run, "cleanup", recording_cleanup)
+
+    def func(r):
+        # The guide's UDP client never prints 'listening on': a server that never starts.
+        r.server("bench.scenarios.texts", "udpcli", "127.0.0.1", "9", loopback=False)
+    fake(func, limit=1.0)
+    status, out = run_main(["run", "fake"])
+    assert status == 1 and "did not finish within its limit of 1 s" in out
+    assert len(seen) == 1 and observe.process(seen[0]) is None

@@ -22,8 +22,8 @@ from bench.scenarios import REGISTRY, find
 from bench.scenarios.harness import Run, ScenarioError
 
 
-class _OverTime(Exception):
-    pass
+class _OverTime(BaseException):
+    """The scenario's time limit (a BaseException, so no ``except Exception`` swallows it)."""
 
 
 def _over_time(signum, frame):
@@ -67,22 +67,25 @@ def run_one(sc, out=sys.stdout):
     # An outer timer (pytest-timeout's hang guard) is put back afterwards.
     outer, _ = signal.setitimer(signal.ITIMER_REAL, sc.limit)
     try:
-        sc.func(r)
-    except _OverTime:
-        problem = f"did not finish within its limit of {sc.limit:g} s"
-    except ScenarioError as exc:
-        problem = str(exc)
-    except Exception:       # a bug in the scenario: show it, count it as a failure
-        problem = "the scenario itself failed:\n" + traceback.format_exc()
+        try:
+            try:
+                sc.func(r)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except _OverTime:
+            problem = f"did not finish within its limit of {sc.limit:g} s"
+        except ScenarioError as exc:
+            problem = str(exc)
+        except Exception:       # a bug in the scenario: show it, count it as a failure
+            problem = "the scenario itself failed:\n" + traceback.format_exc()
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        r.flush_all()
+        r.cleanup()
         if outer:
             signal.setitimer(signal.ITIMER_REAL,
                              max(0.01, outer - (time.monotonic() - r.start)))
-        for proc in r.procs:
-            proc.flush()
-        r.cleanup()
     print("\nChecks:", file=out)
     for ok, what in r.checks:
         print(f"  [{'ok' if ok else 'CONTRADICTED'}] {what}", file=out)

@@ -68,14 +68,9 @@ class ScenarioError(Exception):
 
 
 def _start_time(pid):
+    """When ``pid`` started (clock ticks since boot), or None: with the pid, it names one process."""
     p = observe.process(pid)
-    if p is None:
-        return None
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]
-    except OSError:
-        return None
+    return p.start if p else None
 
 
 class Proc:
@@ -90,9 +85,18 @@ class Proc:
         env = dict(os.environ, PYTHONUNBUFFERED="1",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
                                                             os.environ.get("PYTHONPATH")])))
-        self.popen = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-        self.pid = self.popen.pid
+        # Started and tracked with the time limit's SIGALRM held back, so that
+        # no process exists that cleanup does not know of.  Each gets its own
+        # session: cleanup ends whatever is left in it, children included.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        try:
+            self.popen = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+                                          start_new_session=True)
+            self.pid = self.popen.pid
+            run._track(self)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         self.lines = []
         self._seen = 0            # lines already copied to the transcript
         self._cond = threading.Condition()
@@ -201,6 +205,7 @@ class Run:
         self.start = time.monotonic()
         self.deadline = self.start + sc.limit
         self._family = {}         # pid -> start time, of every process we started and its children
+        self._stale = set()       # (local, remote) of TCP sockets older than our servers
 
     # --- output ----------------------------------------------------------
 
@@ -216,10 +221,14 @@ class Run:
         shown = ["python" if a == sys.executable else a for a in argv]
         self.say("$ " + " ".join(shown))
 
+    def tcp_sockets(self, port):
+        """The TCP sockets with ``port`` at either end, less those older than our servers."""
+        return [r for r in observe.tcp_sockets(port) if (r.local, r.remote) not in self._stale]
+
     def netstat(self, port, title):
         """The TCP sockets with ``port`` at either end, as ``netstat -a | grep PORT``."""
         self.flush_all()
-        rows = observe.tcp_sockets(port)
+        rows = self.tcp_sockets(port)
         self.heading(f"netstat -a | grep {port}  ({title})")
         for line in observe.format_netstat(rows, port):
             self.say(line)
@@ -227,7 +236,7 @@ class Run:
 
     def netstat_summary(self, port, title):
         """How many TCP sockets with ``port`` are in each state (for snapshots too long to list)."""
-        rows = observe.tcp_sockets(port)
+        rows = self.tcp_sockets(port)
         counts = {}
         for r in rows:
             side = "server" if r.local[1] == port else "client"
@@ -269,7 +278,10 @@ class Run:
         argv = self.python(module, *(("0", "-b", "127.0.0.1") if loopback else ()), *args)
         self.command(argv)
         server = Server(self, label or module.rsplit(".", 1)[-1], argv)
-        self._track(server)
+        # Connections left from before this server (TIME_WAIT, on a reused
+        # port number) are not its: snapshots leave them out.
+        self._stale.update((r.local, r.remote) for r in observe.tcp_sockets(server.port)
+                           if r.state != "LISTEN")
         server.flush()
         return server
 
@@ -277,9 +289,7 @@ class Run:
         """Start ``python -m module ARGS`` with its stdin a pipe we type into."""
         argv = self.python(module, *args)
         self.command(argv)
-        proc = Proc(self, label or module.rsplit(".", 1)[-1], argv, stdin)
-        self._track(proc)
-        return proc
+        return Proc(self, label or module.rsplit(".", 1)[-1], argv, stdin)
 
     def _track(self, proc):
         self.procs.append(proc)
@@ -291,12 +301,15 @@ class Run:
             self._family.setdefault(row.pid, _start_time(row.pid))
 
     def cleanup(self):
-        """End every process started here, and the children seen, by pid, once each."""
+        """End every process started here and everything left in their sessions, by pid.
+
+        SIGTERM first (a server stops cleanly), SIGKILL for what is left after
+        STOP_TIMEOUT; a pid is signalled only while its start time is the one
+        seen, so a reused pid is never touched.
+        """
         for proc in self.procs:
             if proc.alive():
                 self.remember_children(proc)
-        for proc in self.procs:
-            if proc.alive():
                 os.kill(proc.pid, signal.SIGTERM)
         end = time.monotonic() + STOP_TIMEOUT
         for proc in self.procs:
@@ -305,25 +318,27 @@ class Run:
             except subprocess.TimeoutExpired:
                 proc.popen.kill()
                 proc.popen.wait()
+        sessions = {p.pid: self._family.get(p.pid) for p in self.procs}
+        for p in observe.all_processes():
+            if p.zombie:
+                continue
+            ours = (self._family.get(p.pid) == p.start
+                    or (p.session in sessions and sessions[p.session] is not None
+                        and p.start >= sessions[p.session]))
+            if ours:
+                try:
+                    os.kill(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for proc in self.procs:
             if proc.popen.stdin:
                 try:
                     proc.popen.stdin.close()
                 except OSError:
                     pass
-        mine = {p.pid for p in self.procs}
-        for pid, started in self._family.items():
-            if pid in mine or started is None:
-                continue
-            if _start_time(pid) == started:
-                p = observe.process(pid)
-                if p is not None and not p.zombie:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-        for proc in self.procs:
             proc._reader.join(2)
-            proc.popen.stdout.close()
+            if not proc._reader.is_alive():     # close() would wait for a reader still reading
+                proc.popen.stdout.close()
 
     # --- checks ----------------------------------------------------------
 

@@ -12,6 +12,7 @@
 import ipaddress
 import os
 import socket
+import sys
 
 # /proc/net/tcp's "st" column (include/net/tcp_states.h).
 TCP_STATES = {
@@ -25,8 +26,10 @@ def _address(text, family):
     """``0100007F:2691`` (little-endian words, hex port) to ``("127.0.0.1", 9873)``."""
     host, port = text.split(":")
     raw = bytes.fromhex(host)
-    # The kernel prints each 32-bit word in host order.
-    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    # The kernel prints each 32-bit word in host byte order.
+    if sys.byteorder == "little":
+        raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    words = raw
     address = ipaddress.ip_address(words)
     if family == socket.AF_INET6 and address.ipv4_mapped:
         address = address.ipv4_mapped
@@ -92,10 +95,12 @@ def format_netstat(rows, server_port=None):
 class Process:
     """One process from /proc: pid, ppid, state letter, wchan, command line."""
 
-    __slots__ = ("pid", "ppid", "stat", "wchan", "args")
+    __slots__ = ("pid", "ppid", "stat", "wchan", "args", "session", "start")
 
-    def __init__(self, pid, ppid, stat, wchan, args):
+    def __init__(self, pid, ppid, stat, wchan, args, session=None, start=None):
         self.pid, self.ppid, self.stat, self.wchan, self.args = pid, ppid, stat, wchan, args
+        self.session = session      # the session id (setsid)
+        self.start = start          # start time in clock ticks since boot: with pid, unique
 
     @property
     def zombie(self):
@@ -124,13 +129,25 @@ def process(pid):
         args = " ".join(_short(a) for a in cmdline.decode(errors="replace").split("\0") if a)
     if wchan in ("", "0"):
         wchan = "-"
-    return Process(pid, int(fields[1]), fields[0], wchan, args)
+    return Process(pid, int(fields[1]), fields[0], wchan, args, session=int(fields[3]),
+                   start=int(fields[19]))
 
 
 def _short(arg):
     """``/usr/bin/python3.11`` as ``python``: a ps line about the program, not the install."""
     base = os.path.basename(arg)
     return "python" if base.startswith("python") else arg
+
+
+def all_processes():
+    """Every process now, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            p = process(int(entry))
+            if p is not None:
+                found.append(p)
+    return found
 
 
 def children_of(pid):

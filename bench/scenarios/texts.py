@@ -83,13 +83,13 @@ def tcpserv02(port, restart):
         try:
             in_accept = True
             connfd, _addr = listenfd.accept()
+            in_accept = False
         except OSError as exc:
             in_accept = False
             if restart and exc.errno == errno.EINTR:
                 continue                                    # tcpserv03
             print(f"accept error: {exc.strerror}", flush=True)
             sys.exit(1)
-        in_accept = False
         pid = os.fork()
         if pid == 0:
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
