@@ -88,21 +88,22 @@ class Proc:
         # Started and tracked with the time limit's SIGALRM held back, so that
         # no process exists that cleanup does not know of.  Each gets its own
         # session: cleanup ends whatever is left in it, children included.
+        self.lines = []
+        self._seen = 0            # lines already copied to the transcript
+        self._cond = threading.Condition()
+        self._eof = False
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
         try:
             self.popen = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
                                           stderr=subprocess.STDOUT, cwd=ROOT, env=env,
                                           start_new_session=True)
             self.pid = self.popen.pid
+            # The reader inherits the mask: the limit's SIGALRM goes to the main thread.
+            self._reader = threading.Thread(target=self._read, daemon=True)
+            self._reader.start()
             run._track(self)
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-        self.lines = []
-        self._seen = 0            # lines already copied to the transcript
-        self._cond = threading.Condition()
-        self._eof = False
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
 
     def _read(self):
         for raw in self.popen.stdout:
