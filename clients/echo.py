@@ -160,12 +160,10 @@ def str_cli_plain(in_file, sock, out):
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise ServerGone(f"str_cli: {exc.strerror} (the server reset the "
                              f"connection)") from None
-        if len(echoed) < len(line):
-            out.write(echoed)
-            out.flush()
-            raise ServerGone("str_cli: server terminated prematurely")
         out.write(echoed)
         out.flush()
+        if len(echoed) < len(line):
+            raise ServerGone("str_cli: server terminated prematurely")
 
 
 def build_parser():

@@ -419,14 +419,14 @@ def run_stream_server(args, protocol_factory, datagram_protocol=None):
     protocols).
     """
     cli.setup_logging(args, trace=args.trace)
-    fd_limit = raise_fd_limit(fd_limit_for(args))
+    ceiling = fd_limit_for(args)
+    fd_limit = raise_fd_limit(ceiling)
     capacity = choose_max_clients(args.max_clients, fd_limit)
     with_udp = datagram_protocol is not None and getattr(args, "udp", False)
     socks, udp_socks = _open_stream_and_datagram(args, with_udp)
-    log_capacity(args.max_clients, capacity, fd_limit,
-                 on_select=getattr(args, "selector", None) == "select")
+    log_capacity(args.max_clients, capacity, fd_limit, on_select=ceiling is not None)
     reactor = make_reactor(args)
-    if getattr(args, "selector", None) == "select":
+    if ceiling is not None:
         log.info("waiting in select(): open-file limit %d, since select() cannot watch "
                  "descriptors past %d", fd_limit, FD_SETSIZE - 1)
     server = StreamServer(reactor, socks, protocol_factory, capacity=capacity,

@@ -348,10 +348,6 @@ class Run:
         self.checks.append((bool(ok), what))
         return ok
 
-    def remaining(self):
-        """Seconds left before the scenario's limit (at least a little, so waits stay bounded)."""
-        return max(0.1, self.deadline - time.monotonic())
-
     def until(self, condition, timeout=5.0, interval=0.02):
         """Poll ``condition()`` (/proc state, which sends no event) until true or ``timeout``."""
         end = min(time.monotonic() + timeout, self.deadline)
