@@ -20,9 +20,10 @@ in Python:
   full socket drops them; here the Python-level handler records them.)
 * A handler never closes a socket under the loop's feet: it asks for
   :meth:`Reactor.close_later`, and the loop unregisters and then closes at
-  the end of the turn, after every handler of the turn has run.  Handlers
-  re-check their own state first, because an earlier handler of the same
-  turn may have ended them.
+  the end of the turn, after every handler of the turn has run.  Before
+  each handler the loop looks the socket up again (ae.c does too): one that
+  an earlier handler of the same turn unregistered, or whose interest in
+  that event it dropped, is not called.
 
 What it leaves out: threads (``stop()`` and ``call_later`` are not thread
 safe, except that ``stop()`` may be called from a signal handler), child
@@ -225,7 +226,8 @@ class Reactor:
            with no timer and no cap, sleep until a socket is ready.
         2. **Select**: wait for readiness; note the time (:attr:`now`).
         3. **Dispatch**: for each ready socket, its read handler, then its
-           write handler.
+           write handler, each only if the socket is still registered for
+           that event when its turn comes.
         4. **Timers**: run the callbacks that are due, in deadline order
            (skipping any that an earlier one of them cancelled).
         5. **Release**: unregister and close the sockets handed to
@@ -247,12 +249,8 @@ class Reactor:
             ready = self.selector.select(wait)
             self.now = time.monotonic()
             self.cycles += 1
-            for key, mask in ready:
-                handler = key.data
-                if mask & EVENT_READ:
-                    handler.on_readable()
-                if mask & EVENT_WRITE:
-                    handler.on_writable()
+            self._dispatch([(key.fd, mask & EVENT_READ, mask & EVENT_WRITE)
+                            for key, mask in ready])
 
         if timers:
             for timer in timers.pop_due(time.monotonic()):
@@ -300,11 +298,38 @@ class Reactor:
             handler = handlers.get(fd)
             if handler is None:
                 continue    # unregistered by an earlier handler of this turn
-            events = not_read_only.get(fd, EVENT_READ)
-            if bits & _EPOLL_READ and events & EVENT_READ:
+            if bits & _EPOLL_READ and not_read_only.get(fd, EVENT_READ) & EVENT_READ:
                 handler.on_readable()
-            if bits & _EPOLL_WRITE and events & EVENT_WRITE:
+                if not bits & _EPOLL_WRITE:
+                    continue
+                # Look again: the read handler (or one it called) may have
+                # unregistered this socket, or dropped its WRITE interest.
+                handler = handlers.get(fd)
+                if handler is None:
+                    continue
+            if bits & _EPOLL_WRITE and not_read_only.get(fd, EVENT_READ) & EVENT_WRITE:
                 handler.on_writable()
+
+    def _dispatch(self, ready):
+        """Phase 3 for poll and select: ``ready`` is ``(fd, readable, writable)`` triples.
+
+        Before each handler the loop looks the socket up again, as Redis's
+        ``aeProcessEvents`` does ("an already processed event may have
+        removed an element that fired and we still didn't processed"): a
+        handler unregistered, or whose interest was dropped, by an earlier
+        handler of this turn is not called.
+        """
+        handlers = self._handlers
+        not_read_only = self._not_read_only
+        for fd, readable, writable in ready:
+            if readable:
+                handler = handlers.get(fd)
+                if handler is not None and not_read_only.get(fd, EVENT_READ) & EVENT_READ:
+                    handler.on_readable()
+            if writable:
+                handler = handlers.get(fd)
+                if handler is not None and not_read_only.get(fd, EVENT_READ) & EVENT_WRITE:
+                    handler.on_writable()
 
     def _close_released(self):
         to_close, self._to_close = self._to_close, []

@@ -168,3 +168,42 @@ def test_every_selector_dispatches_the_same_way(selector_class):
         r.close()
         for s in (a, a_peer, b):
             s.close()
+
+
+@pytest.mark.parametrize("selector_class", ["EpollSelector", "PollSelector", "SelectSelector"])
+def test_a_handler_ended_earlier_in_the_same_turn_is_not_called(selector_class):
+    """Whatever the selector, a handler that an earlier handler of the same turn unregistered,
+    or whose interest it dropped, gets no call for the stale event (Redis's ae.c re-checks too)."""
+    r = Reactor(getattr(selectors, selector_class)())
+    pairs = [socket.socketpair() for _ in range(2)]
+    calls = []
+
+    class Handler:
+        """Both sockets are ready to read and write; whichever runs first ends the other,
+        and drops its own WRITE interest from its read handler."""
+
+        def __init__(self, name, sock, other):
+            self.name, self.sock, self.other = name, sock, other
+
+        def on_readable(self):
+            calls.append((self.name, "read"))
+            self.sock.recv(10)
+            r.unregister(self.other)
+            r.modify(self.sock, EVENT_READ, self)
+
+        def on_writable(self):
+            calls.append((self.name, "write"))
+
+    (a, a_peer), (b, b_peer) = pairs
+    try:
+        r.register(a, EVENT_READ | selectors.EVENT_WRITE, Handler("a", a, b))
+        r.register(b, EVENT_READ | selectors.EVENT_WRITE, Handler("b", b, a))
+        a_peer.sendall(b"x")
+        b_peer.sendall(b"y")
+        r.run_once(timeout=DEADLINE)
+        assert calls in ([("a", "read")], [("b", "read")]), calls
+    finally:
+        r.close()
+        for pair in pairs:
+            for s in pair:
+                s.close()
