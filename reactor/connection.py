@@ -10,9 +10,18 @@ The transport path, in the order the bytes travel:
   refused are copied into the output buffer; the connection becomes BUSY and
   asks for WRITE.  Each writable event sends from the buffer; when it
   drains, the connection is IDLE again.
-* **Flow control**: while BUSY, reading stops above ``HIGH_WATER`` buffered
-  bytes and resumes at ``LOW_WATER`` (``reactor.states``), so a client that
-  sends without reading fills its own socket buffers, not our memory.
+* **Flow control**: above ``HIGH_WATER`` buffered bytes the connection is
+  PAUSED: it stops reading, so a client that sends without reading fills its
+  own socket buffers, not our memory, and its protocol hears
+  ``pause_writing``; at ``LOW_WATER`` it reads again and hears
+  ``resume_writing`` (asyncio's names and marks, ``reactor.states``).  A
+  protocol that writes to *other* connections (a relay, a chat room) uses
+  those two to hold back.
+* **Output limit**: a write that would take the buffer past ``max_output``
+  bytes (``MAX_OUTPUT``, 8 MiB, by default) aborts the connection instead,
+  with the reason ``output limit`` (Redis's ``client-output-buffer-limit``,
+  IRC's sendq): whoever writes, one client that never reads costs at most
+  that much memory.
 * **Endings** -- the small vocabulary of STYLE.md:
   :meth:`abort` drops everything now; :meth:`close` flushes, half-closes,
   reads and discards until the peer's EOF, then closes, all bounded by a
@@ -24,6 +33,16 @@ applies ``reactor.states.CONNECTION_TABLE`` and then recomputes the interest
 set (``reactor.states.connection_interest``).  Socket errors are sorted by
 ``reactor.errors.classify``: peer-gone is a normal ending; anything else is
 logged with its traceback, and only this connection is dropped.
+
+**A protocol's exception is this connection's problem only.**  Every
+callback (``connection_made``, ``data_received``, ``eof_received``,
+``pause_writing``, ``resume_writing``, ``connection_lost``) runs inside a
+``try``: an exception is logged once, at ERROR with its traceback, counted
+(``protocol_errors``), and the connection is aborted with the reason
+``protocol error``; every other client goes on, as in asyncio, Twisted and
+``socketserver.handle_error``.  Not a catch-all: an ``IllegalTransition``
+(a state machine of the reactor itself broken) still propagates out of the
+loop.
 """
 
 import logging
@@ -32,7 +51,8 @@ import socket
 from reactor import errors
 from reactor.streamio import RECV_SIZE
 from reactor.states import (
-    CONNECTION_TABLE, READ, Action, ConnEvent, ConnState, apply, connection_interest,
+    CONNECTION_TABLE, HIGH_WATER, LOW_WATER, READ, Action, ConnEvent, ConnState,
+    IllegalTransition, apply, connection_interest,
 )
 
 log = logging.getLogger("selectlab")
@@ -42,8 +62,20 @@ log = logging.getLogger("selectlab")
 # client that stopped reading should not hold a descriptor for longer).
 CLOSE_TIMEOUT = 30.0
 
+# The most output a connection may have waiting before it is aborted: the
+# low end of Redis's client-output-buffer-limit defaults (8 MiB soft for
+# pub/sub clients, 32 MiB hard).  A connection that stops reading above
+# HIGH_WATER keeps its own replies far below it (HIGH_WATER plus one
+# RECV_SIZE); only writes from elsewhere can reach it.
+MAX_OUTPUT = 8 * 1024 * 1024
+
+# Close reasons that the server counts (see reactor.server.Stats).
+PROTOCOL_ERROR = "protocol error"
+OUTPUT_LIMIT = "output limit"
+
 _IDLE = ConnState.IDLE
 _BUSY = ConnState.BUSY
+_PAUSED = ConnState.PAUSED
 _CLOSING = ConnState.CLOSING
 _CLOSED = ConnState.CLOSED
 _WOULD_BLOCK = errors.WOULD_BLOCK
@@ -71,7 +103,9 @@ class Protocol:
     """What a server does with a connection's bytes (UNP: "all you need to do
     is change what the server does with the input it receives").
 
-    Subclass and override what you need; every method has a default.
+    Subclass and override what you need; every method has a default.  An
+    exception from any of them aborts that connection only (see the module
+    docstring).
     """
 
     def connection_made(self, conn):
@@ -82,6 +116,16 @@ class Protocol:
 
     def eof_received(self, conn):
         """The peer half-closed.  The connection closes (flushing first) after this returns."""
+
+    def pause_writing(self, conn):
+        """More than the high-water mark is buffered for ``conn``: write less to it for now.
+
+        ``conn`` has stopped reading its own input meanwhile.  Writes still
+        go into its buffer, up to its output limit.
+        """
+
+    def resume_writing(self, conn):
+        """``conn``'s buffer is down to the low-water mark: it reads again, write freely."""
 
     def connection_lost(self, conn, reason):
         """``conn`` is finished; ``reason`` is a short text such as ``"peer eof"``."""
@@ -107,17 +151,23 @@ class Connection:
         a number for logs (``#12``).
     address : tuple, optional
         the peer's address as ``accept()`` gave it (``peer`` is its text).
+    max_output : int
+        the output limit: a write that would buffer more aborts the
+        connection (reason ``output limit``).
+    counters : object, optional
+        where to count ``protocol_errors`` and ``output_limit_disconnections``
+        (attributes of that name, such as the server's ``Stats``).
     """
 
     # Slots, not a __dict__: a server holding 10,000 idle clients pays for
     # every field of every connection (bench/ measures it: see README).
     __slots__ = ("_reactor", "sock", "_peer", "address", "protocol", "ident", "state",
                  "close_reason", "bytes_in", "bytes_out", "peak_buffered", "opened_at",
-                 "last_active", "_outbuf", "_mask", "_deadline", "_close_timeout",
-                 "_on_release", "_tracer")
+                 "last_active", "max_output", "_outbuf", "_mask", "_deadline",
+                 "_close_timeout", "_on_release", "_tracer", "_counters")
 
     def __init__(self, reactor, sock, peer, protocol, on_release=None, tracer=None, ident=0,
-                 address=None):
+                 address=None, max_output=MAX_OUTPUT, counters=None):
         self._reactor = reactor
         self.sock = sock
         self._peer = peer           # None: formatted from address when asked for
@@ -131,12 +181,14 @@ class Connection:
         self.peak_buffered = 0     # the most output ever buffered: what a slow reader cost us
         self.opened_at = reactor.now
         self.last_active = reactor.now  # the last turn in which bytes moved either way
+        self.max_output = max_output
         self._outbuf = _NO_OUTPUT   # a bytearray of its own only once output must wait
         self._mask = READ
         self._deadline = None
         self._close_timeout = CLOSE_TIMEOUT
         self._on_release = on_release
         self._tracer = tracer
+        self._counters = counters
         reactor.register(sock, READ, self)
 
     def __repr__(self):
@@ -160,6 +212,10 @@ class Connection:
         """Bytes accepted by :meth:`write` that the kernel has not taken yet."""
         return len(self._outbuf)
 
+    def is_closing(self):
+        """True once the connection is closing or closed: further writes are dropped."""
+        return self.state is _CLOSING or self.state is _CLOSED
+
     # --- what a protocol calls -------------------------------------------
 
     def write(self, data):
@@ -167,7 +223,9 @@ class Connection:
 
         Writes after :meth:`close` or after the peer has gone are dropped, as
         asyncio and Twisted do: there is nobody left to read them, and a
-        protocol cannot know about a reset before its next write.
+        protocol cannot know about a reset before its next write.  A write
+        that would take the buffer past ``max_output`` aborts the connection
+        (reason ``output limit``) and buffers nothing.
         """
         state = self.state
         if state is _IDLE:
@@ -182,13 +240,22 @@ class Connection:
             self.last_active = self._reactor.now
             if sent == len(data):
                 return                      # the common path: done
+            if len(data) - sent > self.max_output:
+                self._output_limit()
+                return
             self._outbuf = bytearray(memoryview(data)[sent:])
             self._note_buffered()
             self._fire(ConnEvent.OUTPUT_PENDING)
-        elif state is _BUSY:
+            if len(self._outbuf) > HIGH_WATER and self.state is _BUSY:
+                self._fire(ConnEvent.HIGH_WATER)
+        elif state is _BUSY or state is _PAUSED:
+            if len(self._outbuf) + len(data) > self.max_output:
+                self._output_limit()
+                return
             self._outbuf += data            # keep order: the older bytes go first
             self._note_buffered()
-            self._update_interest()
+            if state is _BUSY and len(self._outbuf) > HIGH_WATER:
+                self._fire(ConnEvent.HIGH_WATER)
 
     def close(self, timeout=None, reason="closed by server"):
         """Flush what is pending, half-close, wait for the peer's EOF, close.
@@ -220,13 +287,29 @@ class Connection:
         self.close_reason = reason
         self._fire(ConnEvent.ABORT)
 
+    # --- what the server calls -------------------------------------------
+
+    def begin(self, protocol_factory=None):
+        """Make the protocol (with ``protocol_factory``, if given) and call its ``connection_made``.
+
+        An exception from either aborts this connection (reason
+        ``protocol error``), as from any other callback.
+        """
+        try:
+            if protocol_factory is not None:
+                self.protocol = protocol_factory()
+            self.protocol.connection_made(self)
+        except IllegalTransition:
+            raise
+        except Exception as exc:
+            self._protocol_failed("connection_made", exc)
+
     # --- what the loop calls ---------------------------------------------
 
     def on_readable(self):
         if not self._mask & READ:
-            # A stale event: since select() returned, an earlier handler of
-            # this turn ended us, or we stopped reading (high-water mark,
-            # flushing before a close).  Redis re-checks its mask the same way.
+            # A stale event: we were released earlier in this turn (the loop
+            # unregisters the socket only at the end of the turn).
             return
         try:
             data = self.sock.recv(RECV_SIZE)
@@ -239,10 +322,20 @@ class Connection:
             self.bytes_in += len(data)
             self.last_active = self._reactor.now
             if self.state is not _CLOSING:      # closing: read only to find the EOF
-                self.protocol.data_received(self, data)
+                try:
+                    self.protocol.data_received(self, data)
+                except IllegalTransition:
+                    raise
+                except Exception as exc:
+                    self._protocol_failed("data_received", exc)
             return
         if self.state is not _CLOSING:
-            self.protocol.eof_received(self)
+            try:
+                self.protocol.eof_received(self)
+            except IllegalTransition:
+                raise
+            except Exception as exc:
+                self._protocol_failed("eof_received", exc)
         if self._mask & READ:
             # Unless eof_received left us not reading (it closed with output
             # pending, or aborted): then the flush comes first, and recv will
@@ -265,9 +358,9 @@ class Connection:
         self.bytes_out += sent
         self.last_active = self._reactor.now
         del buf[:sent]          # bytearray drops a prefix in O(1) (CPython 3.4+)
-        if buf:
-            self._update_interest()     # below LOW_WATER: resume reading
-        else:
+        if self.state is _PAUSED and len(buf) <= LOW_WATER:
+            self._fire(ConnEvent.LOW_WATER)     # resume_writing may write, close, abort
+        if not self._outbuf and self.state is not _CLOSED:
             self._fire(ConnEvent.OUTPUT_DRAINED)
 
     # --- the state machine -----------------------------------------------
@@ -287,7 +380,7 @@ class Connection:
         self._update_interest()
 
     def _update_interest(self):
-        mask = connection_interest(self.state, len(self._outbuf), bool(self._mask & READ))
+        mask = connection_interest(self.state, len(self._outbuf))
         if mask != self._mask:
             self._mask = mask
             if mask:    # CLOSED (0) is unregistered by the loop when it closes the socket
@@ -295,7 +388,7 @@ class Connection:
 
     def _arm_deadline(self):
         if self._deadline is None:
-            self._deadline = self._reactor.call_later(self._close_timeout, self._on_deadline)
+            self._deadline = self._reactor._call_later(self._close_timeout, self._on_deadline)
 
     def _half_close(self):
         self._arm_deadline()
@@ -310,9 +403,47 @@ class Connection:
             self._deadline.cancel()
             self._deadline = None
         self._reactor.close_later(self.sock)
-        self.protocol.connection_lost(self, self.close_reason)
+        try:
+            self.protocol.connection_lost(self, self.close_reason)
+        except IllegalTransition:
+            raise
+        except Exception as exc:
+            self._protocol_failed("connection_lost", exc)
         if self._on_release is not None:
             self._on_release(self)
+
+    def _pause_writing(self):
+        try:
+            self.protocol.pause_writing(self)
+        except IllegalTransition:
+            raise
+        except Exception as exc:
+            self._protocol_failed("pause_writing", exc)
+
+    def _resume_writing(self):
+        try:
+            self.protocol.resume_writing(self)
+        except IllegalTransition:
+            raise
+        except Exception as exc:
+            self._protocol_failed("resume_writing", exc)
+
+    def _protocol_failed(self, callback, exc):
+        """A protocol callback raised: log it with its traceback, count it, abort this connection."""
+        log.error("%s: %s raised %s; aborting this connection", self, callback,
+                  type(exc).__name__, exc_info=exc)
+        if self._counters is not None:
+            self._counters.protocol_errors += 1
+        if self.state is _CLOSED:
+            self._add_reason(PROTOCOL_ERROR)    # connection_lost itself raised
+        else:
+            self.abort(PROTOCOL_ERROR)
+
+    def _output_limit(self):
+        log.debug("%s: output limit (%d bytes) reached; aborting", self, self.max_output)
+        if self._counters is not None:
+            self._counters.output_limit_disconnections += 1
+        self.abort(OUTPUT_LIMIT)
 
     def _on_deadline(self):
         self._deadline = None
@@ -341,4 +472,6 @@ _ACTIONS = {
     Action.ARM_DEADLINE: Connection._arm_deadline,
     Action.HALF_CLOSE: Connection._half_close,
     Action.RELEASE: Connection._release,
+    Action.PAUSE_WRITING: Connection._pause_writing,
+    Action.RESUME_WRITING: Connection._resume_writing,
 }

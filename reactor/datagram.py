@@ -25,12 +25,16 @@ What is different from TCP, and why the code looks the way it does:
   that has gone is usually just lost, as UDP allows.  Only errors that mean
   our own socket is broken (``EBADF``, ``ENOTSOCK``) stop the endpoint, and
   then ``on_failed`` is called.
+* **A protocol's exception costs one datagram.**  If ``datagram_received``
+  raises, the exception is logged at ERROR with its traceback and counted
+  (``protocol_errors``), and the endpoint goes on with the next datagram.
 """
 
 import errno
 import logging
 
 from reactor import errors
+from reactor.connection import format_address
 
 log = logging.getLogger("selectlab")
 
@@ -67,6 +71,7 @@ class DatagramStats:
         self.bytes_out = 0
         self.dropped = 0        # replies the kernel refused (send buffer full)
         self.errors = 0         # ICMP errors and the like, reported by recvfrom/sendto
+        self.protocol_errors = 0    # datagrams whose datagram_received raised
 
 
 class DatagramEndpoint:
@@ -129,7 +134,12 @@ class DatagramEndpoint:
                 continue
             stats.datagrams_in += 1
             stats.bytes_in += len(data)
-            self.protocol.datagram_received(self, data, addr)
+            try:
+                self.protocol.datagram_received(self, data, addr)
+            except Exception as exc:
+                stats.protocol_errors += 1
+                log.error("datagram_received raised %s on a datagram from %s; dropping it",
+                          type(exc).__name__, format_address(addr), exc_info=exc)
 
     def on_writable(self):  # never registered for WRITE
         pass

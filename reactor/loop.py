@@ -25,11 +25,19 @@ in Python:
   an earlier handler of the same turn unregistered, or whose interest in
   that event it dropped, is not called.
 
+An exception from a timer callback scheduled with :meth:`Reactor.call_later`
+or :meth:`Reactor.call_at` is logged with its traceback and counted
+(:attr:`Reactor.timer_errors`), and the loop goes on; the reactor's own
+timers (closing deadlines, idle checks, accept back-off) are scheduled with
+``_call_later``, and an exception there is a bug of the loop: it propagates.
+(What the loop does with a protocol's exceptions is ``reactor.connection``'s.)
+
 What it leaves out: threads (``stop()`` and ``call_later`` are not thread
 safe, except that ``stop()`` may be called from a signal handler), child
 process watching, and any kind of future/coroutine.
 """
 
+import logging
 import math
 import os
 import select
@@ -38,7 +46,10 @@ import signal
 import socket
 import time
 
+from reactor.states import IllegalTransition
 from reactor.timers import TimerQueue
+
+log = logging.getLogger("selectlab")
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
@@ -131,6 +142,7 @@ class Reactor:
         self.fd_limit = selector_fd_limit(self.selector)
         self._timers = TimerQueue()
         self.cycles = 0              # turns of the loop so far (Redis's eventloop_cycles)
+        self.timer_errors = 0        # call_later/call_at callbacks that raised
         self.now = time.monotonic()  # the clock, read once per turn when select() returns
         self._to_close = []          # sockets whose handlers are done with them
         self._running = False
@@ -201,12 +213,24 @@ class Reactor:
         return time.monotonic()
 
     def call_later(self, delay, callback, *args):
-        """Run ``callback(*args)`` after ``delay`` seconds; returns a :class:`~reactor.timers.Timer`."""
+        """Run ``callback(*args)`` after ``delay`` seconds; returns a :class:`~reactor.timers.Timer`.
+
+        If the callback raises, the exception is logged at ERROR with its
+        traceback and counted in :attr:`timer_errors`; the loop goes on.
+        """
         return self._timers.push(time.monotonic() + delay, callback, args)
 
     def call_at(self, when, callback, *args):
-        """Run ``callback(*args)`` at loop time ``when``."""
+        """Run ``callback(*args)`` at loop time ``when`` (see :meth:`time`), as :meth:`call_later`."""
         return self._timers.push(when, callback, args)
+
+    def _call_later(self, delay, callback, *args):
+        """:meth:`call_later` for the reactor's own timers: an exception propagates out of :meth:`run`."""
+        return self._timers.push(time.monotonic() + delay, callback, args, False)
+
+    def _call_at(self, when, callback, *args):
+        """:meth:`call_at` for the reactor's own timers."""
+        return self._timers.push(when, callback, args, False)
 
     # --- running ---------------------------------------------------------
 
@@ -229,7 +253,8 @@ class Reactor:
            write handler, each only if the socket is still registered for
            that event when its turn comes.
         4. **Timers**: run the callbacks that are due, in deadline order
-           (skipping any that an earlier one of them cancelled).
+           (skipping any that an earlier one of them cancelled); one that
+           raises is logged and counted, and the others still run.
         5. **Release**: unregister and close the sockets handed to
            :meth:`close_later` during this turn.
         """
@@ -254,8 +279,20 @@ class Reactor:
 
         if timers:
             for timer in timers.pop_due(time.monotonic()):
-                if not timer.cancelled:     # an earlier callback of this batch may cancel it
+                if timer.cancelled:         # an earlier callback of this batch cancelled it
+                    continue
+                if not timer.contained:
                     timer.callback(*timer.args)
+                    continue
+                try:
+                    timer.callback(*timer.args)
+                except IllegalTransition:
+                    raise
+                except Exception as exc:
+                    self.timer_errors += 1
+                    log.error("timer callback %s raised %s; the loop goes on",
+                              getattr(timer.callback, "__qualname__", timer.callback),
+                              type(exc).__name__, exc_info=exc)
 
         if self._to_close:
             self._close_released()

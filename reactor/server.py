@@ -15,17 +15,26 @@ EOF), so the message is not destroyed by a reset.  The server adds the idle
 timeout (activity in either direction resets a client's clock) and the
 counters of :meth:`StreamServer.stats_snapshot`, named after Redis's
 ``INFO stats`` where Redis has one.
+
+What is logged where (the rule, Redis's: per-client lines only when asked
+for).  The server's own events (capacity, signals, stopping, warnings) go
+to the ``selectlab`` logger at INFO.  Each client's lines (``open``,
+``closed (...)``, ``rejected``, ``idle ... closing``) go to
+``selectlab.clients``, which the servers show with ``-v`` or ``--trace``
+only; every state transition goes to ``selectlab.trace`` (``--trace``).  A
+protocol's exception is an ERROR with its traceback, whatever the level.
 """
 
 import itertools
 import logging
 import socket
 
-from reactor.connection import Connection, Protocol
+from reactor.connection import MAX_OUTPUT, Connection, Protocol
 from reactor.listener import Listener
 from reactor.states import ConnState
 
 log = logging.getLogger("selectlab")
+client_log = logging.getLogger("selectlab.clients")
 trace_log = logging.getLogger("selectlab.trace")
 
 # How long a connection that we end on our own initiative (a rejected client,
@@ -44,6 +53,8 @@ class Stats:
         self.rejected_busy = 0   # clients answered at capacity (Redis: rejected_connections)
         self.closed = 0          # admitted clients gone
         self.idle_timeouts = 0   # of those, closed by the idle timeout
+        self.protocol_errors = 0     # protocol callbacks that raised (each aborted its client)
+        self.output_limit_disconnections = 0     # clients aborted at the output limit (Redis)
         self.bytes_in = 0        # of connections that have ended; stats_snapshot()
         self.bytes_out = 0       # adds the live ones
 
@@ -73,14 +84,18 @@ class StreamServer:
         seconds; None (the default) never does.
     trace : bool
         log every state transition of the listener and the connections.
+    max_output : int
+        each connection's output limit, in bytes (see
+        ``reactor.connection.MAX_OUTPUT``).
     """
 
     def __init__(self, reactor, socks, protocol_factory, capacity=None,
-                 reject_message=b"", idle_timeout=None, trace=False):
+                 reject_message=b"", idle_timeout=None, trace=False, max_output=MAX_OUTPUT):
         self.reactor = reactor
         self.protocol_factory = protocol_factory
         self.reject_message = reject_message
         self.idle_timeout = idle_timeout
+        self.max_output = max_output
         self.connections = set()
         self.rejecting = set()
         self.stats = Stats()
@@ -96,6 +111,11 @@ class StreamServer:
         self.listener = Listener(reactor, socks, self._admit, self._reject, capacity,
                                  tracer=self._trace_listener if trace else None)
 
+    @property
+    def sockets(self):
+        """The listening sockets (``sockets[0].getsockname()`` gives the port of a port 0 server)."""
+        return self.listener.sockets
+
     # --- admission -------------------------------------------------------
 
     def _connection(self, sock, addr, protocol, on_release):
@@ -107,24 +127,24 @@ class StreamServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return Connection(self.reactor, sock, None, protocol,
                           on_release=on_release, ident=next(self._ids), address=addr,
-                          tracer=self._trace_connection if self._trace else None)
+                          tracer=self._trace_connection if self._trace else None,
+                          max_output=self.max_output, counters=self.stats)
 
     def _admit(self, sock, addr):
-        conn = self._connection(sock, addr, self.protocol_factory(), self._on_released)
+        conn = self._connection(sock, addr, _NO_PROTOCOL, self._on_released)
         self.connections.add(conn)
         self.stats.accepted += 1
-        log.info("%s open", conn)
+        client_log.info("%s open", conn)
         if self.idle_timeout is not None:
-            self._idle_timers[conn] = self.reactor.call_later(
+            self._idle_timers[conn] = self.reactor._call_later(
                 self.idle_timeout, self._check_idle, conn)
-        conn.protocol.connection_made(conn)
+        conn.begin(self.protocol_factory)   # the factory's exception is contained too
 
     def _reject(self, sock, addr):
         conn = self._connection(sock, addr, _REJECTED, self._on_rejected_released)
         self.rejecting.add(conn)
         self.stats.rejected_busy += 1
-        log.info("%s rejected: at capacity (%d)", conn,
-                 self.listener.capacity)
+        client_log.info("%s rejected: at capacity (%d)", conn, self.listener.capacity)
         if self.reject_message:
             conn.write(self.reject_message)
         conn.close(timeout=LINGER_TIMEOUT, reason="rejected")
@@ -138,14 +158,14 @@ class StreamServer:
         """
         timeout = self.idle_timeout
         if self.reactor.time() - conn.last_active < timeout:
-            self._idle_timers[conn] = self.reactor.call_at(
+            self._idle_timers[conn] = self.reactor._call_at(
                 conn.last_active + timeout, self._check_idle, conn)
             return
         del self._idle_timers[conn]
         if conn.state is ConnState.CLOSING:
             return      # already ending, within its own deadline
         self.stats.idle_timeouts += 1
-        log.info("%s idle for %g s: closing", conn, timeout)
+        client_log.info("%s idle for %g s: closing", conn, timeout)
         conn.close(timeout=LINGER_TIMEOUT, reason="idle timeout")
 
     def _released(self, conn):
@@ -157,9 +177,10 @@ class StreamServer:
         stats.closed += 1
         stats.bytes_in += conn.bytes_in
         stats.bytes_out += conn.bytes_out
-        log.info("%s closed (%s): in %d B, out %d B, %.3f s", conn,
-                 conn.close_reason, conn.bytes_in, conn.bytes_out,
-                 self.reactor.time() - conn.opened_at)
+        if client_log.isEnabledFor(logging.INFO):
+            client_log.info("%s closed (%s): in %d B, out %d B, %.3f s", conn,
+                            conn.close_reason, conn.bytes_in, conn.bytes_out,
+                            self.reactor.time() - conn.opened_at)
         self.listener.slot_freed()
         self._check_stopped()
 
@@ -177,6 +198,9 @@ class StreamServer:
 
         ``accepted``, ``rejected_busy``, ``closed``, ``idle_timeouts``: clients
         since the start.  ``active``: clients being served now.
+        ``protocol_errors``: protocol callbacks that raised (each aborted its
+        client); ``output_limit_disconnections``: clients aborted because
+        their output reached the limit (Redis's name).
         ``emfile_events``: accepts that failed for lack of descriptors (each
         pauses accepting; see ``reactor.listener``).  ``accept_errors``:
         clients lost between their handshake and our accept (ECONNABORTED).
@@ -192,6 +216,8 @@ class StreamServer:
             "active": len(self.connections),
             "closed": stats.closed,
             "idle_timeouts": stats.idle_timeouts,
+            "protocol_errors": stats.protocol_errors,
+            "output_limit_disconnections": stats.output_limit_disconnections,
             "emfile_events": self.listener.emfile_events,
             "accept_errors": self.listener.accept_errors,
             "bytes_in": stats.bytes_in + sum(c.bytes_in for c in live),
@@ -213,7 +239,7 @@ class StreamServer:
         """
         self.listener.shutdown()
         self._on_stopped = on_stopped
-        self._grace_timer = self.reactor.call_later(grace, self._grace_expired)
+        self._grace_timer = self.reactor._call_later(grace, self._grace_expired)
         for conn in list(self.connections) + list(self.rejecting):
             conn.close(timeout=grace)
         self._check_stopped()
@@ -253,3 +279,6 @@ class StreamServer:
 
 # A rejected client's input is read only to find its EOF, then discarded.
 _REJECTED = Protocol()
+
+# An admitted connection's protocol until the factory has made its own.
+_NO_PROTOCOL = Protocol()

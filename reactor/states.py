@@ -24,9 +24,12 @@ A connection::
     IDLE     nothing to send; wants READ.  The common path (read, send all of
              it at once) never leaves this state.
     BUSY     the kernel refused part of a send; the rest waits in the output
-             buffer, the connection wants WRITE, and stops reading above the
-             high-water mark so a client that never reads cannot grow our
-             memory.
+             buffer and the connection wants WRITE as well as READ.
+    PAUSED   more than the high-water mark is buffered: the connection stops
+             reading (so a client that never reads cannot grow our memory
+             with its own replies) and tells its protocol ``pause_writing``
+             (so one that writes to it from elsewhere can hold back); at the
+             low-water mark it is BUSY again, with ``resume_writing``.
     CLOSING  we decided to close: flush what is pending, then half-close
              (FIN) and read-and-discard until the peer's EOF, so that the
              close never turns into a reset that destroys our last bytes.
@@ -68,6 +71,8 @@ class Action(_Enum):
     ARM_DEADLINE = "arm deadline"    # connection: start the closing deadline
     HALF_CLOSE = "half close"    # connection: shutdown(SHUT_WR), start draining input
     RELEASE = "release"          # connection: drop the buffer, hand the socket back to the loop
+    PAUSE_WRITING = "pause writing"      # connection: tell the protocol to hold back
+    RESUME_WRITING = "resume writing"    # connection: tell the protocol it may write again
 
 
 # --- the listener -----------------------------------------------------------
@@ -106,12 +111,15 @@ LISTENER_TABLE = {
 class ConnState(_Enum):
     IDLE = "idle"        # nothing to send
     BUSY = "busy"        # output pending
+    PAUSED = "paused"    # output pending above the high-water mark: not reading
     CLOSING = "closing"  # flushing, then half-closed and draining input
     CLOSED = "closed"
 
 
 class ConnEvent(_Enum):
     OUTPUT_PENDING = "output pending"  # send() took less than it was given
+    HIGH_WATER = "high water"          # buffered output went above HIGH_WATER
+    LOW_WATER = "low water"            # ... and came back down to LOW_WATER
     OUTPUT_DRAINED = "output drained"  # the output buffer became empty
     CLOSE = "close"                    # we asked to close: flush, then close
     PEER_EOF = "peer eof"              # recv() returned b"": the peer sent FIN
@@ -133,12 +141,21 @@ CONNECTION_TABLE = {
     (_C.IDLE, _CE.ABORT): (_C.CLOSED, Action.RELEASE),
 
     (_C.BUSY, _CE.OUTPUT_DRAINED): (_C.IDLE, None),
+    (_C.BUSY, _CE.HIGH_WATER): (_C.PAUSED, Action.PAUSE_WRITING),
     # The peer half-closed but still reads (UNP's str_cli at end of input):
     # it must get every pending byte, then our FIN.
     (_C.BUSY, _CE.PEER_EOF): (_C.CLOSING, Action.ARM_DEADLINE),
     (_C.BUSY, _CE.CLOSE): (_C.CLOSING, Action.ARM_DEADLINE),
     (_C.BUSY, _CE.PEER_GONE): (_C.CLOSED, Action.RELEASE),
     (_C.BUSY, _CE.ABORT): (_C.CLOSED, Action.RELEASE),
+
+    # Not reading, so no PEER_EOF here: the peer's FIN waits in the kernel
+    # until we read again.  A buffer that drains at once passes LOW_WATER
+    # first, then OUTPUT_DRAINED from BUSY.
+    (_C.PAUSED, _CE.LOW_WATER): (_C.BUSY, Action.RESUME_WRITING),
+    (_C.PAUSED, _CE.CLOSE): (_C.CLOSING, Action.ARM_DEADLINE),
+    (_C.PAUSED, _CE.PEER_GONE): (_C.CLOSED, Action.RELEASE),
+    (_C.PAUSED, _CE.ABORT): (_C.CLOSED, Action.RELEASE),
 
     # Flushed: now half-close and read until the peer's EOF.
     (_C.CLOSING, _CE.OUTPUT_DRAINED): (_C.CLOSING, Action.HALF_CLOSE),
@@ -185,14 +202,15 @@ def apply(table, state, event):
 READ = 1
 WRITE = 2
 
-# Output buffer limits.  asyncio's defaults (64 KiB high, a quarter of it
-# low); the gap between them keeps a slow reader from toggling our READ
-# interest (one epoll_ctl each way) on every send.
+# Output buffer marks, asyncio's defaults and meaning: PAUSED once more than
+# HIGH_WATER bytes are buffered, BUSY again at LOW_WATER or fewer.  The gap
+# between them keeps a slow reader from toggling our READ interest (one
+# epoll_ctl each way) and the protocol's pause on every send.
 HIGH_WATER = 64 * 1024
 LOW_WATER = HIGH_WATER // 4
 
 
-def connection_interest(state, buffered, reading):
+def connection_interest(state, buffered):
     """The selector events a connection wants, derived from its state.
 
     This is the only place that decides a connection's interest set.
@@ -201,10 +219,7 @@ def connection_interest(state, buffered, reading):
     ----------
     state : ConnState
     buffered : int
-        bytes waiting in the output buffer.
-    reading : bool
-        whether READ is in the interest set now (the memory that gives the
-        high/low-water marks their hysteresis).
+        bytes waiting in the output buffer (it tells CLOSING's two phases apart).
 
     Returns
     -------
@@ -214,11 +229,9 @@ def connection_interest(state, buffered, reading):
     if state is ConnState.IDLE:
         return READ
     if state is ConnState.BUSY:
-        if reading:
-            keep_reading = buffered < HIGH_WATER
-        else:
-            keep_reading = buffered <= LOW_WATER
-        return WRITE | READ if keep_reading else WRITE
+        return READ | WRITE
+    if state is ConnState.PAUSED:
+        return WRITE
     if state is ConnState.CLOSING:
         # Flush first; once flushed (and half-closed), read to the peer's EOF.
         return WRITE if buffered else READ

@@ -22,15 +22,21 @@ _COMPACT_CANCELLED_FRACTION = 0.5
 
 
 class Timer:
-    """A scheduled callback; :meth:`cancel` it to stop it from running."""
+    """A scheduled callback; :meth:`cancel` it to stop it from running.
 
-    __slots__ = ("when", "callback", "args", "cancelled", "_queue")
+    ``contained`` says what the loop does if the callback raises: log it and
+    go on (a protocol's or an application's timer), or let it propagate (the
+    reactor's own timers, where an exception is a bug of the loop).
+    """
 
-    def __init__(self, when, callback, args, queue):
+    __slots__ = ("when", "callback", "args", "cancelled", "contained", "_queue")
+
+    def __init__(self, when, callback, args, queue, contained=True):
         self.when = when
         self.callback = callback
         self.args = args
         self.cancelled = False
+        self.contained = contained
         self._queue = queue
 
     def cancel(self):
@@ -56,9 +62,9 @@ class TimerQueue:
     def __len__(self):
         return len(self._heap) - self._cancelled
 
-    def push(self, when, callback, args=()):
+    def push(self, when, callback, args=(), contained=True):
         """Schedule ``callback(*args)`` at time ``when``; return its :class:`Timer`."""
-        timer = Timer(when, callback, args, self)
+        timer = Timer(when, callback, args, self, contained)
         heapq.heappush(self._heap, (when, next(self._seq), timer))
         return timer
 

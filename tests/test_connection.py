@@ -11,7 +11,8 @@ from reactor.connection import Connection, Protocol
 from reactor.loop import Reactor
 from reactor.states import CONNECTION_TABLE, HIGH_WATER, LOW_WATER, ConnEvent, ConnState
 
-IDLE, BUSY, CLOSING, CLOSED = ConnState.IDLE, ConnState.BUSY, ConnState.CLOSING, ConnState.CLOSED
+IDLE, BUSY, PAUSED = ConnState.IDLE, ConnState.BUSY, ConnState.PAUSED
+CLOSING, CLOSED = ConnState.CLOSING, ConnState.CLOSED
 E = ConnEvent
 CHUNK = 16 * 1024
 
@@ -22,11 +23,19 @@ class Recorder(Protocol):
         self.eof = False
         self.lost = None
 
+        self.flow = []              # ("pause" | "resume", bytes buffered at that moment)
+
     def data_received(self, conn, data):
         self.data += data
 
     def eof_received(self, conn):
         self.eof = True
+
+    def pause_writing(self, conn):
+        self.flow.append(("pause", conn.buffered))
+
+    def resume_writing(self, conn):
+        self.flow.append(("resume", conn.buffered))
 
     def connection_lost(self, conn, reason):
         self.lost = reason
@@ -65,6 +74,13 @@ class Harness:
                 assert self.conn.buffered <= CHUNK
                 return
         raise AssertionError("64 MiB written and the kernel never refused any")
+
+    def make_paused(self):
+        """Write until more than the high-water mark is buffered."""
+        self.make_busy()
+        while self.conn.state is BUSY:
+            self.write(b"x" * CHUNK)
+        assert self.conn.state is PAUSED
 
     def drain_peer(self):
         """Read what the peer can without blocking; True once it has seen EOF."""
@@ -161,6 +177,40 @@ def busy_abort(h):
     assert h.conn.buffered == 0
 
 
+def busy_high_water(h):
+    h.make_paused()
+    assert h.mask() == selectors.EVENT_WRITE      # stopped reading
+    assert h.protocol.flow == [("pause", h.conn.buffered)]
+    assert HIGH_WATER < h.conn.buffered <= HIGH_WATER + CHUNK
+
+
+def paused_low_water(h):
+    h.make_paused()
+    h.turn_until(lambda: h.drain_peer() or h.conn.state is not PAUSED)
+    (_, at_pause), (resume, at_resume) = h.protocol.flow
+    assert resume == "resume" and at_resume <= LOW_WATER < HIGH_WATER < at_pause
+    assert h.conn.state in (BUSY, IDLE)
+
+
+def paused_close(h):
+    h.make_paused()
+    h.conn.close()
+    assert h.conn.state is CLOSING and h.mask() == selectors.EVENT_WRITE
+
+
+def paused_peer_gone(h):
+    h.make_paused()
+    reset(h.peer)
+    h.peer = socket.socket()
+    h.turn_until(lambda: h.conn.state is CLOSED)
+
+
+def paused_abort(h):
+    h.make_paused()
+    h.conn.abort()
+    assert h.conn.buffered == 0 and [e for e, _ in h.protocol.flow] == ["pause"]
+
+
 def closing_output_drained(h):
     h.make_busy()
     h.conn.close()
@@ -211,6 +261,11 @@ ROWS = {
     (BUSY, E.CLOSE): busy_close,
     (BUSY, E.PEER_GONE): busy_peer_gone,
     (BUSY, E.ABORT): busy_abort,
+    (BUSY, E.HIGH_WATER): busy_high_water,
+    (PAUSED, E.LOW_WATER): paused_low_water,
+    (PAUSED, E.CLOSE): paused_close,
+    (PAUSED, E.PEER_GONE): paused_peer_gone,
+    (PAUSED, E.ABORT): paused_abort,
     (CLOSING, E.OUTPUT_DRAINED): closing_output_drained,
     (CLOSING, E.CLOSE): closing_close,
     (CLOSING, E.PEER_EOF): closing_peer_eof,
@@ -254,9 +309,7 @@ def test_bytes_are_delivered_in_order_across_the_buffer(h):
 
 def test_reading_stops_above_high_water_and_resumes_at_low_water(h):
     """A client that does not read cannot make us read (and buffer) more: its input waits in the kernel."""
-    h.make_busy()
-    while h.conn.buffered < HIGH_WATER:
-        h.write(b"x" * CHUNK)
+    h.make_paused()
     assert h.mask() == selectors.EVENT_WRITE
     h.peer.sendall(b"more input")
     for _ in range(5):

@@ -50,21 +50,24 @@ def test_interest_bits_match_selectors():
 
 
 def test_interest_follows_the_state():
-    """IDLE reads, BUSY writes (and reads below the high-water mark), CLOSING flushes then reads to EOF."""
-    assert connection_interest(ConnState.IDLE, 0, True) == READ
-    assert connection_interest(ConnState.BUSY, 10, True) == READ | WRITE
-    assert connection_interest(ConnState.BUSY, HIGH_WATER, True) == WRITE
-    assert connection_interest(ConnState.CLOSING, 10, True) == WRITE
-    assert connection_interest(ConnState.CLOSING, 0, False) == READ
-    assert connection_interest(ConnState.CLOSED, 0, True) == 0
+    """IDLE reads, BUSY reads and writes, PAUSED only writes, CLOSING flushes then reads to EOF."""
+    assert connection_interest(ConnState.IDLE, 0) == READ
+    assert connection_interest(ConnState.BUSY, 10) == READ | WRITE
+    assert connection_interest(ConnState.PAUSED, HIGH_WATER + 1) == WRITE
+    assert connection_interest(ConnState.CLOSING, 10) == WRITE
+    assert connection_interest(ConnState.CLOSING, 0) == READ
+    assert connection_interest(ConnState.CLOSED, 0) == 0
 
 
-def test_reading_resumes_only_at_the_low_water_mark():
-    """A slow reader does not flip our READ interest (an epoll_ctl each way) on every send."""
-    between = (LOW_WATER + HIGH_WATER) // 2
-    assert connection_interest(ConnState.BUSY, between, reading=True) == READ | WRITE
-    assert connection_interest(ConnState.BUSY, between, reading=False) == WRITE
-    assert connection_interest(ConnState.BUSY, LOW_WATER, reading=False) == READ | WRITE
+def test_flow_control_is_a_state_with_hysteresis():
+    """Crossing the high-water mark pauses (and tells the protocol); only the low-water mark
+    resumes, so a slow reader does not flip our READ interest on every send."""
+    C, E, A = ConnState, ConnEvent, Action
+    assert CONNECTION_TABLE[C.BUSY, E.HIGH_WATER] == (C.PAUSED, A.PAUSE_WRITING)
+    assert CONNECTION_TABLE[C.PAUSED, E.LOW_WATER] == (C.BUSY, A.RESUME_WRITING)
+    assert LOW_WATER < HIGH_WATER
+    # A paused connection reads nothing, so it cannot see the peer's EOF.
+    assert (C.PAUSED, E.PEER_EOF) not in CONNECTION_TABLE
 
 
 def test_listener_keeps_accepting_when_busy_so_it_can_reject():
