@@ -69,6 +69,7 @@ class Reader:
         self.sock = sock
         self.framer = LineFramer(max_line)
         self.at_eof = False
+        self.bytes_read = 0     # from the socket, lines returned or not
 
     def _fill(self):
         """One recv into the framer; False at EOF."""
@@ -78,6 +79,7 @@ class Reader:
         if not data:
             self.at_eof = True
             return False
+        self.bytes_read += len(data)
         self.framer.feed(data)
         return True
 

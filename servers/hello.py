@@ -22,10 +22,10 @@ import argparse
 import logging
 
 from reactor import cli, errors
-from reactor.connection import Protocol
-from reactor.framing import MAX_LINE
+from reactor.framing import MAX_LINE, LineTooLong, strip_eol
+from reactor.protocols import LineProtocol
 from reactor.server import LINGER_TIMEOUT
-from reactor.streamio import RECV_SIZE, writen
+from reactor.streamio import Reader, writen
 from servers.blocking import linger_close, peer_host
 from servers.common import (
     add_reactor_arguments, add_server_arguments, run_stream_server, start_classic,
@@ -45,37 +45,41 @@ def _log_messages(messages):
 
 
 def serve_blocking(sock, addr, options):
-    """The session with blocking calls (the fork model's child).
+    """The session with blocking calls (the fork model's child): UNP's ``readline`` loop.
 
     Returns ``(bytes_in, bytes_out, reason)`` as ``serve_connection`` does.
     """
     host = peer_host(addr)
     log.info("got connection from %s", host)
     session = HelloSession(host, **options)
-    bytes_in = bytes_out = 0
+    reader = Reader(sock, max_line=session.piece_size)
+    bytes_out = 0
     try:
-        while True:
-            data = sock.recv(RECV_SIZE)
-            bytes_in += len(data)
-            reply, messages = session.feed(data) if data else session.eof()
+        while not session.done:
+            item = reader.readline()
+            if isinstance(item, LineTooLong):
+                reply, messages = session.piece(item.data)
+            elif item.endswith(b"\n"):
+                reply, messages = session.line(strip_eol(item))
+            else:       # the client's EOF, after a last unterminated line if any
+                reply, messages = session.line(item) if item else (b"", [])
+                session.eof()
             _log_messages(messages)
             if reply:
                 bytes_out += writen(sock, reply)
-            if session.done:
-                break
     except OSError as exc:
         if errors.classify(exc) is not errors.Kind.PEER_GONE:
             raise
-        return bytes_in, bytes_out, errors.describe(exc)
-    if data:
+        return reader.bytes_read, bytes_out, errors.describe(exc)
+    if not reader.at_eof:
         # quit or refused: the client may still be sending, and a plain
         # close() with unread input would reset the connection under the reply.
         linger_close(sock, LINGER_TIMEOUT)
-    return bytes_in, bytes_out, session.end_reason
+    return reader.bytes_read, bytes_out, session.end_reason
 
 
-class HelloProtocol(Protocol):
-    """The session on the reactor: one :class:`HelloSession` per connection."""
+class HelloProtocol(LineProtocol):
+    """The session on the reactor: one :class:`HelloSession` per connection, fed lines."""
 
     def __init__(self, options):
         self.options = options
@@ -85,22 +89,24 @@ class HelloProtocol(Protocol):
         host = peer_host(conn.address)
         log.info("got connection from %s", host)
         self.session = HelloSession(host, **self.options)
+        self.max_line = self.session.piece_size
 
-    def data_received(self, conn, data):
-        reply, messages = self.session.feed(data)
-        self._answer(conn, reply, messages)
-        if self.session.done:
-            conn.close(timeout=LINGER_TIMEOUT, reason=self.session.end_reason)
+    def line_received(self, conn, line):
+        self._answer(conn, *self.session.line(line))
+
+    def line_too_long(self, conn, piece):
+        self._answer(conn, *self.session.piece(piece))
 
     def eof_received(self, conn):
-        reply, messages = self.session.eof()
-        self._answer(conn, reply, messages)
+        super().eof_received(conn)      # a last unterminated line is a message too
+        self.session.eof()
 
-    @staticmethod
-    def _answer(conn, reply, messages):
+    def _answer(self, conn, reply, messages):
         _log_messages(messages)
         if reply:
             conn.write(reply)
+        if self.session.done:
+            conn.close(timeout=LINGER_TIMEOUT, reason=self.session.end_reason)
 
 
 def build_parser():

@@ -20,6 +20,13 @@ line and the session ends: a client cannot keep a server busy with one
 endless line.  A last line without LF before the client's EOF is a message
 too.
 
+The session takes messages already framed: :meth:`HelloSession.line` for a
+line, :meth:`HelloSession.piece` for a ``maxdatasize - 1`` byte piece of a
+longer one.  Both servers frame with the shared ``LineFramer`` at
+``piece_size``: the reactor model through ``reactor.protocols.LineProtocol``,
+the fork model through UNP's ``readline`` (``reactor.streamio.Reader``).
+:meth:`HelloSession.feed` does the same framing for a caller that has bytes.
+
 The session is a two-state machine, as data (``TABLE``)::
 
     TALKING --message/reply--> TALKING
@@ -104,54 +111,69 @@ class HelloSession:
     def done(self):
         return self.state is HelloState.DONE
 
-    def feed(self, data):
-        """Take received bytes.
+    @property
+    def piece_size(self):
+        """The framer's ``max_line`` for this session: MAXDATASIZE - 1 (the C string's NUL)."""
+        return self._framer.max_length
+
+    def line(self, message):
+        """A whole line arrived (terminator stripped).
 
         Returns
         -------
         (reply, messages) : (bytes, list of bytes)
-            what to send back (possibly ``b""``), and the messages received,
-            for the log.  After :attr:`done`, further input is ignored.
+            what to send back (possibly ``b""``), and the messages taken, for
+            the log (none once :attr:`done`, or for a refused line).
         """
         if self.done:
             return b"", []
+        if self._line_so_far + len(message) > self.max_line:
+            return self._fire(HelloEvent.TOO_LONG), []
+        self._line_so_far = 0
+        return self._message(message), [message]
+
+    def piece(self, data):
+        """The first :attr:`piece_size` bytes of a longer line arrived; answered as a message."""
+        if self.done:
+            return b"", []
+        self._line_so_far += len(data)
+        if self._line_so_far > self.max_line:
+            return self._fire(HelloEvent.TOO_LONG), []
+        return self._message(data), [data]
+
+    def eof(self):
+        """The client closed its end: the session is over.  Returns ``(reply, messages)``.
+
+        A last unterminated line is the caller's to give to :meth:`line`
+        first (the framer returns it at EOF).
+        """
+        if not self.done:
+            self._fire(HelloEvent.EOF)
+        return b"", []
+
+    def feed(self, data):
+        """Frame received bytes as both servers do and answer each message.
+
+        Returns ``(reply, messages)`` for all of them together.  After
+        :attr:`done`, further input is ignored.
+        """
         self._framer.feed(data)
         reply = bytearray()
         messages = []
         for item in self._framer.lines():
-            if isinstance(item, LineTooLong):
-                message = item.data
-                self._line_so_far += len(message)
-                if self._line_so_far > self.max_line:
-                    reply += self._fire(HelloEvent.TOO_LONG)
-                    break
-            else:
-                message = strip_eol(item)
-                if self._line_so_far + len(message) > self.max_line:
-                    reply += self._fire(HelloEvent.TOO_LONG)
-                    break
-                self._line_so_far = 0
-            messages.append(message)
-            reply += self._message(message)
             if self.done:
                 break
+            answer, taken = (self.piece(item.data) if isinstance(item, LineTooLong)
+                             else self.line(strip_eol(item)))
+            reply += answer
+            messages += taken
         return bytes(reply), messages
 
-    def eof(self):
-        """The client closed its end: answer a last unterminated line, then end.
-
-        Returns ``(reply, messages)`` as :meth:`feed` does.
-        """
-        if self.done:
-            return b"", []
+    def feed_eof(self):
+        """:meth:`feed`'s end: answer the last unterminated line, if any, then :meth:`eof`."""
         rest = self._framer.eof()
-        reply = b""
-        messages = []
-        if rest:
-            messages.append(rest)
-            reply = self._message(rest)
-        if not self.done:
-            self._fire(HelloEvent.EOF)
+        reply, messages = self.line(rest) if rest else (b"", [])
+        self.eof()
         return reply, messages
 
     def _message(self, message):

@@ -66,7 +66,7 @@ def test_a_last_line_without_newline_is_answered_at_eof():
     """`printf hello | nc`: the unterminated last message still gets its greeting."""
     s = HelloSession("h")
     assert s.feed(b"hello") == (b"", [])
-    assert s.eof() == (HELLO, [b"hello"])
+    assert s.feed_eof() == (HELLO, [b"hello"])
     assert s.done and s.end_reason == "peer eof"
 
 
@@ -106,9 +106,11 @@ def test_the_worksheet_session_over_tcp(start_server, model):
     server = start_server("servers.hello", "--model", model)
     out = converse(server.address, [b"hello\n", b"How are you\r\n", b"quit\r\n"])
     assert out == HELLO * 2
+    server.wait_for_log("Message received: quit")    # the log comes through its own pipe
     log = server.log()
     assert "got connection from 127.0.0.1" in log
-    assert "Message received: How are you" in log
+    assert "Message received: hello\n" in log
+    assert "Message received: How are you\n" in log
 
 
 @pytest.mark.parametrize("model", ["fork", "select"])
@@ -156,7 +158,7 @@ def test_bad_maxdatasize_is_a_usage_error(value):
 def test_a_client_that_resets_is_not_a_server_error(start_server, model):
     """A client that vanishes with a reset mid-session ends its session quietly: no error,
     no traceback, and the next client is greeted."""
-    server = start_server("servers.hello", "--model", model)
+    server = start_server("servers.hello", "-v", "--model", model)
     for _ in range(3):
         c = socket.create_connection(server.address, timeout=DEADLINE)
         c.sendall(b"hello\n" * 30000)     # 420 KB of greetings owed, never read

@@ -1,0 +1,88 @@
+"""Protocols to build on: :class:`LineProtocol`, for servers that speak in lines.
+
+A :class:`~reactor.connection.Protocol` gets bytes as ``recv`` returned
+them: half a line, or three.  Most text protocols (the Hello server, a chat
+room, SMTP, Redis's inline commands) want whole lines, and each one would
+otherwise wire a :class:`~reactor.framing.LineFramer` by hand.
+:class:`LineProtocol` does it once, as Twisted's ``LineReceiver`` does:
+override :meth:`~LineProtocol.line_received`, and
+:meth:`~LineProtocol.line_too_long` if the default (close) is not what you
+want.
+
+The rules are the framer's (``reactor.framing``), the same ones the blocking
+clients and servers read with (``reactor.streamio``):
+
+* a line ends with LF; a CR just before it belongs to the terminator;
+  ``line_received`` gets the line *without* its terminator;
+* a line longer than ``max_line`` bytes (terminator not counted) is never
+  buffered whole: ``line_too_long`` gets its first ``max_line`` bytes; if it
+  returns without closing, the rest of that line follows as further pieces
+  and a last ``line_received``;
+* once the connection is closing (a callback closed or aborted it), no more
+  lines are delivered;
+* a last line without terminator before the peer's EOF is delivered too
+  (UNP's ``readline`` returns it).
+
+What it leaves out: other terminators, and decoding (lines are bytes).
+"""
+
+from reactor.connection import Protocol
+from reactor.framing import MAX_LINE, LineFramer, LineTooLong, strip_eol
+
+
+class LineProtocol(Protocol):
+    """A protocol that receives lines.
+
+    One instance serves one connection (its framer holds that connection's
+    partial line), so the server's ``protocol_factory`` must make a new one
+    each time; an instance given a second connection raises (and so aborts
+    that connection, as any protocol error does).
+
+    Attributes
+    ----------
+    max_line : int
+        the longest line delivered whole, terminator not counted (default
+        UNP's MAXLINE, 4096); set it on a subclass or an instance before the
+        first byte arrives.
+    """
+
+    max_line = MAX_LINE
+    _framer = None      # made on the first data, so subclasses need not call __init__
+    _conn = None
+
+    def data_received(self, conn, data):
+        framer = self._framer
+        if framer is None:
+            framer = self._framer = LineFramer(self.max_line)
+            self._conn = conn
+        elif conn is not self._conn:
+            raise RuntimeError("a LineProtocol serves one connection: make a new one for "
+                               "each (the protocol_factory must not return a shared instance)")
+        framer.feed(data)
+        while not conn.is_closing():
+            item = framer.next_line()
+            if item is None:
+                return
+            if item.__class__ is LineTooLong:
+                self.line_too_long(conn, item.data)
+            else:
+                self.line_received(conn, strip_eol(item))
+
+    def eof_received(self, conn):
+        """Deliver a last unterminated line, if any; then the connection closes as usual."""
+        if self._framer is not None and not conn.is_closing():
+            rest = self._framer.eof()
+            if rest:
+                self.line_received(conn, rest)
+
+    def line_received(self, conn, line):
+        """One line arrived on ``conn`` (bytes, without its LF or CRLF)."""
+
+    def line_too_long(self, conn, piece):
+        """A line longer than ``max_line`` arrived; ``piece`` is its first ``max_line`` bytes.
+
+        The default closes the connection (flushing what is pending), as
+        Twisted's ``lineLengthExceeded`` does: one endless line costs that
+        connection, never the server's memory.
+        """
+        conn.close(reason="line too long")
