@@ -7,13 +7,16 @@
   what to do")`` and :func:`run` prints it as one line on stderr and exits
   non-zero, with no traceback.  Ctrl-C in a command that does not handle
   it itself also ends quietly (exit status 130, the shell's convention).
-* :func:`setup_logging`: ``-v``/``-q``/``--trace`` to logging levels.
+* :func:`setup_logging`: ``-v``/``-q``/``--trace`` to logging levels, on a
+  handler that never blocks (``reactor.logwriter``).
 """
 
 import argparse
 import logging
 import os
 import sys
+
+from reactor.logwriter import LineFormatter, LogWriter
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -70,33 +73,76 @@ def positive_float(text):
     return value
 
 
+def byte_size(text):
+    """argparse type: a number of bytes from 1 up, optionally with K, M or G (KiB, MiB, GiB)."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    number = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = number[-1:] if number[-1:] in ("K", "M", "G") else ""
+    try:
+        value = int(number[:len(number) - len(unit)], 10) * units[unit]
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid size {text!r}: expected a number of bytes "
+                                         f"from 1 up, such as 65536, 64K or 8M")
+    return value
+
+
 def add_verbosity(parser):
     """Add ``-v/--verbose`` and ``-q/--quiet``."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument("-v", "--verbose", action="store_true",
-                       help="log more (debug messages)")
+                       help="log more: a line for each client (open, closed and why, rejected) "
+                            "and debug messages")
     group.add_argument("-q", "--quiet", action="store_true",
                        help="log only warnings and errors")
 
 
 def setup_logging(args, trace=False):
-    """Send the ``selectlab`` logs to stderr at the level asked for."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s.%(msecs)03d %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    """Send the ``selectlab`` logs to stderr at the level asked for; return the writer.
+
+    The handler is a :class:`~reactor.logwriter.LogWriter` (returned, for the
+    loop to attach; None when ``sys.stderr`` has no descriptor): a log line
+    never blocks the server; lines its destination cannot take are dropped
+    and counted.  What each level shows (the rule is Redis's: lines about each
+    client only when asked for):
+
+    * default: the server's own events (``selectlab``, INFO and up);
+    * ``-q``: warnings and errors only;
+    * ``-v``: debug messages too, and a line per client event
+      (``selectlab.clients``: open, closed, rejected, idle);
+    * ``--trace``: every state transition (``selectlab.trace``), and the
+      client lines, whatever ``-q`` says: asking for it is asking to see it.
+
+    The counters (``selectlab.stats``: ``--stats``, SIGUSR1) are always
+    shown, since they are only logged when asked for.
+    """
+    try:
+        writer = handler = LogWriter(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):
+        # sys.stderr is not a file (replaced by an embedding program, or a
+        # test's capture): write to it as it is, since it has no descriptor
+        # to block on.
+        writer = None
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(LineFormatter())
     root = logging.getLogger("selectlab")
+    for old in root.handlers:
+        old.close()
     root.handlers[:] = [handler]
     root.propagate = False
-    if getattr(args, "verbose", False):
+    verbose = getattr(args, "verbose", False)
+    if verbose:
         root.setLevel(logging.DEBUG)
     elif getattr(args, "quiet", False):
         root.setLevel(logging.WARNING)
     else:
         root.setLevel(logging.INFO)
-    # --trace is shown whatever -q says: asking for it is asking to see it.
     logging.getLogger("selectlab.trace").setLevel(logging.INFO if trace else logging.WARNING)
-    # So are the counters (--stats, SIGUSR1), which are only logged when asked for.
+    logging.getLogger("selectlab.clients").setLevel(
+        logging.INFO if verbose or trace else logging.WARNING)
     logging.getLogger("selectlab.stats").setLevel(logging.INFO)
+    return writer
 
 
 def run(main, argv=None):

@@ -174,7 +174,7 @@ class Listener:
             delay = 0
         else:
             delay = ACCEPT_RETRY_DELAY
-        self._retry_timer = self._reactor.call_later(delay, self._resume)
+        self._retry_timer = self._reactor._call_later(delay, self._resume)
         self._update_interest()
 
     def _resume(self):

@@ -38,11 +38,12 @@ import threading
 import time
 
 from reactor import errors
-from reactor.connection import format_address
+from reactor.connection import PROTOCOL_ERROR, format_address
 from reactor.streamio import RECV_SIZE, writen
 from servers.common import announce
 
 log = logging.getLogger("selectlab")
+client_log = logging.getLogger("selectlab.clients")
 stats_log = logging.getLogger("selectlab.stats")
 
 EXIT_SECOND_SIGNAL = 1
@@ -107,15 +108,22 @@ def linger_close(sock, timeout=LINGER_TIMEOUT):
 def run_one(serve, sock, addr, who=""):
     """Serve one connection with ``serve``, close it, log it; a client's fault never raises.
 
+    Neither does a bug in ``serve``: an exception other than a socket error
+    is logged at ERROR with its traceback, the connection is dropped
+    (reason ``protocol error``), and the caller goes on with its next
+    client, as the reactor does with a protocol's exception.
+
     Returns
     -------
-    (bytes_in, bytes_out, seconds)
+    (bytes_in, bytes_out, seconds, failed)
+        ``failed`` is True when ``serve`` raised a bug.
     """
     peer = format_address(addr)
     start = time.monotonic()
-    log.info("%s%s open", who, peer)
+    client_log.info("%s%s open", who, peer)
     bytes_in = bytes_out = 0
     reason = "error"
+    failed = False
     try:
         bytes_in, bytes_out, reason = serve(sock, addr)
     except GraceOver:
@@ -127,12 +135,17 @@ def run_one(serve, sock, addr, who=""):
         else:
             log.exception("%s%s: unexpected socket error, dropping this connection", who, peer)
             reason = "error"
+    except Exception as exc:
+        log.error("%s%s: %s raised %s; dropping this connection", who, peer,
+                  getattr(serve, "__qualname__", "serve"), type(exc).__name__, exc_info=exc)
+        reason = PROTOCOL_ERROR
+        failed = True
     finally:
         sock.close()
         seconds = time.monotonic() - start
-        log.info("%s%s closed (%s): in %d B, out %d B, %.3f s", who, peer, reason, bytes_in,
-                 bytes_out, seconds)
-    return bytes_in, bytes_out, seconds
+        client_log.info("%s%s closed (%s): in %d B, out %d B, %.3f s", who, peer, reason,
+                        bytes_in, bytes_out, seconds)
+    return bytes_in, bytes_out, seconds, failed
 
 
 def peer_host(addr):
@@ -415,25 +428,27 @@ class ConnectionStats:
         self.total_seconds = 0.0
         self.bytes_in = 0
         self.bytes_out = 0
+        self.protocol_errors = 0
 
     def opened(self):
         with self._lock:
             self.current += 1
 
-    def closed(self, bytes_in, bytes_out, seconds):
+    def closed(self, bytes_in, bytes_out, seconds, failed=False):
         with self._lock:
             self.current -= 1
             self.completed += 1
             self.total_seconds += seconds
             self.bytes_in += bytes_in
             self.bytes_out += bytes_out
+            self.protocol_errors += failed
 
     def line(self):
         with self._lock:
             average = self.total_seconds / self.completed if self.completed else 0.0
             return (f"stats: current={self.current} completed={self.completed} "
                     f"average_seconds={average:.3f} bytes_in={self.bytes_in} "
-                    f"bytes_out={self.bytes_out}")
+                    f"bytes_out={self.bytes_out} protocol_errors={self.protocol_errors}")
 
 
 class Threading(ClassicServer):

@@ -9,11 +9,13 @@
   needing root...).
 * :func:`announce`: the ``listening on HOST:PORT`` line on stdout, flushed,
   which scripts and tests wait for.
-* :func:`serve_reactor`: run a :class:`~reactor.server.StreamServer` until
-  SIGINT or SIGTERM, then stop gracefully; a second signal stops at once.
-  SIGUSR1 logs the counters.
-* :func:`run_stream_server`: all of the above for a protocol, from parsed
-  arguments: what ``main()`` of a reactor server does.
+* :class:`Service`: run a :class:`~reactor.server.StreamServer` (and UDP
+  endpoints) until SIGINT or SIGTERM, then stop gracefully; a second signal
+  stops at once.  SIGUSR1 logs the counters, which :meth:`Service.snapshot`
+  gathers from the server, UDP, the loop and the log.
+* :func:`build_stream_service` / :func:`run_stream_server`: all of the above
+  for a protocol, from parsed arguments: what ``main()`` of a reactor server
+  does.
 """
 
 import errno
@@ -23,11 +25,10 @@ import signal
 import socket
 
 from reactor import cli
-from reactor.cli import Fatal, add_verbosity, port, positive_float, positive_int
-from reactor.connection import Protocol
+from reactor.cli import Fatal, add_verbosity, byte_size, port, positive_float, positive_int
+from reactor.connection import MAX_OUTPUT, Protocol, format_address
 from reactor.datagram import DatagramEndpoint, DatagramProtocol
 from reactor.loop import FD_SETSIZE, SELECTORS, Reactor, make_selector
-from reactor.connection import format_address
 from reactor.server import LINGER_TIMEOUT, StreamServer, format_stats
 
 log = logging.getLogger("selectlab")
@@ -69,7 +70,8 @@ def add_server_arguments(parser, default_port, trace=True, protocols="TCP"):
     if trace:
         parser.add_argument("--trace", action="store_true",
                             help="log every state transition of the listener and the "
-                                 "connections")
+                                 "connections, and each client's lines as -v does "
+                                 "(whatever -q says)")
     add_verbosity(parser)
 
 
@@ -91,11 +93,28 @@ def add_reactor_arguments(parser, default_max_clients=None):
     parser.add_argument("--idle-timeout", type=positive_float, default=None, metavar="SECS",
                         help="close a client after SECS seconds with no byte moving either "
                              "way (default: never)")
+    add_max_output_argument(parser)
     parser.add_argument("--stats", type=positive_float, default=None, metavar="SECS",
                         help="log the counters (accepted, rejected_busy, active, closed, "
-                             "idle_timeouts, emfile_events, bytes...) every SECS seconds; "
-                             "SIGUSR1 logs them at any time")
+                             "idle_timeouts, protocol_errors, log_lines_dropped, bytes...) "
+                             "every SECS seconds; SIGUSR1 logs them at any time")
     add_selector_argument(parser)
+
+
+def add_max_output_argument(parser, default=MAX_OUTPUT, why=""):
+    """``--max-output BYTES``: each connection's output limit."""
+    parser.add_argument("--max-output", type=byte_size, default=default, metavar="BYTES",
+                        help=f"cut a client off (reason 'output limit') rather than buffer more "
+                             f"than BYTES of output for it, as Redis's "
+                             f"client-output-buffer-limit does (default {_size_text(default)}"
+                             f"{why}); 64K, 8M and the like are understood")
+
+
+def _size_text(n):
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} bytes"
 
 
 def add_selector_argument(parser):
@@ -293,103 +312,141 @@ def announce(socks, suffix=""):
         print(f"listening on {format_address(sock.getsockname())}{suffix}", flush=True)
 
 
-def serve_reactor(reactor, server, grace, stats_interval=None, endpoints=()):
-    """Announce ``server`` and ``endpoints``, run them until SIGINT/SIGTERM, return the exit status.
+class Service:
+    """A reactor server as its ``main()`` runs it: the loop, its servers, the log, one set of counters.
 
     Parameters
     ----------
     reactor : reactor.loop.Reactor
     server : reactor.server.StreamServer or None
         the TCP side, if any.
-    grace : float
-    stats_interval : float or None
     endpoints : list of reactor.datagram.DatagramEndpoint
         the UDP side, if any, on the same loop.
+    log_writer : reactor.logwriter.LogWriter or None
+        the handler the logs go through (``cli.setup_logging`` returns it):
+        while the service runs, the loop flushes it, and its dropped lines
+        are counted in :meth:`snapshot`.
 
-    The signal handlers are in place before the ``listening on`` lines are
-    printed, so whoever waits for them may signal at once.  The first
-    signal stops gracefully (no new clients; pending output is flushed for
-    up to ``grace`` seconds; UDP stops at once, having nothing pending); a
-    second one drops every client at once and exits with status 1.  SIGUSR1
-    logs the counters, as does a timer every ``stats_interval`` seconds if
-    one is given.  Signals reach the loop through its wakeup socket: nothing
-    here polls.
+    :meth:`run` announces the sockets and runs the loop until SIGINT/SIGTERM
+    or :meth:`stop`.  The first signal stops gracefully (no new clients;
+    pending output is flushed for up to ``grace`` seconds; UDP stops at
+    once, having nothing pending); a second one drops every client at once
+    and the exit status is 1.  SIGUSR1 logs the counters, as does a timer
+    every ``stats_interval`` seconds if one is given.  Signals reach the loop
+    through its wakeup socket: nothing here polls.
     """
-    signals_seen = 0
-    status = 0
-    clients = (lambda: len(server.connections)) if server else (lambda: 0)
 
-    def stopped():
-        for endpoint in endpoints:
-            endpoint.close()
-        reactor.stop()
+    def __init__(self, reactor, server=None, endpoints=(), log_writer=None):
+        self.reactor = reactor
+        self.server = server
+        self.endpoints = list(endpoints)
+        self.log_writer = log_writer
+        self.status = 0
+        self.grace = DEFAULT_GRACE
+        self._stopping = False
 
-    def on_signal(signum):
-        nonlocal signals_seen, status
-        signals_seen += 1
-        name = signal.Signals(signum).name
-        if signals_seen == 1:
-            log.info("%s: shutting down: %d client(s), %d byte(s) pending; grace %.1f s "
-                     "(send it again to stop at once)", name, clients(),
-                     server.pending_output() if server else 0, grace)
-            for endpoint in endpoints:
-                endpoint.close()        # UDP has nothing pending: it stops now
-            if server:
-                server.shutdown(grace, stopped)
-            else:
-                stopped()
-        else:
-            log.warning("%s again: stopping now, dropping %d client(s)", name, clients())
-            status = EXIT_SECOND_SIGNAL
-            if server:
-                server.abort_all("second signal")
-            stopped()
-
-    def snapshot():
-        counters = server.stats_snapshot() if server else {"eventloop_cycles": reactor.cycles}
-        if endpoints:
-            counters.update(datagram_snapshot(endpoints))
+    def snapshot(self):
+        """Every counter now, in a fixed order: the server's, then UDP's, then the loop's and the log's."""
+        counters = self.server.stats_snapshot() if self.server else {
+            "eventloop_cycles": self.reactor.cycles}
+        if self.endpoints:
+            counters.update(datagram_snapshot(self.endpoints))
+        counters["timer_errors"] = self.reactor.timer_errors
+        counters["log_lines_dropped"] = (self.log_writer.lines_dropped
+                                         if self.log_writer is not None else 0)
         return counters
 
-    def log_stats(_signum=None):
-        stats_log.info("stats: %s", format_stats(snapshot()))
+    def log_stats(self, _signum=None):
+        stats_log.info("stats: %s", format_stats(self.snapshot()))
 
-    def every_interval():
-        log_stats()
-        reactor.call_later(stats_interval, every_interval)
+    def run(self, grace=DEFAULT_GRACE, stats_interval=None, signals=True):
+        """Announce, serve until stopped, return the exit status.
 
-    def endpoint_failed(_endpoint):
-        nonlocal status
-        if not server and not any(e.serving for e in endpoints):
+        ``signals=False`` leaves the signal handlers alone (the loop may then
+        run outside the main thread); stop it with :meth:`stop`.
+        """
+        reactor = self.reactor
+        self.grace = grace
+        for endpoint in self.endpoints:
+            endpoint.on_failed = self._endpoint_failed
+        if signals:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                reactor.add_signal_handler(signum, self._on_signal)
+            # Ignored, not fatal (its default action), once the loop has put
+            # the handlers back: a SIGUSR1 that arrives while the process
+            # exits is harmless.
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+            reactor.add_signal_handler(signal.SIGUSR1, self.log_stats)
+        if stats_interval is not None:
+            def every_interval():
+                self.log_stats()
+                reactor.call_later(stats_interval, every_interval)
+            reactor.call_later(stats_interval, every_interval)
+        if self.log_writer is not None:
+            self.log_writer.attach(reactor)
+        # The handlers are in place before the lines are printed, so whoever
+        # waits for them may signal at once.
+        if self.server:
+            announce(self.server.sockets)
+        announce([e.sock for e in self.endpoints], suffix=" (UDP)")
+        try:
+            reactor.run()
+        finally:
+            if self.log_writer is not None:
+                self.log_writer.detach()
+            reactor.close()
+        log.info("stopped: %s", format_stats(self.snapshot()))
+        return self.status
+
+    def stop(self, reason="stopping"):
+        """Stop gracefully, as the first SIGINT/SIGTERM does; a second call stops at once.
+
+        Call it from the loop (a callback, a timer, a signal handler given to
+        the reactor), not from another thread.
+        """
+        clients = len(self.server.connections) if self.server else 0
+        if not self._stopping:
+            self._stopping = True
+            log.info("%s: shutting down: %d client(s), %d byte(s) pending; grace %.1f s "
+                     "(send it again to stop at once)", reason, clients,
+                     self.server.pending_output() if self.server else 0, self.grace)
+            for endpoint in self.endpoints:
+                endpoint.close()        # UDP has nothing pending: it stops now
+            if self.server:
+                self.server.shutdown(self.grace, self._stopped)
+            else:
+                self._stopped()
+        else:
+            log.warning("%s again: stopping now, dropping %d client(s)", reason, clients)
+            self.status = EXIT_SECOND_SIGNAL
+            if self.server:
+                self.server.abort_all("second signal")
+            self._stopped()
+
+    def _on_signal(self, signum):
+        self.stop(signal.Signals(signum).name)
+
+    def _stopped(self):
+        for endpoint in self.endpoints:
+            endpoint.close()
+        self.reactor.stop()
+
+    def _endpoint_failed(self, _endpoint):
+        if not self.server and not any(e.serving for e in self.endpoints):
             log.error("no UDP socket left to serve: stopping")
-            status = EXIT_FAILURE
-            reactor.stop()
+            self.status = EXIT_FAILURE
+            self.reactor.stop()
 
-    for endpoint in endpoints:
-        endpoint.on_failed = endpoint_failed
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        reactor.add_signal_handler(signum, on_signal)
-    # Ignored, not fatal (its default action), once the loop has put the
-    # handlers back: a SIGUSR1 that arrives while the process exits is harmless.
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    reactor.add_signal_handler(signal.SIGUSR1, log_stats)
-    if stats_interval is not None:
-        reactor.call_later(stats_interval, every_interval)
-    if server:
-        announce(server.listener.sockets)
-    announce([e.sock for e in endpoints], suffix=" (UDP)")
-    try:
-        reactor.run()
-    finally:
-        reactor.close()
-    log.info("stopped: %s", format_stats(snapshot()))
-    return status
+
+def serve_reactor(reactor, server, grace, stats_interval=None, endpoints=(), log_writer=None):
+    """``Service(reactor, server, endpoints, log_writer).run(grace, stats_interval)``."""
+    return Service(reactor, server, endpoints, log_writer).run(grace, stats_interval)
 
 
 def datagram_snapshot(endpoints):
     """The UDP counters, summed over ``endpoints``, named for a stats line."""
     total = {"udp_datagrams_in": 0, "udp_datagrams_out": 0, "udp_bytes_in": 0,
-             "udp_bytes_out": 0, "udp_dropped": 0, "udp_errors": 0}
+             "udp_bytes_out": 0, "udp_dropped": 0, "udp_errors": 0, "udp_protocol_errors": 0}
     for endpoint in endpoints:
         stats = endpoint.stats
         total["udp_datagrams_in"] += stats.datagrams_in
@@ -398,6 +455,7 @@ def datagram_snapshot(endpoints):
         total["udp_bytes_out"] += stats.bytes_out
         total["udp_dropped"] += stats.dropped
         total["udp_errors"] += stats.errors
+        total["udp_protocol_errors"] += stats.protocol_errors
     return total
 
 
@@ -408,17 +466,18 @@ def start_classic(args):
     return open_listeners(args.bind, args.port, args.backlog)
 
 
-def run_stream_server(args, protocol_factory, datagram_protocol=None):
-    """What ``main()`` of a reactor server does, from its parsed arguments.
+def build_stream_service(args, protocol_factory, datagram_protocol=None):
+    """The :class:`Service` that ``main()`` of a reactor server runs, from its parsed arguments.
 
     Sets up logging, raises the descriptor limit, chooses the capacity,
-    listens, and serves ``protocol_factory``'s protocol until stopped;
-    returns the exit status.  Clients beyond capacity read ``busy\n``.
-    With ``datagram_protocol`` (and ``args.udp``), the same loop also serves
-    UDP on the same port number (the quick guide's answer 6: one port, two
-    protocols).
+    listens, and builds the server for ``protocol_factory``'s protocol.
+    Clients beyond capacity read ``busy\n``.  With ``datagram_protocol``
+    (and ``args.udp``), the same loop also serves UDP on the same port
+    number (the quick guide's answer 6: one port, two protocols).  Nothing
+    runs until ``.run()``; meanwhile ``.server``, ``.snapshot()`` and the
+    sockets are there to look at.
     """
-    cli.setup_logging(args, trace=args.trace)
+    writer = cli.setup_logging(args, trace=args.trace)
     ceiling = fd_limit_for(args)
     fd_limit = raise_fd_limit(ceiling)
     capacity = choose_max_clients(args.max_clients, fd_limit)
@@ -431,11 +490,20 @@ def run_stream_server(args, protocol_factory, datagram_protocol=None):
                  "descriptors past %d", fd_limit, FD_SETSIZE - 1)
     server = StreamServer(reactor, socks, protocol_factory, capacity=capacity,
                           reject_message=BUSY_MESSAGE, idle_timeout=args.idle_timeout,
-                          trace=args.trace)
+                          trace=args.trace, max_output=args.max_output)
     if args.idle_timeout is not None:
         log.info("closing clients idle for %g s", args.idle_timeout)
     endpoints = [DatagramEndpoint(reactor, sock, datagram_protocol) for sock in udp_socks]
-    return serve_reactor(reactor, server, args.grace, args.stats, endpoints)
+    return Service(reactor, server, endpoints, writer)
+
+
+def run_stream_server(args, protocol_factory, datagram_protocol=None):
+    """What ``main()`` of a reactor server does: :func:`build_stream_service`, then run it.
+
+    Returns the exit status.
+    """
+    service = build_stream_service(args, protocol_factory, datagram_protocol)
+    return service.run(args.grace, args.stats)
 
 
 # With port 0 and --udp, how many times to try for a port free for both protocols.

@@ -261,8 +261,8 @@ class Forking(ClassicServer):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             self.close()        # the listening sockets (UNP: close(listenfd)) and the loop's
-            run_one(self.serve, sock, addr, who=f"[{os.getpid()}] ")
-            status = 0
+            failed = run_one(self.serve, sock, addr, who=f"[{os.getpid()}] ")[3]
+            status = 1 if failed else 0     # the parent logs it: "terminated (exit 1)"
         except BaseException:
             log.exception("child %d failed", os.getpid())
         finally:

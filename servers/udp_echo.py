@@ -17,7 +17,7 @@ from reactor import cli
 from reactor.datagram import DatagramEndpoint, DatagramProtocol
 from servers.common import (
     add_selector_argument, fd_limit_for, make_reactor, open_datagram_sockets, raise_fd_limit,
-    serve_reactor,
+    Service,
 )
 
 GUIDE_PORT = 58001
@@ -55,12 +55,12 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    cli.setup_logging(args)
+    writer = cli.setup_logging(args)
     raise_fd_limit(fd_limit_for(args))
     socks = open_datagram_sockets(args.bind, args.port)
     reactor = make_reactor(args)
     endpoints = [DatagramEndpoint(reactor, sock, UDP_ECHO) for sock in socks]
-    return serve_reactor(reactor, None, 0.0, args.stats, endpoints)
+    return Service(reactor, None, endpoints, writer).run(0.0, args.stats)
 
 
 def cli_main():

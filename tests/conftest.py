@@ -167,6 +167,26 @@ def wait_exited(pids):
             os.close(fd)
 
 
+@pytest.fixture(autouse=True)
+def _selectlab_logging_as_found():
+    """A test that runs a server's main() in this process (setup_logging) must not leave its
+    handler behind: the next test's caplog would see nothing."""
+    import logging
+
+    names = ["selectlab", "selectlab.trace", "selectlab.clients", "selectlab.stats"]
+    saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in names]
+    root = logging.getLogger("selectlab")
+    handlers, propagate = list(root.handlers), root.propagate
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:] = handlers
+    root.propagate = propagate
+    for logger, level in saved:
+        logger.setLevel(level)
+
+
 @pytest.fixture
 def start_server(tmp_path):
     """Start a server module on 127.0.0.1, port 0; killed (by pid) at teardown."""

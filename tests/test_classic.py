@@ -170,7 +170,7 @@ def test_thread_5000_short_connections_leave_threads_and_memory_at_baseline(star
     """After 5,000 short connections the thread server is back to its idle thread count,
     and its resident memory has not grown by more than a small allocator margin: no thread,
     socket or buffer is kept per finished client."""
-    server = start_server("servers.echo_thread")
+    server = start_server("servers.echo_thread", "-v")
     pid = server.proc.pid
 
     def churn(n):
@@ -215,7 +215,7 @@ def test_thread_monitor_logs_comers_statistics(start_server):
 def test_a_stop_signal_arriving_with_a_new_client_wins(start_server, kind):
     """A SIGTERM that arrives together with a waiting client stops the server: that client
     is not taken on (for the iterative server it would be served with no grace limit)."""
-    server = start_server(kind, "--grace", "600")
+    server = start_server(kind, "-v", "--grace", "600")
     server.signal(signal.SIGSTOP)       # freeze it, so both arrive before it runs again
     try:
         client = socket.create_connection(server.address, timeout=DEADLINE)
@@ -231,7 +231,7 @@ def test_a_stop_signal_arriving_with_a_new_client_wins(start_server, kind):
 def test_iterative_serves_the_second_client_only_after_the_first_leaves(start_server):
     """The iterative server is busy with one client; the next one's bytes wait in the backlog
     and are echoed as soon as the first client leaves (the quick guide's answer 12)."""
-    server = start_server("servers.echo_iterative")
+    server = start_server("servers.echo_iterative", "-v")
     first = socket.create_connection(server.address, timeout=DEADLINE)
     first.sendall(b"1")
     assert recv_exactly(first, 1) == b"1"

@@ -160,7 +160,7 @@ def test_echo_client_udp_echoes_each_line(start_server):
 def test_echo_client_connections_opens_n_and_uses_the_first(start_server):
     """--connections 5 (UNP tcpcli04): five connections are opened, the echo goes over one,
     and all five close together when the client ends."""
-    server = start_server("servers.echo_select")
+    server = start_server("servers.echo_select", "-v")
     proc = run("clients.echo", "--connections", "5", "127.0.0.1", server.port, stdin=b"hi\n")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b"hi\n"
@@ -172,7 +172,7 @@ def test_echo_client_connections_opens_n_and_uses_the_first(start_server):
 def test_echo_client_linger_rst_ends_with_a_reset(start_server):
     """--linger-rst: once its echo is back the client resets the connection instead of
     half-closing, and the server sees ECONNRESET, not EOF."""
-    server = start_server("servers.echo_select")
+    server = start_server("servers.echo_select", "-v")
     proc = run("clients.echo", "--linger-rst", "127.0.0.1", server.port, stdin=b"x\n")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b"x\n"

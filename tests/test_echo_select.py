@@ -101,7 +101,7 @@ def test_half_close_returns_every_byte_then_eof(start_server):
 
 def test_a_peer_reset_mid_write_is_a_quiet_normal_event(start_server):
     """A client that resets while the server is writing to it: no traceback, no error, others unaffected."""
-    server = start_server()
+    server = start_server("servers.echo_select", "-v")
     hog = socket.create_connection(server.address)
     stuff(hog, 64 * 1024 * 1024)          # the server now has output pending for it
     reset(hog)
@@ -127,7 +127,7 @@ def test_sigterm_on_an_idle_server_exits_0(start_server):
 
 def test_sigterm_delivers_pending_output_before_exiting(start_server):
     """On SIGTERM, a client still gets every byte the server had for it, then a clean EOF (not a reset)."""
-    server = start_server()
+    server = start_server("servers.echo_select", "-v")
     sock = slow_reader(server.address)
     with sock:
         sent = stuff(sock, 64 * 1024 * 1024)   # jammed: the server holds output it cannot send

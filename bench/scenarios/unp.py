@@ -242,7 +242,7 @@ def rst_before_accept(r):
     for module, label in (("servers.echo_select", "echo_select"),
                           ("servers.echo_fork", "echo_fork")):
         r.heading(label)
-        extra = ("--trace",) if module == "servers.echo_select" else ()
+        extra = ("--trace",) if module == "servers.echo_select" else ("-v",)
         server = r.server(module, *extra, label=label)
         # Our servers never sleep before accept; stopping one does the same.
         server.signal(signal.SIGSTOP)
