@@ -95,7 +95,7 @@ class LogWriter(logging.Handler):
         self._buf = bytearray()
         self._reactor = None
         self._registered = False
-        self._target, self._write, self._poll_first = _open_nonblocking(fd)
+        self._target, self._write, self._poll_first, self._owned = _open_nonblocking(fd)
         self.setFormatter(LineFormatter())
         # A forked child (the fork server's) starts with an empty buffer: the
         # parent still owns and writes the lines buffered before the fork.
@@ -229,10 +229,13 @@ class LogWriter(logging.Handler):
         self._reactor = None
 
     def _release_target(self):
+        """Close what the writer opened itself (never the descriptor it was given)."""
         target, self._target = self._target, None
+        if not self._owned or target is None:
+            return
         if isinstance(target, socket.socket):
             target.close()
-        elif isinstance(target, int) and target > 2:
+        else:
             os.close(target)
 
 
@@ -247,28 +250,28 @@ def _writable(fd, timeout):
 
 
 def _open_nonblocking(fd):
-    """``(target, write, poll_first)``: how to write to ``fd`` without blocking.
+    """``(target, write, poll_first, owned)``: how to write to ``fd`` without blocking.
 
     ``target`` is what the loop watches (a descriptor or a socket),
     ``write(data)`` returns the bytes taken or raises ``BlockingIOError``,
-    and ``poll_first`` says to poll before each write of at most PIPE_BUF
-    bytes (the fallback).
+    ``poll_first`` says to poll before each write of at most PIPE_BUF bytes
+    (the fallback), and ``owned`` that the writer opened ``target`` itself.
     """
     try:
         mode = os.fstat(fd).st_mode
     except OSError:
-        return None, _nowhere, False       # no stderr at all: every line is dropped
+        return None, _nowhere, False, False    # no stderr at all: every line is dropped
     if stat.S_ISREG(mode):
-        return fd, lambda data: os.write(fd, data), False
+        return fd, lambda data: os.write(fd, data), False, False
     if stat.S_ISSOCK(mode):
         sock = socket.socket(fileno=os.dup(fd))
-        return sock, lambda data: sock.send(data, socket.MSG_DONTWAIT), False
+        return sock, lambda data: sock.send(data, socket.MSG_DONTWAIT), False, True
     try:
         own = os.open(f"/proc/self/fd/{fd}",
                       os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError:
-        return fd, lambda data: os.write(fd, data), True
-    return own, lambda data: os.write(own, data), False
+        return fd, lambda data: os.write(fd, data), True, False
+    return own, lambda data: os.write(own, data), False, True
 
 
 def _nowhere(data):

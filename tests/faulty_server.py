@@ -1,0 +1,70 @@
+"""A server with a bug put in on purpose, for the tests: it echoes, and raises on ``boom``.
+
+    python -m tests.faulty_server [server options] iterative|thread|fork|select [port]
+
+Each design serves with the project's own machinery (``servers.blocking``,
+``servers.forking``, ``servers.common``); only the per-connection code is
+faulty, so a test can check that one client's bug costs that client alone.
+"""
+
+import sys
+
+from reactor import cli, errors
+from reactor.connection import Protocol
+from reactor.streamio import RECV_SIZE, writen
+from servers.blocking import Iterative, Threading
+from servers.common import run_stream_server, start_classic
+from servers.forking import Forking
+
+
+class Bug(Exception):
+    """The bug: a client sent ``boom``."""
+
+
+def faulty_serve(sock, addr=None):
+    """UNP's str_echo, but a buffer holding ``boom`` raises instead of being echoed."""
+    bytes_in = bytes_out = 0
+    try:
+        while True:
+            data = sock.recv(RECV_SIZE)
+            if not data:
+                return bytes_in, bytes_out, "peer eof"
+            if b"boom" in data:
+                raise Bug("boom")
+            bytes_in += len(data)
+            bytes_out += writen(sock, data)
+    except OSError as exc:
+        if errors.classify(exc) is not errors.Kind.PEER_GONE:
+            raise
+        return bytes_in, bytes_out, errors.describe(exc)
+
+
+class FaultyEcho(Protocol):
+    def data_received(self, conn, data):
+        if b"boom" in data:
+            raise Bug("boom")
+        conn.write(data)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    design = next(a for a in argv if a in ("iterative", "thread", "fork", "select"))
+    rest = [a for a in argv if a is not design]
+    if design == "select":
+        from servers.echo_select import build_parser
+        return run_stream_server(build_parser().parse_args(rest), FaultyEcho)
+    if design == "thread":
+        from servers.echo_thread import build_parser
+        args = build_parser().parse_args(rest)
+        return Threading(start_classic(args), faulty_serve, args.grace).run()
+    if design == "fork":
+        from servers.echo_fork import build_parser
+        args = build_parser().parse_args(rest)
+        return Forking(start_classic(args), faulty_serve, args.grace).run()
+    from servers.echo_iterative import build_parser
+    args = build_parser().parse_args(rest)
+    return Iterative(start_classic(args), faulty_serve, args.grace).run()
+
+
+if __name__ == "__main__":
+    cli.run(main)
