@@ -208,6 +208,11 @@ class Connection:
         return self._peer if self._peer is not None else format_address(self.address)
 
     @property
+    def reactor(self):
+        """The loop this connection runs on (for a protocol's own timers: ``conn.reactor.call_later``)."""
+        return self._reactor
+
+    @property
     def buffered(self):
         """Bytes accepted by :meth:`write` that the kernel has not taken yet."""
         return len(self._outbuf)

@@ -344,13 +344,20 @@ class Service:
         self.status = 0
         self.grace = DEFAULT_GRACE
         self._stopping = False
+        self._more_counters = []
+
+    def add_counters(self, snapshot):
+        """Report ``snapshot()``'s counters (a dict) too: an application's own, such as a chat room's."""
+        self._more_counters.append(snapshot)
 
     def snapshot(self):
-        """Every counter now, in a fixed order: the server's, then UDP's, then the loop's and the log's."""
+        """Every counter now, in a fixed order: the server's, UDP's, the application's, the loop's and the log's."""
         counters = self.server.stats_snapshot() if self.server else {
             "eventloop_cycles": self.reactor.cycles}
         if self.endpoints:
             counters.update(datagram_snapshot(self.endpoints))
+        for more in self._more_counters:
+            counters.update(more())
         counters["timer_errors"] = self.reactor.timer_errors
         counters["log_lines_dropped"] = (self.log_writer.lines_dropped
                                          if self.log_writer is not None else 0)
