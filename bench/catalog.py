@@ -47,7 +47,8 @@ WORKLOAD = {w.id: w for w in WORKLOADS}
 
 #: ``--quick``: enough to show every part works, in well under a minute.
 QUICK_WORKLOADS = ["pingpong-1k-10", "pingpong-100k-10", "churn-10", "idle-1000"]
-QUICK_SERVERS = ["echo_select", "echo_fork", "echo_thread", "asyncio", "ss_thread", "c_epoll"]
+QUICK_SERVERS = ["echo_select", "echo_select_log", "echo_fork", "echo_thread", "asyncio",
+                 "ss_thread", "c_epoll"]
 
 PINGPONG = [w.id for w in WORKLOADS if w.mode != "memory"]
 ALL = [w.id for w in WORKLOADS]
@@ -77,8 +78,21 @@ def _peer(*args):
     return (PY, "-m", *args)
 
 
+# What logging costs is measured on the connection-heavy and the request-heavy workload.
+_LOGGING_WORKLOADS = ("pingpong-1k-100", "churn-10")
+_LOGGING_SKIPPED = ("logging's cost is measured per request (1 KiB ×100) and per connection "
+                    "(churn); memory is the same as echo_select's")
+
 SERVERS = [
-    Server("echo_select", "selectlab reactor (servers.echo_select)", _ours("servers.echo_select")),
+    Server("echo_select", "selectlab reactor (servers.echo_select -q)",
+           _ours("servers.echo_select")),
+    Server("echo_select_log", "the same with its default logging, as users start it "
+           "(no -q; stderr to a file)",
+           (PY, "-m", "servers.echo_select", "-b", "127.0.0.1", "0"), _LOGGING_WORKLOADS,
+           skipped=_LOGGING_SKIPPED),
+    Server("echo_select_v", "the same with -v: a log line when each client opens and closes",
+           (PY, "-m", "servers.echo_select", "-v", "-b", "127.0.0.1", "0"), _LOGGING_WORKLOADS,
+           skipped=_LOGGING_SKIPPED),
     Server("echo_fork", "fork per connection (servers.echo_fork)", _ours("servers.echo_fork"),
            tuple(a for a in ALL if a != "idle-10000"),
            skipped="idle-10000: 10,000 Python processes; its cost per connection shows at 1,000"),

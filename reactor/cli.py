@@ -117,6 +117,11 @@ def setup_logging(args, trace=False):
     The counters (``selectlab.stats``: ``--stats``, SIGUSR1) are always
     shown, since they are only logged when asked for.
     """
+    # The line format uses none of these, and each costs every record a
+    # lookup (the logging HOWTO's "Optimization" section): the caller's frame
+    # and file most of all.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     try:
         writer = handler = LogWriter(sys.stderr.fileno())
     except (AttributeError, OSError, ValueError):

@@ -79,6 +79,7 @@ _PAUSED = ConnState.PAUSED
 _CLOSING = ConnState.CLOSING
 _CLOSED = ConnState.CLOSED
 _WOULD_BLOCK = errors.WOULD_BLOCK
+_PEER_EOF = ConnEvent.PEER_EOF      # named once per connection: looked up once here
 
 # The output buffer of every connection with nothing waiting: an IDLE
 # connection has no bytes of its own buffered, so it needs no bytearray of its
@@ -347,7 +348,7 @@ class Connection:
             # return this EOF again once we read.
             if self.close_reason is None:
                 self.close_reason = "peer eof"
-            self._fire(ConnEvent.PEER_EOF)
+            self._fire(_PEER_EOF)
 
     def on_writable(self):
         buf = self._outbuf

@@ -125,16 +125,16 @@ class StreamServer:
             # enum made anew per call, cost 2% of a short connection's CPU).
             # Send small replies at once, as asyncio, uvloop and Redis do.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return Connection(self.reactor, sock, None, protocol,
-                          on_release=on_release, ident=next(self._ids), address=addr,
-                          tracer=self._trace_connection if self._trace else None,
-                          max_output=self.max_output, counters=self.stats)
+        return Connection(self.reactor, sock, None, protocol, on_release,
+                          self._trace_connection if self._trace else None, next(self._ids),
+                          addr, self.max_output, self.stats)
 
     def _admit(self, sock, addr):
         conn = self._connection(sock, addr, _NO_PROTOCOL, self._on_released)
         self.connections.add(conn)
         self.stats.accepted += 1
-        client_log.info("%s open", conn)
+        if client_log.isEnabledFor(logging.INFO):
+            client_log.info("%s open", conn)
         if self.idle_timeout is not None:
             self._idle_timers[conn] = self.reactor._call_later(
                 self.idle_timeout, self._check_idle, conn)

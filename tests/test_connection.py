@@ -97,7 +97,7 @@ class Harness:
             self.peer.settimeout(DEADLINE)
 
     def mask(self):
-        return self.reactor.selector.get_key(self.conn.sock).events
+        return self.reactor.events(self.conn.sock)
 
     def close(self):
         self.conn.abort("test over")
