@@ -142,6 +142,23 @@ def headline(summary):
                    get(sel, "idle-1000", "kib_per_idle_conn")))),
         ("p99 latency of 100 active connections beside 10,000 idle ones, µs: echo_select",
          _fmt(get(sel, "idle-10000", "p99_us"), "{:,.0f}")),
+        ("server CPU per short connection (churn), µs: echo_select -q / default logging / -v "
+         "/ uvloop / C",
+         " / ".join(_fmt(get(n, "churn-10", "server_us_per_req"), "{:.2f}")
+                    for n in (sel, "echo_select_log", "echo_select_v", "uvloop", "c_epoll"))),
+        ("… default logging ÷ -q",
+         _x(_ratio(get("echo_select_log", "churn-10", "server_us_per_req"),
+                   get(sel, "churn-10", "server_us_per_req")))),
+        ("… -v (a line as each client opens and closes) ÷ -q",
+         _x(_ratio(get("echo_select_v", "churn-10", "server_us_per_req"),
+                   get(sel, "churn-10", "server_us_per_req")))),
+        ("… -q ÷ uvloop",
+         _x(_ratio(get(sel, "churn-10", "server_us_per_req"),
+                   get("uvloop", "churn-10", "server_us_per_req")))),
+        ("server CPU per 1 KiB request at 100 connections, µs: echo_select -q / default "
+         "logging / -v",
+         " / ".join(_fmt(get(n, "pingpong-1k-100", "server_us_per_req"), "{:.2f}")
+                    for n in (sel, "echo_select_log", "echo_select_v"))),
     ]
 
 
