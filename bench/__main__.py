@@ -177,15 +177,20 @@ def main(argv=None):
     _stop_on_sigterm()
     progress = Progress(len(plan) * settings["reps"])
     runs, failed = [], meta.setdefault("failed", {})
+    cpus = (server_cpu, client_cpu)
     try:
-        for server, workload in plan:
-            try:
-                runs += _measure(server, workload, settings, loadgen, c_echo, log_path,
-                                 (server_cpu, client_cpu), progress)
-            except runner.BenchError as exc:
-                # One server that will not start or answer does not cost the others' results.
-                failed[f"{server.name} · {workload.id}"] = str(exc)
-                print(f"bench: {server.name} · {workload.id}: {exc}", file=sys.stderr)
+        for workload in dict.fromkeys(w for _, w in plan):
+            servers_here = [s for s, w in plan if w is workload]
+            if workload.mode == "memory":
+                for server in servers_here:
+                    try:
+                        runs += _measure(server, workload, settings, loadgen, c_echo, log_path,
+                                         cpus, progress)
+                    except runner.BenchError as exc:
+                        _failed(failed, server, workload, exc)
+            else:
+                runs += _measure_interleaved(servers_here, workload, settings, loadgen, c_echo,
+                                             log_path, cpus, progress, failed)
     except KeyboardInterrupt:
         progress.end()
         print("bench: interrupted; every server it started is stopped. Results so far are "
@@ -204,8 +209,64 @@ def main(argv=None):
     return 1 if bad or failed else 0
 
 
+def _failed(failed, server, workload, exc):
+    """One server that will not start or answer does not cost the others' results."""
+    failed[f"{server.name} · {workload.id}"] = str(exc)
+    print(f"bench: {server.name} · {workload.id}: {exc}", file=sys.stderr)
+
+
+def _measure_interleaved(servers, workload, settings, loadgen, c_echo, log_path, cpus,
+                         progress, failed):
+    """Every repetition of a rate workload, taking the servers in turn: rep 1 of each, rep 2...
+
+    Two shared virtual cores drift by 10-30% over minutes; measured one
+    server after the other, that drift lands between two servers and reads
+    as a difference between them.  In turns, each server's median is taken
+    over the same stretches of time.  Each server process is started and
+    primed once, and idles (using no CPU) while the others run.
+    """
+    server_cpu, client_cpu = cpus
+    procs = {}
+    runs = []
+    try:
+        for server in servers:
+            argv = [c_echo if a == "{c_echo}" else a for a in server.argv]
+            try:
+                procs[server] = proc = runner.ServerProcess(argv, log_path, server_cpu).start()
+                if settings["prime"]:
+                    progress.say(f"{server.name} · {workload.id}: priming")
+                    runner.run_load(proc, workload, loadgen, settings["prime"], 0.1, client_cpu)
+            except runner.BenchError as exc:
+                _failed(failed, server, workload, exc)
+                progress.done += settings["reps"]
+                if server in procs:
+                    procs.pop(server).stop()
+        for rep in range(settings["reps"]):
+            for server, proc in list(procs.items()):
+                label = f"{server.name} · {workload.id}"
+                if settings["quiet_wait"] and client_cpu is not None:
+                    runner.wait_quiet(cpus, report.NOISE_PCT, settings["quiet_wait"])
+                progress.say(f"{label}: repetition {rep + 1}/{settings['reps']}")
+                try:
+                    result = runner.run_load(proc, workload, loadgen, settings["seconds"],
+                                             settings["warmup"], client_cpu)
+                except runner.BenchError as exc:
+                    _failed(failed, server, workload, exc)
+                    progress.done += settings["reps"] - rep
+                    procs.pop(server).stop()
+                    continue
+                result.update(server=server.name, workload=workload.id, rep=rep + 1)
+                runs.append(result)
+                progress.done += 1
+                progress.say(f"{label}: {_said(result)}")
+    finally:
+        for proc in procs.values():
+            proc.stop()
+    return runs
+
+
 def _measure(server, workload, settings, loadgen, c_echo, log_path, cpus, progress):
-    """All repetitions of one workload on one server, each server process fresh per workload."""
+    """All repetitions of a memory workload on one server, on a fresh server process each time."""
     server_cpu, client_cpu = cpus
     argv = [c_echo if a == "{c_echo}" else a for a in server.argv]
     label = f"{server.name} · {workload.id}"

@@ -336,12 +336,7 @@ class Connection:
                     self._protocol_failed("data_received", exc)
             return
         if self.state is not _CLOSING:
-            try:
-                self.protocol.eof_received(self)
-            except IllegalTransition:
-                raise
-            except Exception as exc:
-                self._protocol_failed("eof_received", exc)
+            self._callback("eof_received")
         if self._mask & READ:
             # Unless eof_received left us not reading (it closed with output
             # pending, or aborted): then the flush comes first, and recv will
@@ -409,30 +404,28 @@ class Connection:
             self._deadline.cancel()
             self._deadline = None
         self._reactor.close_later(self.sock)
-        try:
-            self.protocol.connection_lost(self, self.close_reason)
-        except IllegalTransition:
-            raise
-        except Exception as exc:
-            self._protocol_failed("connection_lost", exc)
+        self._callback("connection_lost", self.close_reason)
         if self._on_release is not None:
             self._on_release(self)
 
     def _pause_writing(self):
-        try:
-            self.protocol.pause_writing(self)
-        except IllegalTransition:
-            raise
-        except Exception as exc:
-            self._protocol_failed("pause_writing", exc)
+        self._callback("pause_writing")
 
     def _resume_writing(self):
+        self._callback("resume_writing")
+
+    def _callback(self, name, *args):
+        """Call the protocol's method ``name``; its exception aborts this connection only.
+
+        (``data_received``, once per read, has the same ``try`` written out
+        in :meth:`on_readable`, to save this call.)
+        """
         try:
-            self.protocol.resume_writing(self)
+            getattr(self.protocol, name)(self, *args)
         except IllegalTransition:
             raise
         except Exception as exc:
-            self._protocol_failed("resume_writing", exc)
+            self._protocol_failed(name, exc)
 
     def _protocol_failed(self, callback, exc):
         """A protocol callback raised: log it with its traceback, count it, abort this connection."""

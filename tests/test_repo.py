@@ -17,3 +17,35 @@ def test_readme_starts_the_echo_server_with_the_module_that_exists():
     """README's first command names a module that is really there."""
     assert "\npython -m servers.echo_select\n" in (ROOT / "README.md").read_text()
     assert (ROOT / "servers" / "echo_select.py").is_file()
+
+
+def test_the_library_example_runs_as_pasted(tmp_path):
+    """docs/library.md's complete server, pasted into a file as the page says, serves: the
+    greeting, lines in capitals, 'bye' closes, Ctrl-C stops it and prints its counters."""
+    import re
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import DEADLINE, LISTENING, readline_within, recv_all
+
+    text = (ROOT / "docs" / "library.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S)[1]
+    (tmp_path / "shout.py").write_text(code)
+    proc = subprocess.Popen([sys.executable, "shout.py"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        port = int(LISTENING.match(readline_within(proc.stdout).rstrip())["port"])
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as c:
+            c.sendall(b"hello\r\nbye\n")
+            assert recv_all(c) == b"say something\nHELLO\nBYE\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=DEADLINE)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(DEADLINE)
+    assert proc.returncode == 0, err
+    assert "'accepted': 1" in out.decode() and "'closed': 1" in out.decode()
+    assert b"Traceback" not in err
