@@ -285,7 +285,9 @@ def _style(name, names):
     if name == "c_epoll":
         return {"color": "grey", "linewidth": 1.5, "linestyle": "--", "marker": "s"}
     import matplotlib
-    others = [n for n in names if n not in ("echo_select", "c_epoll")]
+    # The logging variants have no curve (see plot): they take no colour from the others.
+    others = [n for n in names if n not in ("echo_select", "c_epoll")
+              and not n.startswith("echo_select_")]
     i = others.index(name) if name in others else 0
     return {"color": matplotlib.colormaps["tab10"](i % 10), "linewidth": 1.2,
             "marker": "ov^<>sDpXh"[i % 10]}
@@ -307,8 +309,8 @@ def plot(summary, meta, out_dir):
     for name in names:
         points = [(w.conns, _find(summary, name, w.id)) for w in series]
         points = [(c, s) for c, s in points if s and s["per_s"]]
-        if not points:
-            continue
+        if len(points) < 2:
+            continue        # one point is no curve: the logging variants are in the tables
         style = _style(name, names)
         ax_rate.plot([c for c, _ in points], [s["per_s"] for _, s in points], label=name, **style)
         ax_cpu.plot([c for c, _ in points], [s["server_us_per_req"] for _, s in points],
