@@ -175,9 +175,10 @@ def build_parser():
         description="A chat room (antirez's smallchat) on selectlab's reactor: every line a "
                     "member sends goes to every other member as 'NAME> line'; '/nick NAME' "
                     "sets the name. A member who does not read is cut off (see --max-output "
-                    "and --slow-timeout) and never slows the room. The first line on stdout is "
-                    "'listening on HOST:PORT'. SIGINT/SIGTERM stop it gracefully; SIGUSR1 logs "
-                    "its counters.")
+                    "and --slow-timeout) and never slows the room. -v also logs every line "
+                    "said. The first line on stdout is 'listening on HOST:PORT'. SIGINT/SIGTERM "
+                    "stop it gracefully; a second signal stops it at once; SIGUSR1 logs its "
+                    "counters.")
     add_server_arguments(parser, SERVER_PORT)
     add_reactor_arguments(parser)
     parser.add_argument("--slow-timeout", type=cli.positive_float, default=SLOW_TIMEOUT,

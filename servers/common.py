@@ -70,8 +70,8 @@ def add_server_arguments(parser, default_port, trace=True, protocols="TCP"):
     if trace:
         parser.add_argument("--trace", action="store_true",
                             help="log every state transition of the listener and the "
-                                 "connections, and each client's lines as -v does "
-                                 "(whatever -q says)")
+                                 "connections, and the line -v logs as each client opens and "
+                                 "closes; even with -q")
     add_verbosity(parser)
 
 
