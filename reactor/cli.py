@@ -116,6 +116,10 @@ def setup_logging(args, trace=False):
 
     The counters (``selectlab.stats``: ``--stats``, SIGUSR1) are always
     shown, since they are only logged when asked for.
+
+    Meant for a command's ``main()``: it replaces (and closes) any handler
+    the ``selectlab`` logger had, and it sets logging's process-wide flags
+    so that records skip the caller's frame and thread and process names.
     """
     # The line format uses none of these, and each costs every record a
     # lookup (the logging HOWTO's "Optimization" section): the caller's frame

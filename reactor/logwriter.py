@@ -11,7 +11,10 @@ rule: never block on logs, count what is dropped.
   once if the destination takes it; what it refuses waits in a buffer of at
   most ``LOG_BUFFER`` bytes.  With a reactor attached (:meth:`attach`), the
   writer asks the loop for WRITE on the destination and flushes when it is
-  writable; without one it tries again at the next line.
+  writable; without one (the classic servers, a program with no loop) it
+  tries again, without waiting, at each new line.  Each write is at most
+  ``PIPE_BUF`` bytes and ends at a line's end where it can, so that lines
+  stay whole in a pipe shared with other writers (a fork server's children).
 * **Drop, count, and say so**: a line that does not fit in the buffer is
   dropped and counted (:attr:`LogWriter.lines_dropped`, ``log_lines_dropped``
   in the counters).  Once the buffer has drained, one WARNING line says how
@@ -27,7 +30,16 @@ rule: never block on logs, count what is dropped.
   most ``PIPE_BUF`` bytes at a time and only after ``poll()`` says there is
   room, which a pipe guarantees not to block.
 * At exit (:meth:`close`, which ``logging.shutdown`` calls) it waits at
-  most ``EXIT_FLUSH_TIMEOUT`` for what is still buffered, then gives up.
+  most ``EXIT_FLUSH_TIMEOUT`` for what is still buffered, then gives up;
+  lines logged after that are dropped and counted.
+* A line that cannot be formatted (``log.info("%s %s", one)``) is a bug of
+  the caller: the writer logs one line that says so, with the message, in
+  its place (``logging.Handler.handleError`` would print a traceback to
+  stderr with a blocking write).
+
+One thread: a writer attached to a reactor registers with that reactor
+from whichever thread logs, and the reactor is not thread-safe; attach it
+only to a loop whose thread does the logging (every server here).
 
 The date in each line is formatted once per second, not once per line
 (:class:`LineFormatter`): ``time.strftime`` was a third of a log line's cost.
@@ -40,6 +52,7 @@ import select
 import socket
 import stat
 import time
+import weakref
 
 # At most this many bytes of log lines wait for a destination that does not
 # keep up: as much again as a Linux pipe holds (pipe(7): 16 pages).
@@ -97,9 +110,7 @@ class LogWriter(logging.Handler):
         self._registered = False
         self._target, self._write, self._poll_first, self._owned = _open_nonblocking(fd)
         self.setFormatter(LineFormatter())
-        # A forked child (the fork server's) starts with an empty buffer: the
-        # parent still owns and writes the lines buffered before the fork.
-        os.register_at_fork(after_in_child=self._forget_buffer)
+        _WRITERS.add(self)
 
     @property
     def buffered(self):
@@ -110,18 +121,23 @@ class LogWriter(logging.Handler):
 
     def emit(self, record):
         try:
-            line = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
-        except Exception:
-            self._drop(1)       # a record that cannot be formatted is lost, not raised
-            return
+            text = self.format(record)
+        except Exception as exc:
+            text = self.format(logging.LogRecord(
+                record.name, logging.ERROR, record.pathname, record.lineno,
+                "log: a line could not be formatted (%s: %s): message %r, arguments %r",
+                (type(exc).__name__, exc, record.msg, record.args), None))
+        line = (text + "\n").encode("utf-8", "backslashreplace")
         buf = self._buf
+        if buf and not self._registered:
+            self._flush()       # no loop watches the destination: try now, to make room
         if len(buf) + len(line) > self.limit:
             self._drop(1)
             return
         was_empty = not buf
         buf += line
         if was_empty:
-            self._flush()       # else: waiting for the destination, which the loop watches
+            self._flush()       # else: waiting for the destination (the loop, or the next line)
 
     def flush(self):
         """Write what the destination takes now (never waits)."""
@@ -174,8 +190,13 @@ class LogWriter(logging.Handler):
         while buf:
             if self._poll_first and not _writable(self._fileno(), 0):
                 break
+            chunk = buf[:PIPE_BUF]
+            if len(buf) > PIPE_BUF:
+                end = chunk.rfind(b"\n")
+                if end >= 0:
+                    chunk = chunk[:end + 1]     # whole lines: atomic in a shared pipe
             try:
-                sent = self._write(buf if not self._poll_first else buf[:PIPE_BUF])
+                sent = self._write(chunk)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
@@ -229,14 +250,32 @@ class LogWriter(logging.Handler):
         self._reactor = None
 
     def _release_target(self):
-        """Close what the writer opened itself (never the descriptor it was given)."""
+        """Close what the writer opened itself (never the descriptor it was given).
+
+        From then on every line is dropped: the number may already be
+        someone else's descriptor.
+        """
         target, self._target = self._target, None
+        self._write, self._poll_first = _nowhere, False
         if not self._owned or target is None:
             return
         if isinstance(target, socket.socket):
             target.close()
         else:
             os.close(target)
+
+
+# Every writer, for the fork hook below (weakly: a closed writer can go).
+_WRITERS = weakref.WeakSet()
+
+
+def _after_fork_in_child():
+    """A forked child (the fork server's) starts with empty buffers: the parent writes its own."""
+    for writer in _WRITERS:
+        writer._forget_buffer()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _writable(fd, timeout):

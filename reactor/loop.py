@@ -5,7 +5,8 @@ only repeats it until :meth:`Reactor.stop`.  The design is Redis's ``ae.c``
 in Python:
 
 * Sockets are registered with a *handler*, an object with ``on_readable()``
-  and ``on_writable()``, kept in ``SelectorKey.data``.  For each ready
+  and ``on_writable()``, kept in the loop's own ``fd -> handler`` map (and,
+  on poll and select, in ``SelectorKey.data`` too).  For each ready
   socket the read handler runs first, then the write handler (ae.c's order:
   reply to what was just read in the same turn).
 * Timers live in a heap (``reactor.timers``); the nearest one bounds how long
@@ -26,8 +27,9 @@ in Python:
   that event it dropped, is not called.
 
 An exception from a timer callback scheduled with :meth:`Reactor.call_later`
-or :meth:`Reactor.call_at` is logged with its traceback and counted
-(:attr:`Reactor.timer_errors`), and the loop goes on; the reactor's own
+or :meth:`Reactor.call_at`, or from a signal's callback, is logged with its
+traceback and counted (:attr:`Reactor.callback_errors`), and the loop goes
+on; the reactor's own
 timers (closing deadlines, idle checks, accept back-off) are scheduled with
 ``_call_later``, and an exception there is a bug of the loop: it propagates.
 (What the loop does with a protocol's exceptions is ``reactor.connection``'s.)
@@ -46,7 +48,7 @@ import signal
 import socket
 import time
 
-from reactor.states import IllegalTransition
+from reactor.states import is_reactor_bug
 from reactor.timers import TimerQueue
 
 log = logging.getLogger("selectlab")
@@ -140,13 +142,14 @@ class Reactor:
 
     def __init__(self, selector=None):
         self.selector = selector if selector is not None else selectors.DefaultSelector()
-        self._handlers = {}          # fd -> handler: what the epoll path dispatches
+        self._handlers = {}          # fd -> handler: what the loop dispatches
+        self._fileobjs = {}          # fd -> file object, on epoll (for one closed before unregister)
         self._not_read_only = {}     # fd -> events, for the few not watched for READ alone
         self._epoll = _epoll_of(self.selector)
         self.fd_limit = selector_fd_limit(self.selector)
         self._timers = TimerQueue()
         self.cycles = 0              # turns of the loop so far (Redis's eventloop_cycles)
-        self.timer_errors = 0        # call_later/call_at callbacks that raised
+        self.callback_errors = 0     # call_later/call_at and signal callbacks that raised
         self.now = time.monotonic()  # the clock, read once per turn when select() returns
         self._to_close = []          # sockets whose handlers are done with them
         self._running = False
@@ -173,8 +176,11 @@ class Reactor:
         than going through ``EpollSelector.register``, whose ``SelectorKey``
         and file-object bookkeeping cost a connection that opens, echoes once
         and closes 14,400 instructions of its 63,500 (callgrind, counted over
-        thousands of connections).  The selector's own map then stays empty;
-        poll and select still register through it.
+        thousands of connections).  The selector's own map then stays empty:
+        ``selector.get_key`` and ``get_map`` know nothing of it, and
+        :meth:`events` answers instead; poll and select still register
+        through the selector.  Nothing is returned (the selector returned a
+        ``SelectorKey``).
         """
         fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
         if self.fd_limit is not None and fd >= self.fd_limit:
@@ -186,6 +192,7 @@ class Reactor:
             raise KeyError(f"{fileobj!r} (descriptor {fd}) is already registered")
         else:
             self._epoll.register(fd, _EPOLL_BITS[events])
+            self._fileobjs[fd] = fileobj
         self._handlers[fd] = handler
         if events != EVENT_READ:
             self._not_read_only[fd] = events
@@ -202,15 +209,23 @@ class Reactor:
         self._note(fd, events, handler)
 
     def unregister(self, fileobj):
-        """Stop watching ``fileobj``.  Raises KeyError if it is not registered."""
-        fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+        """Stop watching ``fileobj`` (even one closed meanwhile).  KeyError if it is not registered."""
         if self._epoll is None:
-            self.selector.unregister(fileobj)
-        elif self._handlers.get(fd) is None:
-            raise KeyError(f"{fileobj!r} is not registered")
+            fd = self.selector.unregister(fileobj).fd
         else:
-            self._epoll.unregister(fd)
+            fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
+            if fd < 0:
+                # Closed already, so the kernel took it out of the epoll set;
+                # find its old number by identity, as selectors does.
+                fd = next((n for n, obj in self._fileobjs.items() if obj is fileobj), None)
+                if fd is None:
+                    raise KeyError(f"{fileobj!r} is not registered")
+            elif fd not in self._handlers:
+                raise KeyError(f"{fileobj!r} is not registered")
+            else:
+                self._epoll.unregister(fd)
         del self._handlers[fd]
+        self._fileobjs.pop(fd, None)
         self._not_read_only.pop(fd, None)
 
     def events(self, fileobj):
@@ -250,7 +265,7 @@ class Reactor:
         """Run ``callback(*args)`` after ``delay`` seconds; returns a :class:`~reactor.timers.Timer`.
 
         If the callback raises, the exception is logged at ERROR with its
-        traceback and counted in :attr:`timer_errors`; the loop goes on.
+        traceback and counted in :attr:`callback_errors`; the loop goes on.
         """
         return self._timers.push(time.monotonic() + delay, callback, args)
 
@@ -320,13 +335,10 @@ class Reactor:
                     continue
                 try:
                     timer.callback(*timer.args)
-                except IllegalTransition:
-                    raise
                 except Exception as exc:
-                    self.timer_errors += 1
-                    log.error("timer callback %s raised %s; the loop goes on",
-                              getattr(timer.callback, "__qualname__", timer.callback),
-                              type(exc).__name__, exc_info=exc)
+                    if is_reactor_bug(exc):
+                        raise
+                    self._callback_failed("timer", timer.callback, exc)
 
         if self._to_close:
             self._close_released()
@@ -446,7 +458,18 @@ class Reactor:
     def _dispatch_signal(self, signum):
         entry = self._signal_callbacks.get(signum)
         if entry is not None:
-            entry[0](signum)
+            try:
+                entry[0](signum)
+            except Exception as exc:
+                if is_reactor_bug(exc):
+                    raise
+                self._callback_failed("signal", entry[0], exc)
+
+    def _callback_failed(self, kind, callback, exc):
+        """A timer's or a signal's callback raised: log it with its traceback, count it, go on."""
+        self.callback_errors += 1
+        log.error("%s callback %s raised %s; the loop goes on", kind,
+                  getattr(callback, "__qualname__", callback), type(exc).__name__, exc_info=exc)
 
     def close(self):
         """Restore signal handlers and release the loop's own descriptors.

@@ -41,13 +41,27 @@ import enum
 
 
 class IllegalTransition(RuntimeError):
-    """An event arrived in a state that has no row for it."""
+    """An event arrived in a state that has no row for it.
+
+    Other machines built the same way (the Hello session's) raise it too,
+    naming themselves in ``machine``.
+    """
 
     def __init__(self, machine, state, event):
         super().__init__(f"{machine}: no transition from {state.name} on {event.name}")
         self.machine = machine
         self.state = state
         self.event = event
+
+
+# The machines of this module: an IllegalTransition of theirs is a bug of
+# the reactor itself, which no containment of a protocol's errors may hide.
+REACTOR_MACHINES = frozenset({"listener", "connection"})
+
+
+def is_reactor_bug(exc):
+    """True for an exception that must stop the loop: one of the reactor's own machines broke."""
+    return isinstance(exc, IllegalTransition) and exc.machine in REACTOR_MACHINES
 
 
 class _Enum(enum.Enum):
@@ -149,10 +163,12 @@ CONNECTION_TABLE = {
     (_C.BUSY, _CE.PEER_GONE): (_C.CLOSED, Action.RELEASE),
     (_C.BUSY, _CE.ABORT): (_C.CLOSED, Action.RELEASE),
 
-    # Not reading, so no PEER_EOF here: the peer's FIN waits in the kernel
-    # until we read again.  A buffer that drains at once passes LOW_WATER
-    # first, then OUTPUT_DRAINED from BUSY.
+    # A buffer that drains at once passes LOW_WATER first, then OUTPUT_DRAINED
+    # from BUSY.
     (_C.PAUSED, _CE.LOW_WATER): (_C.BUSY, Action.RESUME_WRITING),
+    # A paused connection does not read, but the EOF it read last may have
+    # made eof_received write past the high-water mark: flush all, then FIN.
+    (_C.PAUSED, _CE.PEER_EOF): (_C.CLOSING, Action.ARM_DEADLINE),
     (_C.PAUSED, _CE.CLOSE): (_C.CLOSING, Action.ARM_DEADLINE),
     (_C.PAUSED, _CE.PEER_GONE): (_C.CLOSED, Action.RELEASE),
     (_C.PAUSED, _CE.ABORT): (_C.CLOSED, Action.RELEASE),

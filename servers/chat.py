@@ -31,7 +31,9 @@ do, and here is where it is done:
     (reason ``not reading``), however little it holds: Redis's soft limit.
 
   The room never waits for anybody: lines keep going to every other member,
-  in the order they were said.  A member that reads gets every line.
+  in the order they were said.  A member that reads as fast as the room
+  talks gets every line; one that falls more than ``--max-output`` behind
+  is cut off, as IRC servers and Redis's pub/sub do with theirs.
 
 ``-v`` logs each member joining and leaving, and each line said (smallchat
 prints every message on the console); the counters (SIGUSR1, ``--stats``)
@@ -116,8 +118,10 @@ class Member(LineProtocol):
     def connection_made(self, conn):
         self.conn = conn
         self.nick = b"user:%d" % conn.ident
-        conn.write(WELCOME)
+        # Join first: the write may find the member gone already, and then
+        # connection_lost (leave) runs inside it.
         self.room.join(self)
+        conn.write(WELCOME)
 
     def line_received(self, conn, line):
         if line.startswith(b"/"):

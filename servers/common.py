@@ -358,7 +358,7 @@ class Service:
             counters.update(datagram_snapshot(self.endpoints))
         for more in self._more_counters:
             counters.update(more())
-        counters["timer_errors"] = self.reactor.timer_errors
+        counters["callback_errors"] = self.reactor.callback_errors
         counters["log_lines_dropped"] = (self.log_writer.lines_dropped
                                          if self.log_writer is not None else 0)
         return counters
@@ -386,8 +386,8 @@ class Service:
             reactor.add_signal_handler(signal.SIGUSR1, self.log_stats)
         if stats_interval is not None:
             def every_interval():
+                reactor.call_later(stats_interval, every_interval)  # first: log_stats may raise
                 self.log_stats()
-                reactor.call_later(stats_interval, every_interval)
             reactor.call_later(stats_interval, every_interval)
         if self.log_writer is not None:
             self.log_writer.attach(reactor)

@@ -177,7 +177,11 @@ def _selectlab_logging_as_found():
     saved = [(logging.getLogger(n), logging.getLogger(n).level) for n in names]
     root = logging.getLogger("selectlab")
     handlers, propagate = list(root.handlers), root.propagate
+    flags = {name: getattr(logging, name) for name in
+             ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")}
     yield
+    for name, value in flags.items():
+        setattr(logging, name, value)
     for handler in root.handlers:
         if handler not in handlers:
             handler.close()

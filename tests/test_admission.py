@@ -359,7 +359,7 @@ def test_stats_are_logged_periodically_and_on_sigusr1_even_when_quiet(start_serv
     assert list(stats) == ["accepted", "rejected_busy", "active", "closed", "idle_timeouts",
                            "protocol_errors", "output_limit_disconnections", "emfile_events",
                            "accept_errors", "bytes_in", "bytes_out", "eventloop_cycles",
-                           "timer_errors", "log_lines_dropped"]
+                           "callback_errors", "log_lines_dropped"]
     assert (stats["accepted"], stats["active"], stats["bytes_in"], stats["bytes_out"]) == (1, 1, 5, 5)
     assert "serving at most" not in server.log()    # -q still hides the INFO lines
 

@@ -7,7 +7,7 @@ import sys
 import threading
 import time
 
-from conftest import DEADLINE, ROOT, recv_exactly
+from conftest import DEADLINE, ROOT, recv_exactly, reset
 from servers.chat import UNSUPPORTED, WELCOME
 
 
@@ -91,11 +91,17 @@ def test_commands_as_smallchat_answers_them(start_server):
         two.close()
 
 
+# Sends 1,000 lines (1 MB) for each byte it reads on stdin: the test gives it a few blocks of
+# credit and one more each time the reading member has read a block, so that the member who
+# reads never falls 8 MiB behind on a busy machine (the room waits for nobody), while the one
+# who never reads gets every line said until it is cut off.
 SENDER = """
 import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
 filler = b"x" * 990
 for k in range(int(sys.argv[2]) // 1000):
+    if not sys.stdin.buffer.read(1):
+        break
     s.sendall(b"".join(b"%09d %s\\n" % (k * 1000 + i, filler) for i in range(1000)))
 s.shutdown(socket.SHUT_WR)
 while s.recv(65536):    # the welcome: closing with it unread would be a reset, and a reset
@@ -134,14 +140,26 @@ def test_a_member_who_never_reads_is_cut_off_and_the_others_get_every_line(start
                         errors.append(f"line {number} where {expect} was due")
                         return
                     expect += 1
+                    if expect % 1000 == 0:
+                        credit()
             got.append(expect)
         except Exception as exc:        # reported by the assertion below
             errors.append(repr(exc))
 
+    sender = subprocess.Popen([sys.executable, "-c", SENDER, str(server.port), str(lines)],
+                              cwd=ROOT, stdin=subprocess.PIPE)
+
+    def credit():
+        try:
+            sender.stdin.write(b"+")
+            sender.stdin.flush()
+        except BrokenPipeError:
+            pass                        # it has sent everything and gone
+
     thread = threading.Thread(target=read_all)
     thread.start()
-    sender = subprocess.Popen([sys.executable, "-c", SENDER, str(server.port), str(lines)],
-                              cwd=ROOT)
+    for _ in range(4):
+        credit()
     try:
         thread.join(60)
         assert not thread.is_alive(), "the reader did not get every line within 60 s"
@@ -158,9 +176,23 @@ def test_a_member_who_never_reads_is_cut_off_and_the_others_get_every_line(start
         except ConnectionResetError:
             pass                        # or a reset: the server dropped it with data unread
     finally:
+        sender.stdin.close()
         sender.wait(DEADLINE)
         reader.close()
         never.close()
+
+
+def test_members_gone_before_their_welcome_leave_the_room(start_server):
+    """Clients that reset the moment they connect: each one's welcome finds it gone, and the
+    room lets it go (none is left a member of the room for ever)."""
+    server = start_server("servers.chat")
+    for _ in range(50):
+        reset(socket.create_connection(server.address, timeout=DEADLINE))
+    end = time.monotonic() + DEADLINE
+    while (counters := server.stats())["closed"] < 50:
+        assert time.monotonic() < end, counters
+        time.sleep(0.05)
+    assert counters["chat_members"] == 0 and counters["active"] == 0
 
 
 def test_a_member_held_above_the_high_water_mark_is_cut_off_after_the_slow_timeout(

@@ -192,6 +192,26 @@ def paused_low_water(h):
     assert h.conn.state in (BUSY, IDLE)
 
 
+class ReplyOnEof(Recorder):
+    """Answers the peer's EOF with more than the high-water mark (a response after the request)."""
+
+    REPLY = bytes(range(256)) * 257         # just over the high-water mark by itself
+
+    def eof_received(self, conn):
+        super().eof_received(conn)
+        self.eofs = getattr(self, "eofs", 0) + 1
+        conn.write(self.REPLY)
+
+
+def paused_peer_eof(h):
+    h.conn.protocol = h.protocol = ReplyOnEof()
+    h.make_busy()                              # the kernel's buffers are full: BUSY, reading
+    h.peer.shutdown(socket.SHUT_WR)            # the reply to this EOF takes it past high water
+    h.turn_until(lambda: h.drain_peer())       # until the peer reads our FIN
+    assert bytes(h.received) == bytes(h.written) + ReplyOnEof.REPLY
+    assert h.protocol.eofs == 1                # the EOF was answered once, not again and again
+
+
 def paused_close(h):
     h.make_paused()
     h.conn.close()
@@ -263,6 +283,7 @@ ROWS = {
     (BUSY, E.ABORT): busy_abort,
     (BUSY, E.HIGH_WATER): busy_high_water,
     (PAUSED, E.LOW_WATER): paused_low_water,
+    (PAUSED, E.PEER_EOF): paused_peer_eof,
     (PAUSED, E.CLOSE): paused_close,
     (PAUSED, E.PEER_GONE): paused_peer_gone,
     (PAUSED, E.ABORT): paused_abort,

@@ -69,9 +69,70 @@ def test_a_pipe_nobody_reads_never_blocks_a_log_line_and_every_line_is_accounted
         assert reported == writer.lines_dropped
         numbers = [int(line.split("line ")[1].split()[0]) for line in kept]
         assert numbers == sorted(numbers)       # what is kept stays in order
+        assert all(line.endswith(" of the flood") for line in kept)    # and whole
     finally:
         writer.close()
         reactor.close()
+        os.close(r)
+        os.close(w)
+
+
+def test_without_a_loop_the_writer_tries_again_at_each_line():
+    """A server with no reactor (the classic ones): once the reader of a stalled pipe comes
+    back, the next line gets out, preceded by what waited and the count of what was lost."""
+    r, w = os.pipe()
+    writer = LogWriter(w, limit=8 * 1024)
+    logger = make_logger(writer, "noloop")
+    try:
+        for i in range(5_000):
+            logger.info("stalled line %d", i)
+        dropped = writer.lines_dropped
+        assert dropped > 0
+        read_available(r)                   # the reader comes back
+        logger.info("after the stall")
+        received = read_available(r)
+        assert b"after the stall" in received
+        assert int(DROPPED.search(received)[1]) == dropped
+    finally:
+        writer.close()
+        os.close(r)
+        os.close(w)
+
+
+def test_a_closed_writer_writes_nowhere():
+    """After close() (logging.shutdown at exit), a late line is dropped and counted, never
+    written to whatever now has the descriptor's number."""
+    r, w = os.pipe()
+    writer = LogWriter(w)
+    logger = make_logger(writer, "closed")
+    writer.close()
+    a, b = socket.socketpair()          # may well get the number the writer had
+    try:
+        logger.info("too late")
+        b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            b.recv(100)
+        assert writer.lines_dropped == 1
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        a.close()
+        b.close()
+
+
+def test_a_line_that_cannot_be_formatted_says_so():
+    """log.info("%s %s", one) is the caller's bug: one ERROR line names it, with the message,
+    instead of a traceback on a blocking stderr or a silent drop."""
+    r, w = os.pipe()
+    writer = LogWriter(w)
+    logger = make_logger(writer, "format")
+    try:
+        logger.info("%s and %s", "one")
+        received = read_available(r).decode()
+        assert " ERROR log: a line could not be formatted (TypeError" in received
+        assert "'%s and %s'" in received and writer.lines_dropped == 0
+    finally:
+        writer.close()
         os.close(r)
         os.close(w)
 

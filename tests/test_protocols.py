@@ -138,6 +138,28 @@ def test_an_illegal_transition_is_not_contained():
         srv.stop()
 
 
+def test_an_applications_own_illegal_transition_is_contained(caplog):
+    """A protocol's own state machine built like the reactor's (the Hello session's) raising
+    IllegalTransition is that protocol's bug: its connection is aborted, the server goes on."""
+    from servers.hello_session import HelloEvent, HelloState
+
+    class OwnMachine(Protocol):
+        def data_received(self, conn, data):
+            raise IllegalTransition("hello session", HelloState.DONE, HelloEvent.MESSAGE)
+
+    srv = ThreadedServer(OwnMachine)
+    try:
+        with socket.create_connection(srv.address, timeout=DEADLINE) as sock:
+            sock.sendall(b"x")
+            end = time.monotonic() + DEADLINE
+            while srv.server.stats.protocol_errors < 1:
+                assert time.monotonic() < end, "never contained"
+                time.sleep(0.005)
+        assert srv.thread.is_alive()
+    finally:
+        srv.stop()
+
+
 # --- write backpressure and the output limit --------------------------------
 
 class Relay(Protocol):
@@ -200,7 +222,7 @@ def test_a_reader_that_never_reads_is_cut_off_at_the_output_limit():
             assert 0 < room.peak <= limit
             assert room.flow[0][0] == "pause" and room.flow[0][1] > HIGH_WATER
             assert srv.server.stats.output_limit_disconnections == 1
-            sender.sendall(b"x")                # the sender is still served
+            assert [c.state.name for c in srv.server.connections] == ["IDLE"]  # the sender
     finally:
         srv.stop()
 
@@ -241,7 +263,7 @@ def test_pause_and_resume_writing_fire_at_the_marks():
 # --- timers and datagrams ---------------------------------------------------
 
 def test_a_failing_timer_is_logged_counted_and_the_loop_goes_on(caplog):
-    """A call_later callback that raises: one ERROR with its traceback, timer_errors counts
+    """A call_later callback that raises: one ERROR with its traceback, callback_errors counts
     it, and the timers due after it still run."""
     reactor = Reactor()
     fired = []
@@ -255,7 +277,7 @@ def test_a_failing_timer_is_logged_counted_and_the_loop_goes_on(caplog):
         reactor.close()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info[0] is Boom
-    assert reactor.timer_errors == 1 and fired == ["after"]
+    assert reactor.callback_errors == 1 and fired == ["after"]
 
 
 def test_the_reactors_own_timers_are_not_contained():

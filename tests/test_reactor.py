@@ -208,3 +208,26 @@ def test_a_handler_ended_earlier_in_the_same_turn_is_not_called(selector_class):
         for pair in pairs:
             for s in pair:
                 s.close()
+
+
+@pytest.mark.parametrize("selector_class", ["EpollSelector", "PollSelector", "SelectSelector"])
+def test_a_socket_closed_before_it_is_unregistered_leaves_nothing_behind(selector_class):
+    """Closing a socket and then unregistering it works on every selector, and a new socket
+    that gets the same descriptor number can be registered."""
+    r = Reactor(getattr(selectors, selector_class)())
+    a, b = socket.socketpair()
+    try:
+        number = a.fileno()
+        r.register(a, EVENT_READ, None)
+        a.close()
+        r.unregister(a)
+        assert r.events(number) == 0
+        c, d = socket.socketpair()
+        with c, d:
+            r.register(c, EVENT_READ, None)         # whatever number it got
+            r.unregister(c)
+        with pytest.raises((KeyError, ValueError)):     # selectors' own: ValueError
+            r.unregister(a)
+    finally:
+        r.close()
+        b.close()

@@ -66,8 +66,6 @@ def test_flow_control_is_a_state_with_hysteresis():
     assert CONNECTION_TABLE[C.BUSY, E.HIGH_WATER] == (C.PAUSED, A.PAUSE_WRITING)
     assert CONNECTION_TABLE[C.PAUSED, E.LOW_WATER] == (C.BUSY, A.RESUME_WRITING)
     assert LOW_WATER < HIGH_WATER
-    # A paused connection reads nothing, so it cannot see the peer's EOF.
-    assert (C.PAUSED, E.PEER_EOF) not in CONNECTION_TABLE
 
 
 def test_listener_keeps_accepting_when_busy_so_it_can_reject():
