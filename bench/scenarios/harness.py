@@ -206,7 +206,9 @@ class Run:
         self.start = time.monotonic()
         self.deadline = self.start + sc.limit
         self._family = {}         # pid -> start time, of every process we started and its children
-        self._stale = set()       # (local, remote) of TCP sockets older than our servers
+        # (local, remote) -> (inode, when its TIME_WAIT ends) of TCP sockets
+        # older than our servers.
+        self._stale = {}
 
     # --- output ----------------------------------------------------------
 
@@ -224,7 +226,23 @@ class Run:
 
     def tcp_sockets(self, port):
         """The TCP sockets with ``port`` at either end, less those older than our servers."""
-        return [r for r in observe.tcp_sockets(port) if (r.local, r.remote) not in self._stale]
+        return [r for r in observe.tcp_sockets(port) if not self._is_stale(r)]
+
+    def _is_stale(self, row):
+        """Whether ``row`` is a socket from before our servers, not a new one on the same ports.
+
+        Linux reuses a TIME_WAIT's ports for a new loopback connection
+        (``tcp_tw_reuse``), so the addresses alone do not tell: a new
+        TIME_WAIT has more time left than the old one had, and any other
+        socket has an inode of its own.
+        """
+        seen = self._stale.get((row.local, row.remote))
+        if seen is None:
+            return False
+        inode, ends = seen
+        if row.state == "TIME_WAIT":
+            return ends is not None and time.monotonic() + row.timer <= ends + 1.0
+        return row.inode == inode
 
     def netstat(self, port, title):
         """The TCP sockets with ``port`` at either end, as ``netstat -a | grep PORT``."""
@@ -281,8 +299,10 @@ class Run:
         server = Server(self, label or module.rsplit(".", 1)[-1], argv)
         # Connections left from before this server (TIME_WAIT, on a reused
         # port number) are not its: snapshots leave them out.
-        self._stale.update((r.local, r.remote) for r in observe.tcp_sockets(server.port)
-                           if r.state != "LISTEN")
+        now = time.monotonic()
+        self._stale.update(((r.local, r.remote),
+                            (r.inode, now + r.timer if r.state == "TIME_WAIT" else None))
+                           for r in observe.tcp_sockets(server.port) if r.state != "LISTEN")
         server.flush()
         return server
 

@@ -37,16 +37,24 @@ def _address(text, family):
 
 
 class TcpSocket:
-    """One line of /proc/net/tcp or tcp6."""
+    """One line of /proc/net/tcp or tcp6.
 
-    __slots__ = ("local", "remote", "state", "recv_q", "send_q", "inode")
+    ``timer`` is the seconds left on its timer (for TIME_WAIT, until it goes),
+    from the ``tm->when`` column, which the kernel gives in USER_HZ ticks.
+    """
 
-    def __init__(self, local, remote, state, recv_q, send_q, inode):
+    __slots__ = ("local", "remote", "state", "recv_q", "send_q", "inode", "timer")
+
+    def __init__(self, local, remote, state, recv_q, send_q, inode, timer=0.0):
         self.local, self.remote, self.state = local, remote, state
         self.recv_q, self.send_q, self.inode = recv_q, send_q, inode
+        self.timer = timer
 
     def __repr__(self):
         return f"<{format_endpoint(self.local)} {format_endpoint(self.remote)} {self.state}>"
+
+
+_USER_HZ = os.sysconf("SC_CLK_TCK")
 
 
 def _read_table(path, family):
@@ -61,7 +69,8 @@ def _read_table(path, family):
         tx, rx = fields[4].split(":")
         rows.append(TcpSocket(_address(fields[1], family), _address(fields[2], family),
                               TCP_STATES.get(int(fields[3], 16), fields[3]),
-                              int(rx, 16), int(tx, 16), int(fields[9])))
+                              int(rx, 16), int(tx, 16), int(fields[9]),
+                              int(fields[5].split(":")[1], 16) / _USER_HZ))
     return rows
 
 
