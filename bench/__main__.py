@@ -266,40 +266,30 @@ def _measure_interleaved(servers, workload, settings, loadgen, c_echo, log_path,
 
 
 def _measure(server, workload, settings, loadgen, c_echo, log_path, cpus, progress):
-    """All repetitions of a memory workload on one server, on a fresh server process each time."""
+    """All repetitions of a memory workload on one server, on a fresh server process each time.
+
+    Memory is read against each fresh server's own baseline.
+    """
     server_cpu, client_cpu = cpus
     argv = [c_echo if a == "{c_echo}" else a for a in server.argv]
     label = f"{server.name} · {workload.id}"
     runs = []
-    memory = workload.mode == "memory"
-    proc = None
-    try:
-        for rep in range(settings["reps"]):
-            if proc is None or memory:
-                # Memory is read against a fresh server's own baseline, every repetition.
-                if proc is not None:
-                    proc.stop()
-                    proc = None
-                proc = runner.ServerProcess(argv, log_path, server_cpu).start()
-                before = proc.memory()[0]
-                if not memory and settings["prime"]:
-                    progress.say(f"{label}: priming")
-                    runner.run_load(proc, workload, loadgen, settings["prime"], 0.1, client_cpu)
+    for rep in range(settings["reps"]):
+        proc = runner.ServerProcess(argv, log_path, server_cpu).start()
+        try:
+            before = proc.memory()[0]
             if settings["quiet_wait"] and client_cpu is not None:
-                runner.wait_quiet((server_cpu, client_cpu), report.NOISE_PCT,
-                                  settings["quiet_wait"])
+                runner.wait_quiet(cpus, report.NOISE_PCT, settings["quiet_wait"])
             progress.say(f"{label}: repetition {rep + 1}/{settings['reps']}")
             result = runner.run_load(proc, workload, loadgen, settings["seconds"],
                                      settings["warmup"], client_cpu)
-            result.update(server=server.name, workload=workload.id, rep=rep + 1)
-            if memory:
-                result["pss_before_kib"], result["anon_pss_before_kib"] = before
-            runs.append(result)
-            progress.done += 1
-            progress.say(f"{label}: {_said(result)}")
-    finally:
-        if proc is not None:
+        finally:
             proc.stop()
+        result.update(server=server.name, workload=workload.id, rep=rep + 1)
+        result["pss_before_kib"], result["anon_pss_before_kib"] = before
+        runs.append(result)
+        progress.done += 1
+        progress.say(f"{label}: {_said(result)}")
     return runs
 
 

@@ -47,8 +47,9 @@ WORKLOAD = {w.id: w for w in WORKLOADS}
 
 #: ``--quick``: enough to show every part works, in well under a minute.
 QUICK_WORKLOADS = ["pingpong-1k-10", "pingpong-100k-10", "churn-10", "idle-1000"]
-QUICK_SERVERS = ["echo_select", "echo_select_log", "echo_fork", "echo_thread", "asyncio",
-                 "ss_thread", "c_epoll"]
+# echo_select_log is left out: each fast server's churn leaves some 20,000 TIME_WAIT
+# sockets for a minute, and the host's table (tcp_max_tw_buckets) is soon full.
+QUICK_SERVERS = ["echo_select", "echo_fork", "echo_thread", "asyncio", "ss_thread", "c_epoll"]
 
 PINGPONG = [w.id for w in WORKLOADS if w.mode != "memory"]
 ALL = [w.id for w in WORKLOADS]

@@ -129,9 +129,9 @@ def setup_logging(args, trace=False):
     try:
         writer = handler = LogWriter(sys.stderr.fileno())
     except (AttributeError, OSError, ValueError):
-        # sys.stderr is not a file (replaced by an embedding program, or a
-        # test's capture): write to it as it is, since it has no descriptor
-        # to block on.
+        # sys.stderr has no descriptor (an embedding program or a test put
+        # an object in its place): there is no pipe or terminal behind it to
+        # fill up, so it is written as it is.
         writer = None
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(LineFormatter())

@@ -93,28 +93,16 @@ def add_reactor_arguments(parser, default_max_clients=None):
     parser.add_argument("--idle-timeout", type=positive_float, default=None, metavar="SECS",
                         help="close a client after SECS seconds with no byte moving either "
                              "way (default: never)")
-    add_max_output_argument(parser)
+    parser.add_argument("--max-output", type=byte_size, default=MAX_OUTPUT, metavar="BYTES",
+                        help=f"cut a client off (reason 'output limit') rather than buffer more "
+                             f"than BYTES of output for it, as Redis's "
+                             f"client-output-buffer-limit does (default {MAX_OUTPUT >> 20} MiB); "
+                             f"64K, 8M and the like are understood")
     parser.add_argument("--stats", type=positive_float, default=None, metavar="SECS",
                         help="log the counters (accepted, rejected_busy, active, closed, "
                              "idle_timeouts, protocol_errors, log_lines_dropped, bytes...) "
                              "every SECS seconds; SIGUSR1 logs them at any time")
     add_selector_argument(parser)
-
-
-def add_max_output_argument(parser, default=MAX_OUTPUT, why=""):
-    """``--max-output BYTES``: each connection's output limit."""
-    parser.add_argument("--max-output", type=byte_size, default=default, metavar="BYTES",
-                        help=f"cut a client off (reason 'output limit') rather than buffer more "
-                             f"than BYTES of output for it, as Redis's "
-                             f"client-output-buffer-limit does (default {_size_text(default)}"
-                             f"{why}); 64K, 8M and the like are understood")
-
-
-def _size_text(n):
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size and n % size == 0:
-            return f"{n // size} {unit}"
-    return f"{n} bytes"
 
 
 def add_selector_argument(parser):
@@ -443,11 +431,6 @@ class Service:
             log.error("no UDP socket left to serve: stopping")
             self.status = EXIT_FAILURE
             self.reactor.stop()
-
-
-def serve_reactor(reactor, server, grace, stats_interval=None, endpoints=(), log_writer=None):
-    """``Service(reactor, server, endpoints, log_writer).run(grace, stats_interval)``."""
-    return Service(reactor, server, endpoints, log_writer).run(grace, stats_interval)
 
 
 def datagram_snapshot(endpoints):

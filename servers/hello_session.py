@@ -8,7 +8,7 @@ conversation with no socket in it (this module imports neither ``socket`` nor
 
 What a message is.  The C server answers each ``recv()`` of at most
 ``MAXDATASIZE - 1`` bytes, and compares it with ``"quit"`` as it came, so
-telnet's ``quit\\r\\n`` never ends the session (INVENTORY X23) and how the
+telnet's ``quit\\r\\n`` (CRLF) never ends the session, and how the
 bytes happened to arrive decides how many greetings a client gets.  Here a
 message is a *line* (LF-terminated, CR/LF stripped, so ``nc`` and telnet
 work) -- but a line longer than ``maxdatasize - 1`` bytes is taken in pieces

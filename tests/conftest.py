@@ -226,6 +226,9 @@ class ThreadedServer:
         self.port = socks[0].getsockname()[1]
         self.server = StreamServer(self.reactor, socks, protocol_factory, **kwargs)
         self.errors = []
+        self._turned = threading.Condition()   # notified after every turn of the loop
+        self._stopping = False
+        self._ended = False
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -235,11 +238,25 @@ class ThreadedServer:
 
     def _run(self):
         try:
-            self.reactor.run()
+            while not self._stopping:
+                self.reactor.run_once()
+                with self._turned:
+                    self._turned.notify_all()
         except BaseException as exc:   # surfaced by stop(), which the test calls
             self.errors.append(exc)
+        finally:
+            with self._turned:
+                self._ended = True
+                self._turned.notify_all()
+
+    def wait_for(self, condition, what):
+        """Block until ``condition()`` holds after a turn of the loop (or the loop has ended)."""
+        with self._turned:
+            self._turned.wait_for(lambda: self._ended or condition(), DEADLINE)
+        assert condition(), f"never happened: {what}"
 
     def stop(self):
+        self._stopping = True
         self.reactor.stop()
         self.thread.join(DEADLINE)
         assert not self.thread.is_alive(), "reactor thread did not stop"

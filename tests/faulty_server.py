@@ -9,10 +9,9 @@ faulty, so a test can check that one client's bug costs that client alone.
 
 import sys
 
-from reactor import cli, errors
+from reactor import cli
 from reactor.connection import Protocol
-from reactor.streamio import RECV_SIZE, writen
-from servers.blocking import Iterative, Threading
+from servers.blocking import Iterative, Threading, serve_connection
 from servers.common import run_stream_server, start_classic
 from servers.forking import Forking
 
@@ -21,22 +20,25 @@ class Bug(Exception):
     """The bug: a client sent ``boom``."""
 
 
+class _BuggySocket:
+    """A connected socket whose ``recv`` raises on ``boom``: the bug, inside the serve loop."""
+
+    def __init__(self, sock):
+        self._sock = sock
+
+    def recv(self, size):
+        data = self._sock.recv(size)
+        if b"boom" in data:
+            raise Bug("boom")
+        return data
+
+    def send(self, data):
+        return self._sock.send(data)
+
+
 def faulty_serve(sock, addr=None):
-    """UNP's str_echo, but a buffer holding ``boom`` raises instead of being echoed."""
-    bytes_in = bytes_out = 0
-    try:
-        while True:
-            data = sock.recv(RECV_SIZE)
-            if not data:
-                return bytes_in, bytes_out, "peer eof"
-            if b"boom" in data:
-                raise Bug("boom")
-            bytes_in += len(data)
-            bytes_out += writen(sock, data)
-    except OSError as exc:
-        if errors.classify(exc) is not errors.Kind.PEER_GONE:
-            raise
-        return bytes_in, bytes_out, errors.describe(exc)
+    """UNP's str_echo (``serve_connection``), meeting the bug on a buffer that holds ``boom``."""
+    return serve_connection(_BuggySocket(sock), addr)
 
 
 class FaultyEcho(Protocol):

@@ -1,5 +1,5 @@
 """Admission control on whole servers: ``busy\\n`` at capacity, no slot leaks,
-running out of descriptors, idle timeouts, counters (issue 3).
+running out of descriptors, idle timeouts, counters.
 
 Each server is a subprocess on 127.0.0.1, port 0; the counters are read
 through SIGUSR1, as a user would.

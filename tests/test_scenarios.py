@@ -47,7 +47,7 @@ def test_each_scenario_runs_as_its_text_predicts(ident):
 
 
 def test_the_required_scenarios_are_all_there():
-    """Every boundary condition the scenarios issue names has a scenario, by INVENTORY id."""
+    """Every experiment README's table lists has its scenario, by the texts' id."""
     assert set(IDS) >= {"x1", "x3", "x5", "x4", "x6", "x7", "x9", "x16", "e13", "e3", "x11",
                         "select-1024", "x19"}
 

@@ -1,4 +1,4 @@
-"""Comer's single-thread server, and select()'s limit (001_... in the seeds; select(2))."""
+"""Comer's single-thread server (ch. 13, 8.29), and select()'s limit (select(2))."""
 
 import os
 import resource
@@ -127,12 +127,12 @@ def _echo_all(socks, timeout):
 
 
 @scenario("select-1024", "select-fd-limit", "select() cannot watch descriptor 1024; poll and "
-          "epoll can", "select(2), BUGS; the INVENTORY's Python translation notes", """\
+          "epoll can", "select(2), BUGS; Python's select and selectors modules", """\
 select(2): "select() can monitor only file descriptors numbers that are less than FD_SETSIZE
 (1024)—an unreasonably low limit for many modern applications—and this limitation will not
 change. All modern applications should instead use poll(2) or epoll(7)".
-INVENTORY 1.10: "select.select/selectors.SelectSelector raise ValueError for fds >= FD_SETSIZE
-(1024): a real 'select vs epoll' boundary."
+In Python, select.select and selectors.SelectSelector raise ValueError for a descriptor of
+FD_SETSIZE (1024) or more: a real select-versus-epoll boundary.
 """, limit=40.0)
 def select_fd_limit(r):
     clients = 1100

@@ -1,4 +1,4 @@
-"""CS:APP ch. 11's warning (000_... in the seeds): the second write to a closed connection."""
+"""CS:APP ch. 11's warning: the second write to a closed connection."""
 
 import signal
 import socket

@@ -1,4 +1,4 @@
-"""The quick guide's and the worksheet's experiments (004_... and 002_... in the seeds)."""
+"""The quick guide's and the "Concurrent Servers" worksheet's experiments."""
 
 import socket
 import time
@@ -65,9 +65,9 @@ def busy(r):
              "the first client is echoed before and after, unaffected")
     server.wait_for(r"#2 .*CLOSING --peer_eof--> CLOSED")
     rows = r.netstat(server.port, "client 1 served, client 2 gone")
-    r.expect([x.local[1] for x in rows if x.state == "TIME_WAIT"] == [server.port],
-             "the rejected connection's TIME_WAIT is on the server's side: the server closed "
-             "first (busy\\n, then its FIN)")
+    r.expect_timewait([x.local[1] for x in rows if x.state == "TIME_WAIT"] == [server.port],
+                      "the rejected connection's TIME_WAIT is on the server's side: the server "
+                      "closed first (busy\\n, then its FIN)")
     first.close()
     server.wait_for("BUSY --slot_freed--> IDLE")
     third = socket.create_connection(server.address, timeout=3)

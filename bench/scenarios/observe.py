@@ -99,6 +99,22 @@ def format_netstat(rows, server_port=None):
     return lines
 
 
+def timewait_overflows():
+    """How many times this host's TIME_WAIT table was full (``TCPTimeWaitOverflow``).
+
+    Past ``net.ipv4.tcp_max_tw_buckets`` TIME_WAIT sockets (a benchmark's
+    connection churn gets there within its 60 s), the kernel closes a
+    connection without one: a TIME_WAIT the text predicts cannot be seen.
+    """
+    with open("/proc/net/netstat") as f:
+        lines = f.read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        fields = dict(zip(names.split(), values.split()))
+        if "TCPTimeWaitOverflow" in fields:
+            return int(fields["TCPTimeWaitOverflow"])
+    return 0
+
+
 # --- processes -------------------------------------------------------------
 
 class Process:

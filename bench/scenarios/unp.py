@@ -1,4 +1,4 @@
-"""UNP ch. 5's boundary conditions (003_... in the seeds): the fork server's life and deaths."""
+"""UNP ch. 5's boundary conditions: the fork server's life and deaths."""
 
 import os
 import signal
@@ -77,9 +77,9 @@ def normal_start_and_end(r):
                    and r.tcp_sockets(port))
     rows = r.netstat(port, "after ^D")
     server_side, client_side, listening = _states(rows, port)
-    r.expect(client_side == ["TIME_WAIT"] and not server_side,
-             "the client's side, which closed first, is in TIME_WAIT; the server child's "
-             "socket is gone")
+    r.expect_timewait(client_side == ["TIME_WAIT"] and not server_side,
+                      "the client's side, which closed first, is in TIME_WAIT; the server "
+                      "child's socket is gone")
     r.expect(listening, "the listening socket is still there, waiting for the next client")
     server.flush()
     r.expect(server.has(r"child \d+ terminated \(exit 0\)"),
