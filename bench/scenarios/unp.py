@@ -57,6 +57,9 @@ def normal_start_and_end(r):
     r.remember_children(server)
     rows = r.netstat(port, "client connected")
     server_side, client_side, _ = _states(rows, port)
+    # The connection's two ends, to tell them from sockets an earlier server
+    # on the same port number left behind.
+    ours = {(x.local, x.remote) for x in rows if x.state == "ESTABLISHED"}
     r.expect(server_side == ["ESTABLISHED"] and client_side == ["ESTABLISHED"],
              "connected: two ESTABLISHED lines, the server child's (local port "
              f"{port}) and the client's (foreign port {port})")
@@ -76,7 +79,8 @@ def normal_start_and_end(r):
     rows = r.until(lambda: [x for x in r.tcp_sockets(port) if x.state == "TIME_WAIT"]
                    and r.tcp_sockets(port))
     rows = r.netstat(port, "after ^D")
-    server_side, client_side, listening = _states(rows, port)
+    server_side, client_side, listening = _states(
+        [x for x in rows if x.state == "LISTEN" or (x.local, x.remote) in ours], port)
     r.expect_timewait(client_side == ["TIME_WAIT"] and not server_side,
                       "the client's side, which closed first, is in TIME_WAIT; the server "
                       "child's socket is gone")
