@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from bench import build, catalog, procinfo, report, runner
-from reactor.cli import Fatal, Parser, positive_float, positive_int, run
+from cli import Fatal, Parser, positive_float, positive_int, run
 
 QUICK = {"reps": 1, "seconds": 0.5, "warmup": 0.2, "prime": 0.2, "quiet_wait": 0.0}
 FULL = {"reps": 3, "seconds": 2.0, "warmup": 0.5, "prime": 1.0, "quiet_wait": 10.0}

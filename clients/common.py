@@ -3,9 +3,8 @@
 import socket
 import time
 
-from reactor.cli import Fatal, Parser, port, positive_float, positive_int
-from reactor.datagram import RECV_BUFFER
-from reactor.streamio import RECV_SIZE, Reader
+from cli import Fatal, Parser, port, positive_float, positive_int
+from wire.streamio import RECV_BUFFER, RECV_SIZE, Reader
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -30,7 +29,7 @@ def connect_tcp(host, port, timeout=DEFAULT_TIMEOUT):
 
     Raises
     ------
-    reactor.cli.Fatal
+    cli.Fatal
         unknown host, connection refused, timed out, unreachable: one line
         saying what to check.
     """

@@ -11,15 +11,15 @@ Over UDP it sends an empty datagram and prints the answer, retrying as
 
 import sys
 
-from reactor import cli
+import cli
 from clients.common import ask, service_parser
-from servers.daytime import DEFAULT_PORT, STANDARD_PORT
+from wire.services import DAYTIME_PORT, DAYTIME_STANDARD_PORT
 
 
 def build_parser():
     return service_parser("python -m clients.daytime",
                           "DAYTIME client (RFC 867): prints the date and time a server sends.",
-                          DEFAULT_PORT, STANDARD_PORT)
+                          DAYTIME_PORT, DAYTIME_STANDARD_PORT)
 
 
 def main(argv=None):

@@ -40,12 +40,12 @@ import socket
 import struct
 import sys
 
-from reactor import cli
-from reactor.framing import LineFramer, LineTooLong
-from reactor.streamio import RECV_SIZE, Reader, writen
+import cli
 from clients.common import DEFAULT_TIMEOUT, add_server_address, connect_tcp, udp_request
+from wire.framing import LineFramer, LineTooLong
+from wire.services import SERV_PORT
+from wire.streamio import RECV_SIZE, Reader, writen
 
-SERV_PORT = 9877    # UNP's unp.h
 
 # Bytes sent and not yet echoed, at most.  Far below what the kernel buffers
 # on both sides plus the server's high-water mark hold, so every writen of

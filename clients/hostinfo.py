@@ -19,7 +19,7 @@ the other names are done.
 import socket
 import sys
 
-from reactor import cli
+import cli
 
 
 def address_hex(family, address):

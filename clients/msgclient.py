@@ -6,7 +6,7 @@ Prompts ``Message to send: ``, sends what you type as one line, prints the
 server's answer as ``Received: ...``, and ends after ``quit`` (printing any
 last words, such as ``--goodbye``'s ``Goodbye, ADDR``, until the server
 closes).  The answer is read a line at a time through the shared line
-framer (``reactor.streamio.Reader``), so a reply split over several
+framer (``wire.streamio.Reader``), so a reply split over several
 ``recv``s is still one reply.
 
 ``--words`` reproduces the worksheet's ``scanf("%s", msg)``, which reads one
@@ -16,13 +16,13 @@ word at a time: ``How are you`` becomes three messages and three answers
 
 import sys
 
-from reactor import cli
-from reactor.framing import LineTooLong, strip_eol
-from reactor.streamio import Reader, writen
+import cli
 from clients.common import DEFAULT_TIMEOUT, connect_tcp
-from servers.hello_session import QUIT
+from wire.framing import LineTooLong, strip_eol
+from wire.hello import QUIT
+from wire.services import HELLO_PORT
+from wire.streamio import Reader, writen
 
-PORT = 3490     # the worksheet's
 
 
 def build_parser():
@@ -31,8 +31,8 @@ def build_parser():
         description="The worksheet's message client: sends each line you type to the Hello "
                     "server and prints 'Received: ...'; ends after 'quit'.")
     parser.add_argument("host", help="server host name or address")
-    parser.add_argument("port", nargs="?", type=cli.port, default=PORT,
-                        help=f"server port (default {PORT}, the worksheet's)")
+    parser.add_argument("port", nargs="?", type=cli.port, default=HELLO_PORT,
+                        help=f"server port (default {HELLO_PORT}, the worksheet's)")
     parser.add_argument("--words", action="store_true",
                         help="send each word as its own message, as the worksheet's "
                              "scanf(\"%%s\") does")

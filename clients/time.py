@@ -14,32 +14,20 @@ accounted for (Comer 7.14).
 """
 
 import datetime
-import struct
 import sys
 import time
 
-from reactor import cli
+import cli
 from clients.common import ask, service_parser
-from servers.time import DEFAULT_PORT, STANDARD_PORT, UNIXEPOCH
+from wire.services import TIME_PORT, TIME_STANDARD_PORT, decode_time
 
 ASK = b"what time is it?\n"     # Comer's UDP TIME client's request
-ERA = 2**32                     # seconds before the count wraps
-
-
-def decode(reply, now=None):
-    """The Unix time that a 4-byte TIME reply stands for, in the era nearest ``now``."""
-    if len(reply) != 4:
-        raise ValueError(f"a TIME reply is 4 bytes, got {len(reply)}")
-    seconds = struct.unpack("!I", reply)[0]
-    now = time.time() if now is None else now
-    era = round((now + UNIXEPOCH - seconds) / ERA)
-    return seconds + era * ERA - UNIXEPOCH
 
 
 def build_parser():
     return service_parser("python -m clients.time",
                           "TIME client (RFC 868): prints the server's time and its offset "
-                          "from the local clock.", DEFAULT_PORT, STANDARD_PORT)
+                          "from the local clock.", TIME_PORT, TIME_STANDARD_PORT)
 
 
 def main(argv=None):
@@ -47,7 +35,7 @@ def main(argv=None):
     reply = ask(args, ASK, size=4)
     now = time.time()
     try:
-        server_time = decode(reply, now)
+        server_time = decode_time(reply, now)
     except ValueError as exc:
         raise cli.Fatal(f"{args.host} port {args.port}: {exc}; is it a TIME server?") from None
     when = datetime.datetime.fromtimestamp(server_time, datetime.timezone.utc)

@@ -17,10 +17,10 @@ but the server is ignored (the guide's answer 2: check recvfrom's address).
 import socket
 import sys
 
-from reactor import cli
+import cli
 from clients.common import add_server_address, add_udp_arguments, udp_request
+from wire.services import GUIDE_PORT
 
-GUIDE_PORT = 58001
 MESSAGE = "Hello!\n"        # 7 bytes, the guide's
 
 

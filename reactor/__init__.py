@@ -9,8 +9,7 @@ Modules, one job each:
 * ``listener``   -- accept, admit up to a capacity, reject the rest
 * ``server``     -- a listener plus its connections: bookkeeping, logs, graceful stop
 * ``errors``     -- the one place that classifies socket errors
-* ``framing``    -- the line framer (sans-IO)
-* ``streamio``   -- UNP's blocking ``writen``/``readn``/``readline`` on that framer
-* ``cli``        -- one-line errors and logging for every command
-* ``docgen``     -- draws the state tables into ``docs/architecture.md``
+* ``protocols``  -- ``LineProtocol``: a protocol of lines, on ``wire.framing``
+* ``datagram``   -- a UDP socket on the loop
+* ``logwriter``  -- the log handler that never blocks the loop
 """

@@ -49,11 +49,11 @@ import logging
 import socket
 
 from reactor import errors
-from reactor.streamio import RECV_SIZE
 from reactor.states import (
     CONNECTION_TABLE, HIGH_WATER, LOW_WATER, READ, Action, ConnEvent, ConnState, apply,
     connection_interest, is_reactor_bug,
 )
+from wire.streamio import RECV_SIZE
 
 log = logging.getLogger("selectlab")
 

@@ -35,15 +35,9 @@ import logging
 
 from reactor import errors
 from reactor.connection import format_address
+from wire.streamio import MAX_DATAGRAM, RECV_BUFFER
 
 log = logging.getLogger("selectlab")
-
-# The largest UDP payload over IPv4: 65,535 (IP total length) - 20 (IP
-# header) - 8 (UDP header).  Over IPv6 it is 65,527 (no IP header counted).
-MAX_DATAGRAM = 65507
-
-# Bytes per recvfrom: the largest datagram of either family fits.
-RECV_BUFFER = 65535
 
 # Redis reads up to 1,000 connections per event; datagrams are cheaper and
 # carry no state, and this keeps a burst from holding the loop for long.

@@ -3,14 +3,14 @@
 A :class:`~reactor.connection.Protocol` gets bytes as ``recv`` returned
 them: half a line, or three.  Most text protocols (the Hello server, a chat
 room, SMTP, Redis's inline commands) want whole lines, and each one would
-otherwise wire a :class:`~reactor.framing.LineFramer` by hand.
+otherwise wire a :class:`~wire.framing.LineFramer` by hand.
 :class:`LineProtocol` does it once, as Twisted's ``LineReceiver`` does:
 override :meth:`~LineProtocol.line_received`, and
 :meth:`~LineProtocol.line_too_long` if the default (close) is not what you
 want.
 
-The rules are the framer's (``reactor.framing``), the same ones the blocking
-clients and servers read with (``reactor.streamio``):
+The rules are the framer's (``wire.framing``), the same ones the blocking
+clients and servers read with (``wire.streamio``):
 
 * a line ends with LF; a CR just before it belongs to the terminator;
   ``line_received`` gets the line *without* its terminator;
@@ -27,7 +27,7 @@ What it leaves out: other terminators, and decoding (lines are bytes).
 """
 
 from reactor.connection import Protocol
-from reactor.framing import MAX_LINE, LineFramer, LineTooLong, strip_eol
+from wire.framing import MAX_LINE, LineFramer, LineTooLong, strip_eol
 
 
 class LineProtocol(Protocol):

@@ -9,7 +9,7 @@ machine (``reactor.listener.Listener``, ``reactor.connection.Connection``)
 carry out the *actions*; this module does no I/O at all (it imports neither
 ``socket`` nor ``selectors``, and a test checks that), which is what lets the
 tables be tested row by row and drawn in ``docs/architecture.md``
-(``python -m reactor.docgen``).
+(``python -m tools.docgen``).
 
 The listener (the quick guide's ``enum {idle,busy}`` server, generalised to a
 capacity of N)::

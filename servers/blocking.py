@@ -39,8 +39,8 @@ import time
 
 from reactor import errors
 from reactor.connection import PROTOCOL_ERROR, format_address
-from reactor.streamio import RECV_SIZE, writen
 from servers.common import announce
+from wire.streamio import RECV_SIZE, writen
 
 log = logging.getLogger("selectlab")
 client_log = logging.getLogger("selectlab.clients")

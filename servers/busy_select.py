@@ -31,11 +31,11 @@ never does (see ``reactor.connection``).
 change state with ``--trace``.
 """
 
-from reactor import cli
+import cli
 from servers.common import add_reactor_arguments, add_server_arguments, run_stream_server
 from servers.echo_select import ECHO
+from wire.services import GUIDE_PORT
 
-GUIDE_PORT = 58001      # the quick guide's port, TCP and UDP
 
 
 def build_parser():

@@ -42,17 +42,17 @@ add ``chat_members``, ``chat_lines`` and ``chat_slow_disconnections``.
 
 import logging
 
-from reactor import cli
-from reactor.framing import MAX_LINE
+import cli
 from reactor.protocols import LineProtocol
 from servers.common import (
     add_reactor_arguments, add_server_arguments, build_stream_service,
 )
+from wire.framing import MAX_LINE
+from wire.services import CHAT_PORT
 
 log = logging.getLogger("selectlab")
 client_log = logging.getLogger("selectlab.clients")
 
-SERVER_PORT = 7711      # smallchat's
 
 WELCOME = b"Welcome to Simple Chat! Use /nick <nick> to set your nick.\n"     # smallchat's
 UNSUPPORTED = b"Unsupported command\n"                                        # smallchat's
@@ -183,7 +183,7 @@ def build_parser():
                     "said. The first line on stdout is 'listening on HOST:PORT'. SIGINT/SIGTERM "
                     "stop it gracefully; a second signal stops it at once; SIGUSR1 logs its "
                     "counters.")
-    add_server_arguments(parser, SERVER_PORT)
+    add_server_arguments(parser, CHAT_PORT)
     add_reactor_arguments(parser)
     parser.add_argument("--slow-timeout", type=cli.positive_float, default=SLOW_TIMEOUT,
                         metavar="SECS",

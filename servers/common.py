@@ -4,7 +4,7 @@
   ``--grace``, ``--trace``, ``-v/-q``, the same on every server.
 * :func:`add_reactor_arguments`: ``--max-clients``, ``--idle-timeout`` and
   ``--stats``, the same on every server that runs on the reactor.
-* :func:`open_listeners`: bind and listen, or raise :class:`~reactor.cli.Fatal`
+* :func:`open_listeners`: bind and listen, or raise :class:`~cli.Fatal`
   with a message that says what to do (address in use, unknown host, port
   needing root...).
 * :func:`announce`: the ``listening on HOST:PORT`` line on stdout, flushed,
@@ -24,8 +24,8 @@ import resource
 import signal
 import socket
 
-from reactor import cli
-from reactor.cli import Fatal, add_verbosity, byte_size, port, positive_float, positive_int
+import cli
+from cli import Fatal, add_verbosity, byte_size, port, positive_float, positive_int
 from reactor.connection import MAX_OUTPUT, Protocol, format_address
 from reactor.datagram import DatagramEndpoint, DatagramProtocol
 from reactor.loop import FD_SETSIZE, SELECTORS, Reactor, make_selector
@@ -164,7 +164,7 @@ def choose_max_clients(requested, fd_limit):
 
     Raises
     ------
-    reactor.cli.Fatal
+    cli.Fatal
         when nothing was requested and the limit leaves no descriptor for
         clients (Redis refuses to start in that case too).
     """
@@ -283,7 +283,7 @@ def open_listeners(host, port_number, backlog=DEFAULT_BACKLOG):
 
     Raises
     ------
-    reactor.cli.Fatal
+    cli.Fatal
         with a one-line explanation when the address cannot be used.
     """
     return _open_all(host, port_number, _stream_opener(backlog), socket.SOCK_STREAM)

@@ -10,25 +10,15 @@ Comer's server: ``Sat Nov 21 07:33:10 2026``, ending in CRLF.  Both
 protocols are served on the same port number from one loop.
 """
 
-import time
-
-from reactor import cli
+import cli
 from servers.common import reply_service_parser, run_reply_service
-
-STANDARD_PORT = 13      # RFC 867; binding it needs root
-DEFAULT_PORT = 8013     # unprivileged: 8000 + the standard port
-
-
-def daytime_text(now=None):
-    """RFC 867's reply: the local date and time, human-readable (``ctime``), CRLF-terminated."""
-    return (time.ctime(now) + "\r\n").encode("ascii")
-
+from wire.services import DAYTIME_PORT, DAYTIME_STANDARD_PORT, daytime_text
 
 def build_parser():
     return reply_service_parser(
         "python -m servers.daytime",
         "DAYTIME server (RFC 867): sends the date and time as a line of text.",
-        DEFAULT_PORT, STANDARD_PORT)
+        DAYTIME_PORT, DAYTIME_STANDARD_PORT)
 
 
 def main(argv=None):

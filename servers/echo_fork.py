@@ -12,11 +12,11 @@ guide's SIG_IGN) and ``none`` (tcpserv01: zombies).  See
 :mod:`servers.forking` for the details.
 """
 
-from reactor import cli
+import cli
 from servers.blocking import serve_connection
 from servers.common import add_server_arguments, start_classic
-from servers.echo_select import SERV_PORT
 from servers.forking import CHILDREN_MODES, REAP_MODES, Forking
+from wire.services import SERV_PORT
 
 
 def add_fork_arguments(parser):

@@ -15,10 +15,10 @@ ever (Comer 8.29, server deadlock) -- which is the point of comparing it with
 the reactor.
 """
 
-from reactor import cli
+import cli
 from servers.blocking import Iterative, serve_connection
 from servers.common import add_server_arguments, start_classic
-from servers.echo_select import SERV_PORT
+from wire.services import SERV_PORT
 
 
 def build_parser():

@@ -18,12 +18,12 @@ Try it with ``nc localhost 9877`` or ``python -m clients.echo``, and watch
 the state machines with ``--trace``.
 """
 
-from reactor import cli
+import cli
 from reactor.connection import Protocol
 from servers.common import add_reactor_arguments, add_server_arguments, run_stream_server
 from servers.udp_echo import UDP_ECHO
+from wire.services import SERV_PORT
 
-SERV_PORT = 9877    # UNP's unp.h
 
 
 class Echo(Protocol):

@@ -13,10 +13,10 @@ use a second core for echoing; it pays a thread (stack, scheduling) per
 client.  bench/ measures what that costs against the reactor.
 """
 
-from reactor import cli
+import cli
 from servers.blocking import Threading, serve_connection
 from servers.common import add_server_arguments, start_classic
-from servers.echo_select import SERV_PORT
+from wire.services import SERV_PORT
 
 
 def build_parser():

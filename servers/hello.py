@@ -1,6 +1,6 @@
 """The worksheet's "Hello, World!" server, as a fork server or on the reactor.
 
-    python -m servers.hello [port]                  # default 3490, the worksheet's MYPORT
+    python -m servers.hello [port]                  # default 3490, the worksheet's HELLO_PORT
     python -m servers.hello --model select [port]
 
 Every message a client sends is answered ``Hello, World!``, until it sends
@@ -9,7 +9,7 @@ received: ...``.  The worksheet's changes are options: ``--goodbye`` answers
 ``quit`` with ``Goodbye, ADDR``, ``--echo`` answers each message with itself,
 ``--maxdatasize 20`` is its MAXDATASIZE exercise (a long message is taken in
 pieces, and each piece is answered).  A message is a line, CR/LF stripped,
-so ``nc`` and telnet work; see :mod:`servers.hello_session` for the exact
+so ``nc`` and telnet work; see :mod:`wire.hello` for the exact
 rules, which both models share.
 
 ``--model fork`` (the worksheet's, the default) serves each client in a child
@@ -21,22 +21,23 @@ The transcripts are identical.
 import argparse
 import logging
 
-from reactor import cli, errors
-from reactor.framing import MAX_LINE, LineTooLong, strip_eol
+import cli
+from reactor import errors
 from reactor.protocols import LineProtocol
 from reactor.server import LINGER_TIMEOUT
-from reactor.streamio import Reader, writen
 from servers.blocking import linger_close, peer_host
 from servers.common import (
     add_reactor_arguments, add_server_arguments, run_stream_server, start_classic,
 )
 from servers.echo_fork import add_fork_arguments
 from servers.forking import Forking
-from servers.hello_session import MAXDATASIZE, HelloSession
+from wire.framing import MAX_LINE, LineTooLong, strip_eol
+from wire.hello import MAXDATASIZE, HelloSession
+from wire.services import HELLO_PORT
+from wire.streamio import Reader, writen
 
 log = logging.getLogger("selectlab")
 
-MYPORT = 3490       # the worksheet's
 
 
 def _log_messages(messages):
@@ -115,7 +116,7 @@ def build_parser():
         description="The worksheet's server: answers 'Hello, World!' to every message (line) "
                     "until the client sends 'quit'. The first line on stdout is 'listening on "
                     "HOST:PORT'. SIGINT/SIGTERM stop it gracefully.")
-    add_server_arguments(parser, MYPORT, trace=False)
+    add_server_arguments(parser, HELLO_PORT, trace=False)
     parser.add_argument("--model", choices=("fork", "select"), default="fork",
                         help="fork: a child process per client, as in the worksheet (the "
                              "default); select: every client on the reactor")

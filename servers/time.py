@@ -11,28 +11,15 @@ after that the count wraps to 0, as RFC 868 implies, and clients that know
 roughly what year it is (``clients.time`` does) decode it anyway.
 """
 
-import struct
-import time
-
-from reactor import cli
+import cli
 from servers.common import reply_service_parser, run_reply_service
-
-STANDARD_PORT = 37      # RFC 868; binding it needs root
-DEFAULT_PORT = 8037     # unprivileged: 8000 + the standard port
-UNIXEPOCH = 2208988800  # seconds from 1900-01-01 to 1970-01-01 (Comer's constant)
-
-
-def time_reply(now=None):
-    """RFC 868's reply: 4 bytes, big-endian seconds since 1900, modulo 2**32."""
-    seconds = int(time.time() if now is None else now) + UNIXEPOCH
-    return struct.pack("!I", seconds % 2**32)
-
+from wire.services import TIME_PORT, TIME_STANDARD_PORT, time_reply
 
 def build_parser():
     return reply_service_parser(
         "python -m servers.time",
         "TIME server (RFC 868): sends the time as 32-bit big-endian seconds since 1900.",
-        DEFAULT_PORT, STANDARD_PORT)
+        TIME_PORT, TIME_STANDARD_PORT)
 
 
 def main(argv=None):

@@ -13,14 +13,14 @@ goes on; the guide's server calls ``exit(1)``.  See :mod:`reactor.datagram`.
 as its TCP echo, from the same loop.
 """
 
-from reactor import cli
+import cli
 from reactor.datagram import DatagramEndpoint, DatagramProtocol
 from servers.common import (
     add_selector_argument, fd_limit_for, make_reactor, open_datagram_sockets, raise_fd_limit,
     Service,
 )
+from wire.services import GUIDE_PORT
 
-GUIDE_PORT = 58001
 
 
 class UdpEcho(DatagramProtocol):

@@ -9,7 +9,7 @@ faulty, so a test can check that one client's bug costs that client alone.
 
 import sys
 
-from reactor import cli
+import cli
 from reactor.connection import Protocol
 from servers.blocking import Iterative, Threading, serve_connection
 from servers.common import run_stream_server, start_classic

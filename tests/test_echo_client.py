@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from conftest import DEADLINE, ROOT, readline_within
+import cli
 from clients import echo
-from reactor import cli
 
 
 def client(*args, **kwargs):

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from conftest import DEADLINE, ROOT, recv_all, recv_exactly, reset, slow_reader, stuff
-from reactor import cli
+import cli
 from reactor.connection import RECV_SIZE
 from reactor.states import HIGH_WATER
 from servers import echo_select

@@ -2,7 +2,7 @@
 
 from hypothesis import given, strategies as st
 
-from reactor.framing import LineFramer, LineTooLong, strip_eol
+from wire.framing import LineFramer, LineTooLong, strip_eol
 
 
 def feed_all(framer, chunks):

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import DEADLINE, ROOT, recv_all, reset
 from reactor.states import IllegalTransition
-from servers.hello_session import GREETING, TABLE, HelloEvent, HelloSession, HelloState
+from wire.hello import GREETING, TABLE, HelloEvent, HelloSession, HelloState
 
 HELLO = GREETING
 

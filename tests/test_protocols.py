@@ -132,7 +132,7 @@ def test_an_illegal_transition_is_not_contained():
 def test_an_applications_own_illegal_transition_is_contained(caplog):
     """A protocol's own state machine built like the reactor's (the Hello session's) raising
     IllegalTransition is that protocol's bug: its connection is aborted, the server goes on."""
-    from servers.hello_session import HelloEvent, HelloState
+    from wire.hello import HelloEvent, HelloState
 
     class OwnMachine(Protocol):
         def data_received(self, conn, data):

@@ -6,7 +6,8 @@ import pathlib
 import pytest
 
 REACTOR = pathlib.Path(__file__).resolve().parent.parent / "reactor"
-SERVERS = REACTOR.parent / "servers"
+ROOT = REACTOR.parent
+WIRE = ROOT / "wire"
 
 
 def imported_modules(path):
@@ -19,17 +20,29 @@ def imported_modules(path):
     return names
 
 
-@pytest.mark.parametrize("module", ["framing", "states", "timers", "streamio"])
-def test_sans_io_modules_import_no_socket_or_selector(module):
-    """Framing and state code can be tested with bytes alone and reused by any kind of I/O."""
-    found = imported_modules(REACTOR / f"{module}.py") & {"socket", "selectors", "select", "ssl"}
-    assert not found, f"reactor/{module}.py imports {found}"
+@pytest.mark.parametrize("path", ["reactor/states.py", "reactor/timers.py", "wire/framing.py",
+                                  "wire/streamio.py", "wire/services.py", "wire/hello.py"])
+def test_sans_io_modules_import_no_socket_or_selector(path):
+    """Framing, state and session code can be tested with bytes alone and reused by any kind
+    of I/O; both models of the Hello server share one session that never touches a socket."""
+    found = imported_modules(ROOT / path) & {"socket", "selectors", "select", "ssl"}
+    assert not found, f"{path} imports {found}"
 
 
-def test_the_hello_session_is_sans_io():
-    """Both models of the Hello server share one session that never touches a socket."""
-    found = imported_modules(SERVERS / "hello_session.py") & {"socket", "selectors", "select"}
-    assert not found
+@pytest.mark.parametrize("path", sorted((ROOT / "clients").glob("*.py")) + sorted(WIRE.glob("*.py")),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_clients_and_the_wire_import_no_server_and_no_loop(path):
+    """A client loads no server code and no event loop: what it shares with the servers
+    (ports, framing, the Hello session, the TIME codec) lives in wire/."""
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            modules.add(node.module)
+        elif isinstance(node, ast.Import):
+            modules.update(alias.name for alias in node.names)
+    bad = {m for m in modules if m.split(".")[0] == "servers" or m in (
+        "reactor.loop", "reactor.server", "reactor.listener", "reactor.connection")}
+    assert not bad, f"{path.name} imports {bad}"
 
 
 @pytest.mark.parametrize("path", sorted(REACTOR.glob("*.py")), ids=lambda p: p.name)

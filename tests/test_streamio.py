@@ -3,8 +3,8 @@
 import socket
 import threading
 
-from reactor.framing import LineTooLong
-from reactor.streamio import Reader, writen
+from wire.framing import LineTooLong
+from wire.streamio import Reader, writen
 
 
 class Trickle:

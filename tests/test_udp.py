@@ -12,7 +12,7 @@ import pytest
 
 from clients import udp_echo as udp_echo_client
 from conftest import DEADLINE, ROOT, recv_all, recv_exactly, run_until
-from reactor import cli
+import cli
 from reactor.datagram import MAX_DATAGRAM, DatagramEndpoint
 from reactor.loop import Reactor
 from servers.udp_echo import UDP_ECHO

@@ -17,9 +17,9 @@ import sys
 import time
 import traceback
 
-from reactor import cli
 from bench.scenarios import REGISTRY, find
 from bench.scenarios.harness import Run, ScenarioError
+import cli
 
 
 class _OverTime(BaseException):

@@ -24,7 +24,7 @@ The session takes messages already framed: :meth:`HelloSession.line` for a
 line, :meth:`HelloSession.piece` for a ``maxdatasize - 1`` byte piece of a
 longer one.  Both servers frame with the shared ``LineFramer`` at
 ``piece_size``: the reactor model through ``reactor.protocols.LineProtocol``,
-the fork model through UNP's ``readline`` (``reactor.streamio.Reader``).
+the fork model through UNP's ``readline`` (``wire.streamio.Reader``).
 :meth:`HelloSession.feed` does the same framing for a caller that has bytes.
 
 The session is a two-state machine, as data (``TABLE``)::
@@ -37,8 +37,8 @@ The session is a two-state machine, as data (``TABLE``)::
 
 import enum
 
-from reactor.framing import MAX_LINE, LineFramer, LineTooLong, strip_eol
 from reactor.states import IllegalTransition
+from wire.framing import MAX_LINE, LineFramer, LineTooLong, strip_eol
 
 GREETING = b"Hello, World!\n"    # 14 bytes, the worksheet's reply
 QUIT = b"quit"

@@ -1,7 +1,7 @@
 """UNP's blocking helpers -- ``writen``, ``readn``, ``readline`` -- on the shared framer.
 
 For blocking sockets: the clients and the fork/thread/iterative servers.
-``readline`` and ``readn`` read through one :class:`~reactor.framing.LineFramer`
+``readline`` and ``readn`` read through one :class:`~wire.framing.LineFramer`
 per socket (UNP keeps that buffer in a static array; here it is an object, so
 two sockets never share it), which is the same framer the reactor's line
 servers feed, so a blocking client and a reactor server split a stream in
@@ -12,7 +12,7 @@ The socket is any object with ``recv`` and ``send``: this module imports no
 interrupted calls itself.
 """
 
-from reactor.framing import MAX_LINE, LineFramer
+from wire.framing import MAX_LINE, LineFramer
 
 # Bytes per recv, for the reactor and the blocking helpers alike: as much as
 # fits under glibc's default mmap threshold (128 KiB).  CPython allocates the
@@ -25,6 +25,13 @@ from reactor.framing import MAX_LINE, LineFramer
 # server's CPU per message was 31.2 us at 64 KiB, 23.1 us here, the same as at
 # 256 KiB (22.7), and 1 KiB messages were unchanged (7.0 us).
 RECV_SIZE = 128 * 1024 - 512
+
+# The largest UDP payload over IPv4: 65,535 (IP total length) - 20 (IP
+# header) - 8 (UDP header).  Over IPv6 it is 65,527 (no IP header counted).
+MAX_DATAGRAM = 65507
+
+# Bytes per recvfrom: the largest datagram of either family fits.
+RECV_BUFFER = 65535
 
 
 def writen(sock, data):
@@ -91,7 +98,7 @@ class Reader:
         bytes
             a line; at EOF the last unterminated piece, then ``b""`` for ever;
         LineTooLong
-            when the line is over ``max_line`` (see ``reactor.framing``).
+            when the line is over ``max_line`` (see ``wire.framing``).
         """
         while True:
             item = self.framer.next_line()

@@ -5,7 +5,7 @@ quick guide's answer 8): one ``recv`` may hold half a line or three of them.
 :class:`LineFramer` is fed whatever arrived and hands back complete lines, in
 the spirit of h11 and Twisted's ``LineReceiver``.  It never touches a socket
 (this module imports neither ``socket`` nor ``selectors``; a test checks), so
-the reactor's servers and the blocking helpers of ``reactor.streamio``
+the reactor's servers and the blocking helpers of ``wire.streamio``
 (UNP's ``readline``/``readn``) share this one implementation.
 
 Lines end with LF; a CR just before the LF is part of the terminator (telnet
