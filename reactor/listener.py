@@ -81,8 +81,10 @@ class Listener:
         bound, listening sockets.
     admit : callable
         ``admit(sock, addr)`` for a client that gets a slot.
-    reject : callable
-        ``reject(sock, addr)`` for a client that arrives at capacity.
+    reject : callable or None
+        ``reject(sock, addr)`` for a client that arrives at capacity; None
+        to leave such clients in the kernel's backlog instead (the listener
+        stops watching its sockets while BUSY).
     capacity : int or None
         how many admitted clients at once; None for no limit.
     tracer : callable, optional
@@ -203,7 +205,8 @@ class Listener:
         The only place that decides the listener's interest set: the state's
         (``listener_interest``), or nothing while backing off.
         """
-        mask = listener_interest(self.state) if self._retry_timer is None else 0
+        mask = listener_interest(self.state, self._reject is not None) \
+            if self._retry_timer is None else 0
         if mask == self._mask:
             return
         for acceptor in self.acceptors:

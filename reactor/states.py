@@ -231,7 +231,7 @@ LOW_WATER = HIGH_WATER // 4
 # of a connection that opens, echoes once and closes).
 _C_IDLE, _C_BUSY, _C_PAUSED, _C_CLOSING = ConnState.IDLE, ConnState.BUSY, ConnState.PAUSED, \
     ConnState.CLOSING
-_L_CLOSED = ListenerState.CLOSED
+_L_BUSY, _L_CLOSED = ListenerState.BUSY, ListenerState.CLOSED
 
 
 def connection_interest(state, buffered):
@@ -262,11 +262,16 @@ def connection_interest(state, buffered):
     return 0
 
 
-def listener_interest(state):
+def listener_interest(state, rejects=True):
     """The selector events a listener wants: READ until it is closed.
 
-    A BUSY listener keeps accepting so that the rejection hook can answer
-    each extra client at once (the quick guide's server writes ``busy\\n``)
-    instead of leaving it waiting in the backlog.
+    A BUSY listener that ``rejects`` keeps accepting so that the rejection
+    hook can answer each extra client at once (the quick guide's server
+    writes ``busy\\n``) instead of leaving it waiting in the backlog.  One
+    that does not (the classic servers' ``--max-children``, the iterative
+    server's one client) stops watching at capacity: the extra clients wait
+    in the kernel's backlog until a slot is freed.
     """
-    return 0 if state is _L_CLOSED else READ
+    if state is _L_CLOSED or (state is _L_BUSY and not rejects):
+        return 0
+    return READ

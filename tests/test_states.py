@@ -73,6 +73,9 @@ def test_listener_keeps_accepting_when_busy_so_it_can_reject():
     """The guide's busy server still watches the listening socket while it serves a client."""
     assert states.listener_interest(ListenerState.BUSY) == READ
     assert states.listener_interest(ListenerState.CLOSED) == 0
+    # Without a rejection hook, clients beyond the capacity wait in the backlog.
+    assert states.listener_interest(ListenerState.IDLE, rejects=False) == READ
+    assert states.listener_interest(ListenerState.BUSY, rejects=False) == 0
 
 
 def test_architecture_doc_is_generated_from_the_tables():
