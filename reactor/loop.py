@@ -12,13 +12,11 @@ in Python:
 * Timers live in a heap (``reactor.timers``); the nearest one bounds how long
   ``select()`` sleeps, and with no timers it sleeps until something happens.
   There is no poll interval anywhere.
-* ``stop()`` and signals wake ``select()`` through a socketpair: ``stop()``
-  writes a zero byte; for signals, ``signal.set_wakeup_fd`` makes the C-level
-  handler write a byte, and the loop runs the callbacks given to
-  :meth:`Reactor.add_signal_handler` when it dispatches the wakeup socket's
-  read event: between two handlers, never in the middle of one.  (asyncio
-  does the same, but reads *which* signals arrived from the bytes, and a
-  full socket drops them; here the Python-level handler records them.)
+* ``stop()``, signals and other threads wake ``select()`` through a
+  socketpair (``reactor.wakeup``); the callbacks given to
+  :meth:`Reactor.add_signal_handler` run when the loop dispatches the
+  wakeup socket's read event: between two handlers, never in the middle of
+  one.
 * A handler never closes a socket under the loop's feet: it asks for
   :meth:`Reactor.close_later`, and the loop unregisters and then closes at
   the end of the turn, after every handler of the turn has run.  Before
@@ -29,107 +27,29 @@ in Python:
 An exception from a timer callback scheduled with :meth:`Reactor.call_later`
 or :meth:`Reactor.call_at`, or from a signal's callback, is logged with its
 traceback and counted (:attr:`Reactor.callback_errors`), and the loop goes
-on; the reactor's own
-timers (closing deadlines, idle checks, accept back-off) are scheduled with
+on; the reactor's own timers (closing deadlines, idle checks, accept back-off) are scheduled with
 ``_call_later``, and an exception there is a bug of the loop: it propagates.
 (What the loop does with a protocol's exceptions is ``reactor.connection``'s.)
 
-What it leaves out: threads (``stop()`` and ``call_later`` are not thread
-safe, except that ``stop()`` may be called from a signal handler), child
-process watching, and any kind of future/coroutine.
+What it leaves out: threads (one method, :meth:`Reactor.call_soon_threadsafe`,
+may be called from another thread; ``stop()`` may be called from a signal
+handler), child process watching, and any kind of future/coroutine.
 """
 
 import logging
 import math
-import os
-import select
 import selectors
-import signal
-import socket
 import time
 
+from reactor.selection import (  # noqa: F401  (FD_SETSIZE, SELECTORS, make_selector: re-exported)
+    EPOLL_BITS, EPOLL_READ, EPOLL_WRITE, EVENT_READ, EVENT_WRITE, FD_SETSIZE, SELECTORS, epoll_of,
+    make_selector, selector_fd_limit,
+)
 from reactor.states import is_reactor_bug
 from reactor.timers import TimerQueue
+from reactor.wakeup import Wakeup
 
 log = logging.getLogger("selectlab")
-
-EVENT_READ = selectors.EVENT_READ
-EVENT_WRITE = selectors.EVENT_WRITE
-
-# Which epoll bits wake which handler, as selectors.EpollSelector maps them:
-# an error or hang-up wakes both (the handler's recv/send then reports it).
-_EPOLL_READ = select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP
-_EPOLL_WRITE = select.EPOLLOUT | select.EPOLLERR | select.EPOLLHUP
-
-# The epoll bits a READ/WRITE mask stands for: selectors.EpollSelector's.
-_EPOLL_BITS = {EVENT_READ: select.EPOLLIN, EVENT_WRITE: select.EPOLLOUT,
-               EVENT_READ | EVENT_WRITE: select.EPOLLIN | select.EPOLLOUT}
-
-# select() watches descriptors below FD_SETSIZE only (select(2): "an
-# unreasonably low limit for many modern applications"); a higher one makes
-# every later select() call raise ValueError, for all clients at once.
-FD_SETSIZE = 1024
-
-# The selectors a loop can run on, by the name ``--selector`` takes.
-SELECTORS = {name: getattr(selectors, cls) for name, cls in (
-    ("epoll", "EpollSelector"), ("poll", "PollSelector"), ("select", "SelectSelector"),
-) if hasattr(selectors, cls)}
-
-
-def make_selector(name=None):
-    """A new selector by name (``epoll``, ``poll``, ``select``); None gives DefaultSelector."""
-    if name is None:
-        return selectors.DefaultSelector()
-    return SELECTORS[name]()
-
-
-def selector_fd_limit(selector):
-    """The first descriptor ``selector`` cannot watch: FD_SETSIZE for select(), else None."""
-    return FD_SETSIZE if isinstance(selector, selectors.SelectSelector) else None
-
-
-# Bytes read from the wakeup socket per event.  The bytes only wake the loop
-# (which signals arrived is recorded separately, see _Waker), so a full
-# socket loses nothing.
-_WAKEUP_READ_SIZE = 4096
-
-
-class _Waker:
-    """The read end of the wakeup socketpair, as a handler; also the loop's signal inbox.
-
-    ``signal.set_wakeup_fd`` makes CPython's C-level handler write the signal
-    number into the socket, which wakes a sleeping ``select()``.  But those
-    bytes are not a reliable record: when the socket is full (a storm of
-    SIGUSR1s), further bytes are dropped, and a SIGTERM among them would be
-    lost.  So the Python-level handler, :meth:`note`, which CPython runs in
-    the main thread soon after, records the signal in ``pending`` too, and
-    :meth:`on_readable` dispatches from there: each kind of signal once per
-    turn, however many times it arrived, and none lost.
-    """
-
-    def __init__(self, reactor, sock):
-        self._reactor = reactor
-        self._sock = sock
-        self.pending = {}       # signum -> None, in order of arrival
-
-    def note(self, signum, frame):
-        """The Python-level handler of every signal the loop handles."""
-        self.pending[signum] = None
-
-    def on_readable(self):
-        try:
-            while self._sock.recv(_WAKEUP_READ_SIZE):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
-        # A signal noted after this swap stays pending; its byte wakes the next turn.
-        pending, self.pending = self.pending, {}
-        for signum in pending:
-            self._reactor._dispatch_signal(signum)
-
-    def on_writable(self):  # never registered for WRITE
-        pass
-
 
 class Reactor:
     """A single-thread event loop over a :mod:`selectors` selector.
@@ -145,7 +65,7 @@ class Reactor:
         self._handlers = {}          # fd -> handler: what the loop dispatches
         self._fileobjs = {}          # fd -> file object, on epoll (for one closed before unregister)
         self._not_read_only = {}     # fd -> events, for the few not watched for READ alone
-        self._epoll = _epoll_of(self.selector)
+        self._epoll = epoll_of(self.selector)
         self.fd_limit = selector_fd_limit(self.selector)
         self._timers = TimerQueue()
         self.cycles = 0              # turns of the loop so far (Redis's eventloop_cycles)
@@ -153,13 +73,8 @@ class Reactor:
         self.now = time.monotonic()  # the clock, read once per turn when select() returns
         self._to_close = []          # sockets whose handlers are done with them
         self._running = False
-        self._signal_callbacks = {}  # signum -> (callback, previous Python handler)
-        self._previous_wakeup_fd = None
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._waker = _Waker(self, self._wake_r)
-        self.register(self._wake_r, EVENT_READ, self._waker)
+        self._wakeup = Wakeup(self)
+        self.register(self._wakeup.sock, EVENT_READ, self._wakeup)
 
     # --- sockets ---------------------------------------------------------
 
@@ -169,18 +84,11 @@ class Reactor:
         Raises ValueError for a descriptor the selector cannot watch (on
         select(), FD_SETSIZE and up), here rather than in every later
         ``select()`` call.  Servers avoid it by keeping their open-file limit
-        at FD_SETSIZE on select (see ``servers.common.fd_limit_for``).
+        at FD_SETSIZE on select (see ``servers.limits.fd_limit_for``).
 
-        On epoll the loop registers with its epoll instance itself and keeps
-        its own ``fd -> handler`` map (which :meth:`events` reads), rather
-        than going through ``EpollSelector.register``, whose ``SelectorKey``
-        and file-object bookkeeping cost a connection that opens, echoes once
-        and closes 14,400 instructions of its 63,500 (callgrind, counted over
-        thousands of connections).  The selector's own map then stays empty:
-        ``selector.get_key`` and ``get_map`` know nothing of it, and
-        :meth:`events` answers instead; poll and select still register
-        through the selector.  Nothing is returned (the selector returned a
-        ``SelectorKey``).
+        On epoll the loop registers with its epoll instance itself, and
+        :meth:`events` answers what ``selector.get_key`` would (see
+        ``reactor.selection`` for why).  Nothing is returned.
         """
         fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
         if self.fd_limit is not None and fd >= self.fd_limit:
@@ -191,7 +99,7 @@ class Reactor:
         elif fd in self._handlers:
             raise KeyError(f"{fileobj!r} (descriptor {fd}) is already registered")
         else:
-            self._epoll.register(fd, _EPOLL_BITS[events])
+            self._epoll.register(fd, EPOLL_BITS[events])
             self._fileobjs[fd] = fileobj
         self._handlers[fd] = handler
         if events != EVENT_READ:
@@ -205,7 +113,7 @@ class Reactor:
         elif fd not in self._handlers:
             raise KeyError(f"{fileobj!r} is not registered")
         else:
-            self._epoll.modify(fd, _EPOLL_BITS[events])
+            self._epoll.modify(fd, EPOLL_BITS[events])
         self._note(fd, events, handler)
 
     def unregister(self, fileobj):
@@ -327,37 +235,37 @@ class Reactor:
                             for key, mask in ready])
 
         if timers:
-            for timer in timers.pop_due(time.monotonic()):
-                if timer.cancelled:         # an earlier callback of this batch cancelled it
-                    continue
-                if not timer.contained:
-                    timer.callback(*timer.args)
-                    continue
-                try:
-                    timer.callback(*timer.args)
-                except Exception as exc:
-                    if is_reactor_bug(exc):
-                        raise
-                    self._callback_failed("timer", timer.callback, exc)
+            self._run_timers()
 
         if self._to_close:
             self._close_released()
 
+    def _run_timers(self):
+        for timer in self._timers.pop_due(time.monotonic()):
+            if timer.cancelled:         # an earlier callback of this batch cancelled it
+                continue
+            if timer.contained:
+                self._contained("timer", timer.callback, *timer.args)
+            else:
+                timer.callback(*timer.args)
+
+    def _contained(self, kind, callback, *args):
+        """Run a user's callback: an exception is logged with its traceback and counted, and the loop goes on."""
+        try:
+            callback(*args)
+        except Exception as exc:
+            if is_reactor_bug(exc):
+                raise
+            self.callback_errors += 1
+            log.error("%s callback %s raised %s; the loop goes on", kind,
+                      getattr(callback, "__qualname__", callback), type(exc).__name__,
+                      exc_info=exc)
+
     def _dispatch_epoll(self, wait):
         """Phases 2 and 3 on epoll: the same as the ``selector.select()`` path, with less per event.
 
-        ``EpollSelector.select()`` turns each ``(fd, bits)`` that epoll
-        reports into a ``(SelectorKey, mask)`` pair: a method call, a dict
-        lookup and a tuple per ready socket, before the loop looks at any of
-        them.  Here the loop waits on the selector's own epoll instance
-        (through a duplicate of its descriptor, so only public interfaces
-        are used: ``selector.fileno()`` and ``select.epoll.fromfd``) and maps
-        each descriptor to its handler with one lookup in ``_handlers``,
-        which :meth:`register`, :meth:`modify` and :meth:`unregister` keep.
-
-        What it saves, measured with ``python -m bench`` (1 KiB echo, 100
-        connections, 2 rounds of 3 runs, side by side): 7.10 µs of server CPU
-        per request through ``select()``, 6.85 µs here, about 3.5%.
+        The loop waits on the selector's own epoll instance and maps each
+        descriptor to its handler with one lookup (see ``reactor.selection``).
         """
         if wait is None:
             wait = -1
@@ -379,16 +287,16 @@ class Reactor:
             handler = handlers.get(fd)
             if handler is None:
                 continue    # unregistered by an earlier handler of this turn
-            if bits & _EPOLL_READ and not_read_only.get(fd, EVENT_READ) & EVENT_READ:
+            if bits & EPOLL_READ and not_read_only.get(fd, EVENT_READ) & EVENT_READ:
                 handler.on_readable()
-                if not bits & _EPOLL_WRITE:
+                if not bits & EPOLL_WRITE:
                     continue
                 # Look again: the read handler (or one it called) may have
                 # unregistered this socket, or dropped its WRITE interest.
                 handler = handlers.get(fd)
                 if handler is None:
                     continue
-            if bits & _EPOLL_WRITE and not_read_only.get(fd, EVENT_READ) & EVENT_WRITE:
+            if bits & EPOLL_WRITE and not_read_only.get(fd, EVENT_READ) & EVENT_WRITE:
                 handler.on_writable()
 
     def _dispatch(self, ready):
@@ -428,71 +336,62 @@ class Reactor:
         to the wakeup socket, so a ``select()`` that is sleeping returns.
         """
         self._running = False
-        try:
-            self._wake_w.send(b"\0")
-        except (BlockingIOError, InterruptedError):
-            pass    # the socket is full of wakeups already
+        self._wakeup.wake()
+
+    def call_soon_threadsafe(self, callback, *args):
+        """From any thread: run ``callback(*args)`` in the loop's next turn (contained, as :meth:`call_later`).
+
+        The one method another thread may call (see ``reactor.wakeup``).
+        """
+        self._wakeup.call_soon_threadsafe(callback, *args)
+
+    def run_blocking(self, func, *args):
+        """Run a blocking ``func(*args)`` on the loop's thread and return its result.
+
+        Meanwhile signal callbacks run as soon as their signal arrives, and
+        timers when they are due (through SIGALRM); one of them may raise a
+        ``BaseException`` to end ``func``.  Main thread only.  See
+        ``reactor.wakeup``.
+        """
+        return self._wakeup.run_blocking(func, *args)
 
     # --- signals ---------------------------------------------------------
 
     def add_signal_handler(self, signum, callback):
         """Run ``callback(signum)`` from the loop whenever ``signum`` arrives.
 
-        Must be called from the main thread (a rule of :mod:`signal`).
+        Must be called from the main thread (a rule of :mod:`signal`).  If
+        the callback raises, it is logged and counted, as a timer's.
         """
-        if self._previous_wakeup_fd is None:
-            self._previous_wakeup_fd = signal.set_wakeup_fd(
-                self._wake_w.fileno(), warn_on_full_buffer=False)
-        previous = signal.signal(signum, self._waker.note)
-        old = self._signal_callbacks.get(signum)
-        self._signal_callbacks[signum] = (callback, old[1] if old else previous)
+        self._wakeup.add_signal_handler(signum, callback)
 
     def remove_signal_handler(self, signum):
         """Give ``signum`` back the handler it had before :meth:`add_signal_handler`."""
-        callback, previous = self._signal_callbacks.pop(signum)
-        signal.signal(signum, previous)
-        if not self._signal_callbacks and self._previous_wakeup_fd is not None:
-            signal.set_wakeup_fd(self._previous_wakeup_fd)
-            self._previous_wakeup_fd = None
-
-    def _dispatch_signal(self, signum):
-        entry = self._signal_callbacks.get(signum)
-        if entry is not None:
-            try:
-                entry[0](signum)
-            except Exception as exc:
-                if is_reactor_bug(exc):
-                    raise
-                self._callback_failed("signal", entry[0], exc)
-
-    def _callback_failed(self, kind, callback, exc):
-        """A timer's or a signal's callback raised: log it with its traceback, count it, go on."""
-        self.callback_errors += 1
-        log.error("%s callback %s raised %s; the loop goes on", kind,
-                  getattr(callback, "__qualname__", callback), type(exc).__name__, exc_info=exc)
+        self._wakeup.remove_signal_handler(signum)
 
     def close(self):
         """Restore signal handlers and release the loop's own descriptors.
 
         Sockets the caller registered are left to the caller.
         """
-        for signum in list(self._signal_callbacks):
-            self.remove_signal_handler(signum)
+        self._wakeup.close()
         if self._to_close:
             self._close_released()
         if self._epoll is not None:
             self._epoll.close()
         self.selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
 
+    def close_in_child(self):
+        """In a child process after ``fork()``: let go of the parent's loop without changing it.
 
-def _epoll_of(selector):
-    """A second handle on ``selector``'s epoll instance, or None if it is not an EpollSelector.
-
-    A duplicated epoll descriptor is the same epoll instance: what the
-    selector registers, ``poll()`` on the duplicate reports.
-    """
-    if not isinstance(selector, getattr(selectors, "EpollSelector", ())):
-        return None
-    return select.epoll.fromfd(os.dup(selector.fileno()))
+        The epoll instance is shared with the parent, so nothing is
+        unregistered from it: the loop's descriptors are closed, its signals
+        go back to their default actions, and every other socket is left to
+        the caller.
+        """
+        self._wakeup.close_in_child()
+        self._to_close.clear()
+        self._timers = TimerQueue()
+        if self._epoll is not None:
+            self._epoll.close()
+        self.selector.close()

@@ -71,7 +71,7 @@ class StreamServer:
     ----------
     reactor : reactor.loop.Reactor
     socks : list of socket.socket
-        bound, listening sockets (see ``servers.common.open_listeners``).
+        bound, listening sockets (see ``servers.sockets.open_listeners``).
     protocol_factory : callable
         returns the :class:`~reactor.connection.Protocol` for a new connection
         (a stateless protocol may return the same object each time).
@@ -162,7 +162,7 @@ class StreamServer:
                 conn.last_active + timeout, self._check_idle, conn)
             return
         del self._idle_timers[conn]
-        if conn.state is ConnState.CLOSING:
+        if conn.state in (ConnState.FLUSHING, ConnState.DRAINING):
             return      # already ending, within its own deadline
         self.stats.idle_timeouts += 1
         client_log.info("%s idle for %g s: closing", conn, timeout)
@@ -226,6 +226,10 @@ class StreamServer:
         }
 
     # --- stopping --------------------------------------------------------
+
+    def client_count(self):
+        """How many clients are connected now (rejected ones, on their way out, not counted)."""
+        return len(self.connections)
 
     def pending_output(self):
         """Bytes buffered for clients right now, over all connections."""

@@ -32,7 +32,8 @@ change state with ``--trace``.
 """
 
 import cli
-from servers.common import add_reactor_arguments, add_server_arguments, run_stream_server
+from servers.options import add_reactor_arguments, add_server_arguments
+from servers.service import run_stream_server
 from servers.echo_select import ECHO
 from wire.services import GUIDE_PORT
 

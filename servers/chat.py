@@ -44,9 +44,8 @@ import logging
 
 import cli
 from reactor.protocols import LineProtocol
-from servers.common import (
-    add_reactor_arguments, add_server_arguments, build_stream_service,
-)
+from servers.options import add_reactor_arguments, add_server_arguments
+from servers.service import build_stream_service
 from wire.framing import MAX_LINE
 from wire.services import CHAT_PORT
 

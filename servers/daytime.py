@@ -11,7 +11,7 @@ protocols are served on the same port number from one loop.
 """
 
 import cli
-from servers.common import reply_service_parser, run_reply_service
+from servers.replies import reply_service_parser, run_reply_service
 from wire.services import DAYTIME_PORT, DAYTIME_STANDARD_PORT, daytime_text
 
 def build_parser():

@@ -14,8 +14,9 @@ guide's SIG_IGN) and ``none`` (tcpserv01: zombies).  See
 
 import cli
 from servers.blocking import serve_connection
-from servers.common import add_server_arguments, start_classic
+from servers.classic import run_classic
 from servers.forking import CHILDREN_MODES, REAP_MODES, Forking
+from servers.options import add_server_arguments
 from wire.services import SERV_PORT
 
 
@@ -48,9 +49,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    server = Forking(start_classic(args), serve_connection, args.grace, reap=args.reap,
-                     max_children=args.max_children, children=args.children)
-    return server.run()
+    design = Forking(serve_connection, reap=args.reap, max_children=args.max_children,
+                     children=args.children)
+    return run_classic(args, design)
 
 
 def cli_main():

@@ -16,8 +16,9 @@ the reactor.
 """
 
 import cli
-from servers.blocking import Iterative, serve_connection
-from servers.common import add_server_arguments, start_classic
+from servers.blocking import serve_connection
+from servers.classic import Iterative, run_classic
+from servers.options import add_server_arguments
 from wire.services import SERV_PORT
 
 
@@ -34,7 +35,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return Iterative(start_classic(args), serve_connection, args.grace).run()
+    return run_classic(args, Iterative(serve_connection))
 
 
 def cli_main():

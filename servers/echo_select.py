@@ -20,7 +20,8 @@ the state machines with ``--trace``.
 
 import cli
 from reactor.connection import Protocol
-from servers.common import add_reactor_arguments, add_server_arguments, run_stream_server
+from servers.options import add_reactor_arguments, add_server_arguments
+from servers.service import run_stream_server
 from servers.udp_echo import UDP_ECHO
 from wire.services import SERV_PORT
 

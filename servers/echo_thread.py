@@ -14,8 +14,9 @@ client.  bench/ measures what that costs against the reactor.
 """
 
 import cli
-from servers.blocking import Threading, serve_connection
-from servers.common import add_server_arguments, start_classic
+from servers.blocking import serve_connection
+from servers.classic import Threading, run_classic
+from servers.options import add_server_arguments
 from wire.services import SERV_PORT
 
 
@@ -34,9 +35,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    server = Threading(start_classic(args), serve_connection, args.grace,
-                       stats_interval=args.stats)
-    return server.run()
+    return run_classic(args, Threading(serve_connection), stats_interval=args.stats)
 
 
 def cli_main():

@@ -19,11 +19,14 @@ none       ``tcpserv01``: nothing reaps; every finished child stays a zombie
            (``<defunct>`` in ``ps``) until the parent exits.
 =========  ==================================================================
 
-In Python, a signal handler runs in the main thread between two bytecodes,
-not in signal context, so the handler may call ``waitpid`` (as UNP's does);
-it only records what it reaped, and the main loop logs it (UNP 5.8: no
-``printf`` in a handler).  ``accept`` interrupted by the signal is restarted
-(PEP 475 does what UNP's ``if (errno == EINTR) continue`` does).  SIGPIPE is
+The parent runs on the reactor (``servers.classic``), so SIGCHLD is one
+more signal the loop delivers between two handlers: the callback calls
+``waitpid`` as UNP's handler does, and logs what it reaped (UNP 5.8's rule,
+no ``printf`` in a handler, holds because the callback is not one).  The
+loop, like the kernel, merges signals that arrive together, so ``wait``
+leaves zombies just as tcpserv03 does.  With ``ignore`` no SIGCHLD comes at
+all; the parent learns that a child has ended from a pidfd
+(``pidfd_open(2)``), which the loop watches like a socket.  SIGPIPE is
 ignored in every Python process, so a child writing to a vanished client gets
 ``EPIPE`` and ends normally instead of being killed.
 
@@ -32,7 +35,8 @@ process group) is the parent's to handle; SIGTERM ends a child at once.  On
 the first SIGINT/SIGTERM the parent stops accepting, then, with ``--children
 wait`` (the default), gives its children ``--grace`` seconds to finish before
 sending them SIGTERM, or with ``--children term`` sends it at once; either
-way it reaps them all before it exits.
+way it reaps them all before it exits (with ``none`` too: the zombies are
+reaped at exit, as the kernel would once the parent is gone).
 """
 
 import logging
@@ -40,16 +44,16 @@ import os
 import signal
 import time
 
-from servers.blocking import ClassicServer, run_one
+from servers.blocking import run_one
+from servers.classic import Design
 
 log = logging.getLogger("selectlab")
 
 REAP_MODES = ("waitpid", "wait", "ignore", "none")
 CHILDREN_MODES = ("wait", "term")
 
-# How long the parent waits for children to die after SIGTERM before it
-# gives up on them (they ignore nothing but SIGINT, so this is plenty).
-TERM_TIMEOUT = 5.0
+# Blocked across fork() (see Forking.serve).
+_FORK_BLOCKED = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGUSR1}
 
 
 def describe_exit(status):
@@ -65,14 +69,6 @@ def describe_exit(status):
     return f"status {status:#x}"
 
 
-# Blocked across fork() (see Forking.dispatch).
-_FORK_BLOCKED = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGUSR1}
-
-
-def _wake_only(signum, frame):
-    """A SIGCHLD handler that reaps nothing; its only effect is the wakeup byte."""
-
-
 def process_state(pid):
     """``(state, ppid)`` of ``pid`` from ``/proc``, or None if there is no such process."""
     try:
@@ -83,13 +79,27 @@ def process_state(pid):
     return fields[0], int(fields[1])
 
 
-class Forking(ClassicServer):
+class _ChildExit:
+    """A pidfd as a reactor handler: readable once the child has ended (``--reap ignore``)."""
+
+    def __init__(self, forking, pid, fd):
+        self.forking, self.pid, self.fd = forking, pid, fd
+
+    def on_readable(self):
+        self.forking._pidfd_ready(self)
+
+    def on_writable(self):  # never registered for WRITE
+        pass
+
+
+class Forking(Design):
     """A child process per connection.
 
     Parameters
     ----------
-    socks, serve, grace
-        as for :class:`~servers.blocking.ClassicServer`.
+    serve : callable
+        ``serve(sock, addr) -> (bytes_in, bytes_out, reason)``, blocking,
+        run in the child (``servers.blocking.serve_connection``).
     reap : str
         one of ``REAP_MODES`` (see the module docstring).
     max_children : int or None
@@ -99,40 +109,41 @@ class Forking(ClassicServer):
         ``"wait"`` or ``"term"``: what stopping does with the children.
     """
 
-    def __init__(self, socks, serve, grace, reap="waitpid", max_children=None,
-                 children="wait"):
+    def __init__(self, serve, reap="waitpid", max_children=None, children="wait"):
         if reap not in REAP_MODES:
             raise ValueError(f"reap must be one of {REAP_MODES}")
         if children not in CHILDREN_MODES:
             raise ValueError(f"children must be one of {CHILDREN_MODES}")
-        super().__init__(socks, serve, grace)
+        self._serve = serve
         self.reap = reap
-        self.max_children = max_children
+        self.capacity = max_children
         self.children_mode = children
-        self.children = {}          # pid -> peer text, until the pid is known to be gone
-        self._reaped = []           # (pid, status) from the SIGCHLD handler, to log
+        self.children = {}          # pid -> when it was forked, while it runs
+        self._unreaped = set()      # ended children not reaped yet (wait, none)
+        self._pidfds = {}           # pid -> _ChildExit (ignore)
+        self._previous_sigchld = None
 
-    # --- the parent ------------------------------------------------------
-
-    def run(self):
-        if self.reap == "waitpid":
-            self.set_handler(signal.SIGCHLD, self._sigchld_waitpid)
-        elif self.reap == "wait":
-            self.set_handler(signal.SIGCHLD, self._sigchld_wait)
-        elif self.reap == "ignore":
-            self.set_handler(signal.SIGCHLD, signal.SIG_IGN)
+    def attach(self, server):
+        super().attach(server)
+        reactor = server.reactor
+        if self.reap == "ignore":
+            self._previous_sigchld = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         else:
-            # tcpserv01 has no handler at all.  This one reaps nothing either
-            # (the zombies stay), but it wakes the loop so that
-            # --max-children notices a child has ended.
-            self.set_handler(signal.SIGCHLD, _wake_only)
-        try:
-            return super().run()
-        finally:
-            self._reap_all()
+            # tcpserv01 (none) has no handler at all.  This one reaps nothing
+            # either (the zombies stay), but it tells the parent that a child
+            # has ended, so that --max-children frees its slot.
+            reactor.add_signal_handler(signal.SIGCHLD, self._on_sigchld)
 
-    def _sigchld_waitpid(self, signum, frame):
-        """UNP's sig_chld (tcpserv04): reap every child that has ended, never block."""
+    # --- children ending -------------------------------------------------
+
+    def _on_sigchld(self, _signum):
+        if self.reap == "waitpid":
+            self._reap(every=True)          # tcpserv04's sig_chld: while waitpid(WNOHANG)
+        elif self.reap == "wait":
+            self._reap(every=False)         # tcpserv03: one child per signal
+        self._look_for_zombies()
+
+    def _reap(self, every):
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -140,38 +151,37 @@ class Forking(ClassicServer):
                 return
             if pid == 0:
                 return
-            self._reaped.append((pid, status))
-
-    def _sigchld_wait(self, signum, frame):
-        """UNP's tcpserv03 handler: one child per signal, so merged signals leave zombies.
-
-        UNP calls ``wait()``; this calls ``waitpid(-1, WNOHANG)`` once, which
-        loses children in the same way but cannot block the parent when the
-        signal was for a child that stopped (SIGSTOP) rather than ended.
-        """
-        try:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid:
-            self._reaped.append((pid, status))
-
-    def after_wakeup(self):
-        self._log_reaped()
-        if self.max_children is not None:
-            self.set_accepting(self.clients_left() < self.max_children)
-
-    def poll_interval(self):
-        at_limit = self.max_children is not None and not self._accepting
-        return 0.1 if self.reap == "ignore" and at_limit else None
-
-    def _log_reaped(self):
-        reaped, self._reaped = self._reaped, []
-        for pid, status in reaped:
-            self.children.pop(pid, None)
+            self._unreaped.discard(pid)
             log.info("child %d terminated (%s)", pid, describe_exit(status))
+            self._ended(pid, failed=status != 0)
+            if not every:
+                return
 
-    def dispatch(self, sock, addr):
+    def _look_for_zombies(self):
+        """Children that have ended unreaped (wait, none) no longer count as clients."""
+        if self.reap == "waitpid":
+            return
+        for pid in list(self.children):
+            state = process_state(pid)
+            if state is None or state[1] != os.getpid() or state[0] == "Z":
+                self._unreaped.add(pid)
+                self._ended(pid)
+
+    def _pidfd_ready(self, watcher):
+        reactor = self.server.reactor
+        reactor.unregister(watcher.fd)
+        os.close(watcher.fd)
+        del self._pidfds[watcher.pid]
+        self._ended(watcher.pid)
+
+    def _ended(self, pid, failed=False):
+        started = self.children.pop(pid, None)
+        if started is not None:
+            self.server.client_done(seconds=time.monotonic() - started, failed=failed)
+
+    # --- the parent ------------------------------------------------------
+
+    def serve(self, sock, addr):
         # Signals stay blocked from just before fork() until each process has
         # its own handlers: a SIGTERM meant for the new child cannot reach
         # the parent's handler in the child, and is delivered when it unblocks.
@@ -182,86 +192,71 @@ class Forking(ClassicServer):
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             log.error("fork: %s; dropping the client", exc.strerror)
             sock.close()
+            self.server.client_done(failed=True)
             return
         if pid == 0:
             self._child(sock, addr, old_mask)   # never returns
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         sock.close()        # the parent's copy; the child has its own
-        self.children[pid] = str(addr[0]) if isinstance(addr, tuple) else str(addr)
-        if self.max_children is not None and self.clients_left() >= self.max_children:
-            log.info("%d children: not accepting until one ends", self.max_children)
-            self.set_accepting(False)
+        self.children[pid] = time.monotonic()
+        if self.reap == "ignore":
+            watcher = _ChildExit(self, pid, os.pidfd_open(pid))
+            self._pidfds[pid] = watcher
+            self.server.reactor.register(watcher.fd, 1, watcher)
 
-    def clients_left(self):
+    def client_count(self):
         """Children still running (zombies and reaped ones do not count)."""
-        if self.reap == "waitpid":
-            return len(self.children)
-        return sum(1 for pid in list(self.children) if self._running(pid))
+        return len(self.children)
 
-    def _running(self, pid):
-        """Whether ``pid`` is our child and not a zombie (``/proc``: pids are reused)."""
-        state = process_state(pid)
-        if state is None or state[1] != os.getpid() or state[0] == "Z":
-            if state is None or state[1] != os.getpid():
-                self.children.pop(pid, None)
-            return False
-        return True
+    def at_capacity(self):
+        log.info("%d children: not accepting until one ends", self.capacity)
 
     # --- stopping --------------------------------------------------------
 
-    def _on_stop_signal(self, signum):
-        super()._on_stop_signal(signum)
-        if self.children_mode == "term" and self._signals_seen == 1:
-            self._terminate_children()
+    def stopping(self):
+        if self.children_mode == "term":
+            self.end_clients()
 
     def end_clients(self):
-        self._terminate_children()
-
-    def _terminate_children(self):
         for pid in list(self.children):
-            if self._running(pid):
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
 
-    def _reap_all(self):
-        """Before exiting: make sure no child of ours is left running or a zombie."""
-        self._log_reaped()      # reaped by the handler after the loop's last turn
-        end = time.monotonic() + TERM_TIMEOUT
-        while self.children and time.monotonic() < end:
-            for pid in list(self.children):
-                state = process_state(pid)
-                if state is None or state[1] != os.getpid():
-                    self.children.pop(pid, None)    # auto-reaped (ignore) or gone
-                    continue
-                try:
-                    got, status = os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    self.children.pop(pid, None)
-                    continue
-                if got:
-                    self.children.pop(pid, None)
-                    log.info("child %d terminated (%s)", pid, describe_exit(status))
-            if self.children:
-                time.sleep(0.01)
+    def close(self):
+        """After the loop: reap what is left, so that no child stays a zombie."""
+        for pid in list(self.children) + sorted(self._unreaped):
+            try:
+                got, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue    # reaped by the kernel (ignore)
+            if got:
+                log.info("child %d terminated (%s)", pid, describe_exit(status))
+                self.children.pop(pid, None)
         for pid in self.children:
             log.warning("child %d did not end", pid)
+        for watcher in self._pidfds.values():
+            os.close(watcher.fd)
+        self._pidfds.clear()
+        if self._previous_sigchld is not None:
+            signal.signal(signal.SIGCHLD, self._previous_sigchld)
 
     # --- the child -------------------------------------------------------
 
     def _child(self, sock, addr, old_mask):
-        """In the child: drop the parent's descriptors and signals, serve, exit."""
+        """In the child: drop the parent's loop, descriptors and signals, serve, exit."""
         status = 1
         try:
-            signal.set_wakeup_fd(-1)
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            for signum in (signal.SIGTERM, signal.SIGCHLD, signal.SIGUSR1, signal.SIGALRM):
-                signal.signal(signum, signal.SIG_DFL)
+            self.server.reactor.close_in_child()    # its signals back to their defaults
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-            self.close()        # the listening sockets (UNP: close(listenfd)) and the loop's
-            failed = run_one(self.serve, sock, addr, who=f"[{os.getpid()}] ")[3]
+            for listening in self.server.sockets:
+                listening.close()       # UNP: close(listenfd)
+            for watcher in self._pidfds.values():
+                os.close(watcher.fd)
+            failed = run_one(self._serve, sock, addr, who=f"[{os.getpid()}] ")[3]
             status = 1 if failed else 0     # the parent logs it: "terminated (exit 1)"
         except BaseException:
             log.exception("child %d failed", os.getpid())

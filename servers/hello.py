@@ -26,11 +26,11 @@ from reactor import errors
 from reactor.protocols import LineProtocol
 from reactor.server import LINGER_TIMEOUT
 from servers.blocking import linger_close, peer_host
-from servers.common import (
-    add_reactor_arguments, add_server_arguments, run_stream_server, start_classic,
-)
+from servers.classic import run_classic
 from servers.echo_fork import add_fork_arguments
 from servers.forking import Forking
+from servers.options import add_reactor_arguments, add_server_arguments
+from servers.service import run_stream_server
 from wire.framing import MAX_LINE, LineTooLong, strip_eol
 from wire.hello import MAXDATASIZE, HelloSession
 from wire.services import HELLO_PORT
@@ -152,10 +152,9 @@ def main(argv=None):
     options = dict(maxdatasize=args.maxdatasize, goodbye=args.goodbye, echo=args.echo)
     if args.model == "select":
         return run_stream_server(args, lambda: HelloProtocol(options))
-    server = Forking(start_classic(args), lambda sock, addr: serve_blocking(sock, addr, options),
-                     args.grace, reap=args.reap, max_children=args.max_children,
-                     children=args.children)
-    return server.run()
+    design = Forking(lambda sock, addr: serve_blocking(sock, addr, options), reap=args.reap,
+                     max_children=args.max_children, children=args.children)
+    return run_classic(args, design)
 
 
 def cli_main():

@@ -12,7 +12,7 @@ roughly what year it is (``clients.time`` does) decode it anyway.
 """
 
 import cli
-from servers.common import reply_service_parser, run_reply_service
+from servers.replies import reply_service_parser, run_reply_service
 from wire.services import TIME_PORT, TIME_STANDARD_PORT, time_reply
 
 def build_parser():

@@ -15,10 +15,10 @@ as its TCP echo, from the same loop.
 
 import cli
 from reactor.datagram import DatagramEndpoint, DatagramProtocol
-from servers.common import (
-    add_selector_argument, fd_limit_for, make_reactor, open_datagram_sockets, raise_fd_limit,
-    Service,
-)
+from servers.limits import fd_limit_for, raise_fd_limit
+from servers.options import add_selector_argument
+from servers.service import Service, make_reactor
+from servers.sockets import open_datagram_sockets
 from wire.services import GUIDE_PORT
 
 

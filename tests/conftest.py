@@ -219,7 +219,7 @@ class ThreadedServer:
     def __init__(self, protocol_factory, **kwargs):
         from reactor.loop import Reactor
         from reactor.server import StreamServer
-        from servers.common import open_listeners
+        from servers.sockets import open_listeners
 
         self.reactor = Reactor()
         socks = open_listeners("127.0.0.1", 0)

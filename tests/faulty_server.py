@@ -3,7 +3,7 @@
     python -m tests.faulty_server [server options] iterative|thread|fork|select [port]
 
 Each design serves with the project's own machinery (``servers.blocking``,
-``servers.forking``, ``servers.common``); only the per-connection code is
+``servers.classic``, ``servers.forking``); only the per-connection code is
 faulty, so a test can check that one client's bug costs that client alone.
 """
 
@@ -11,9 +11,10 @@ import sys
 
 import cli
 from reactor.connection import Protocol
-from servers.blocking import Iterative, Threading, serve_connection
-from servers.common import run_stream_server, start_classic
+from servers.blocking import serve_connection
+from servers.classic import Iterative, Threading, run_classic
 from servers.forking import Forking
+from servers.service import run_stream_server
 
 
 class Bug(Exception):
@@ -58,14 +59,14 @@ def main(argv=None):
     if design == "thread":
         from servers.echo_thread import build_parser
         args = build_parser().parse_args(rest)
-        return Threading(start_classic(args), faulty_serve, args.grace).run()
+        return run_classic(args, Threading(faulty_serve))
     if design == "fork":
         from servers.echo_fork import build_parser
         args = build_parser().parse_args(rest)
-        return Forking(start_classic(args), faulty_serve, args.grace).run()
+        return run_classic(args, Forking(faulty_serve))
     from servers.echo_iterative import build_parser
     args = build_parser().parse_args(rest)
-    return Iterative(start_classic(args), faulty_serve, args.grace).run()
+    return run_classic(args, Iterative(faulty_serve))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from reactor.connection import Protocol
 from reactor.loop import Reactor
 from reactor.server import StreamServer
 from reactor.states import LISTENER_TABLE, ListenerEvent, ListenerState
-from servers.common import open_listeners
+from servers.sockets import open_listeners
 
 L, LE = ListenerState, ListenerEvent
 

@@ -231,3 +231,107 @@ def test_a_socket_closed_before_it_is_unregistered_leaves_nothing_behind(selecto
     finally:
         r.close()
         b.close()
+
+
+# --- a blocking call on the loop's thread, other threads, a forked child -----
+
+class Cut(BaseException):
+    """Raised by a callback to end a blocking call, as the iterative server's grace period does."""
+
+
+def test_a_signal_during_a_blocking_call_runs_its_callback_at_once(reactor):
+    """While the iterative server's thread is inside a blocking recv, SIGTERM still reaches the
+    loop's callback, and the callback can end the call (a second signal cuts the client off)."""
+    seen = []
+
+    def on_term(signum):
+        seen.append(signum)
+        raise Cut()
+
+    reactor.add_signal_handler(signal.SIGTERM, on_term)
+    a, b = socket.socketpair()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)     # noted, then dispatched in the blocking call
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        with pytest.raises(Cut):
+            reactor.run_blocking(a.recv, 1)      # nobody ever writes to b
+    finally:
+        a.close()
+        b.close()
+    assert signal.SIGTERM in seen
+
+
+def test_a_timer_due_during_a_blocking_call_fires_and_can_end_it(reactor):
+    """The iterative server's grace period is a loop timer like any other: it fires while the
+    loop's thread blocks in recv, and ends that client."""
+    fired = []
+
+    def grace_over():
+        fired.append(reactor.time())
+        raise Cut()
+
+    before = signal.getsignal(signal.SIGALRM), signal.getitimer(signal.ITIMER_REAL)[0]
+    a, b = socket.socketpair()
+    try:
+        reactor.call_later(0.05, grace_over)
+        with pytest.raises(Cut):
+            reactor.run_blocking(a.recv, 1)
+    finally:
+        a.close()
+        b.close()
+    assert len(fired) == 1
+    # SIGALRM given back, and an alarm that was set before (pytest-timeout's) still set.
+    assert signal.getsignal(signal.SIGALRM) is before[0]
+    assert bool(signal.getitimer(signal.ITIMER_REAL)[0]) == bool(before[1])
+
+
+def test_another_thread_hands_work_to_the_loop(reactor):
+    """A thread-per-connection server's threads tell the loop they are done; the loop runs
+    the callback on its own thread, in its next turn."""
+    ran_on = []
+
+    def done(value):
+        ran_on.append((value, threading.get_ident()))
+        reactor.stop()
+
+    worker = threading.Thread(target=reactor.call_soon_threadsafe, args=(done, 42))
+    worker.start()
+    worker.join(DEADLINE)
+    reactor.call_later(DEADLINE, reactor.stop)     # the hang guard
+    reactor.run()
+    assert ran_on == [(42, threading.get_ident())]
+
+
+def test_a_forked_child_lets_go_of_the_loop_without_changing_the_parents(reactor):
+    """The fork server's child closes the loop it inherited; the parent's loop still sees its
+    sockets (the epoll instance is shared, so nothing may be unregistered from it)."""
+    a, b = socket.socketpair()
+    got = []
+
+    class Reader:
+        def on_readable(self):
+            got.append(a.recv(16))
+            reactor.stop()
+
+        def on_writable(self):
+            pass
+
+    reactor.register(a, EVENT_READ, Reader())
+    reactor.add_signal_handler(signal.SIGUSR1, lambda signum: None)
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            reactor.close_in_child()
+            status = 0 if signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL else 2
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    b.send(b"still here")
+    reactor.call_later(DEADLINE, reactor.stop)
+    reactor.run()
+    assert got == [b"still here"]
+    reactor.unregister(a)
+    a.close()
+    b.close()

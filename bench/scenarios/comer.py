@@ -9,7 +9,7 @@ import time
 
 from bench.scenarios.harness import ScenarioError, scenario
 from reactor.loop import FD_SETSIZE
-from servers.common import RESERVED_FDS
+from servers.limits import RESERVED_FDS
 
 COMER = "Comer & Stevens, Internetworking with TCP/IP vol. III"
 

@@ -1,0 +1,83 @@
+"""The command-line options every selectlab server shares.
+
+* :func:`add_server_arguments`: ``[port]``, ``-b/--bind``, ``--backlog``,
+  ``--grace``, ``--trace``, ``-v/-q``, the same on every server.
+* :func:`add_reactor_arguments`: ``--max-clients``, ``--idle-timeout``,
+  ``--max-output``, ``--stats`` and ``--selector``, the same on every
+  server that runs on the reactor.
+"""
+
+from cli import add_verbosity, byte_size, port, positive_float, positive_int
+from reactor.connection import MAX_OUTPUT
+from reactor.selection import FD_SETSIZE, SELECTORS
+from servers.limits import RESERVED_FDS, fd_limit
+
+# UNP's LISTENQ.  The kernel caps it at net.core.somaxconn.
+DEFAULT_BACKLOG = 1024
+
+# How long a stopping server waits for its clients to take their last bytes.
+DEFAULT_GRACE = 5.0
+
+
+def add_server_arguments(parser, default_port, trace=True, protocols="TCP"):
+    """The options every server takes (``--trace`` only where there are state machines to trace)."""
+    parser.add_argument("port", nargs="?", type=port, default=default_port,
+                        help=f"{protocols} port to listen on (default {default_port}; 0 picks a "
+                             f"free one)")
+    parser.add_argument("-b", "--bind", metavar="HOST", default=None,
+                        help="address or host name to listen on (default: every interface, "
+                             "IPv4 and IPv6 where the host has both)")
+    parser.add_argument("--backlog", type=int, default=DEFAULT_BACKLOG, metavar="N",
+                        help=f"listen() backlog: connections the kernel queues before we accept "
+                             f"them (default {DEFAULT_BACKLOG}, UNP's LISTENQ)")
+    parser.add_argument("--grace", type=positive_float, default=DEFAULT_GRACE, metavar="SECS",
+                        help=f"on SIGINT/SIGTERM, how long to let clients take their pending "
+                             f"output before dropping them (default {DEFAULT_GRACE:g})")
+    if trace:
+        parser.add_argument("--trace", action="store_true",
+                            help="log every state transition of the listener and the "
+                                 "connections, and the line -v logs as each client opens and "
+                                 "closes; even with -q")
+    add_verbosity(parser)
+
+
+def add_reactor_arguments(parser, default_max_clients=None):
+    """The options of every server on the reactor: admission control, idle timeout, counters.
+
+    ``default_max_clients`` None means Redis's default: as many clients as
+    the descriptor limit allows, minus ``RESERVED_FDS``.
+    """
+    if default_max_clients is None:
+        default_text = (f"the open-file limit minus {RESERVED_FDS} descriptors kept for the "
+                        f"server, as Redis does; here {fd_limit() - RESERVED_FDS}")
+    else:
+        default_text = str(default_max_clients)
+    parser.add_argument("--max-clients", type=positive_int, default=default_max_clients,
+                        metavar="N",
+                        help=f"serve at most N clients at once; a client beyond them reads "
+                             f"'busy' and is closed cleanly (default: {default_text})")
+    parser.add_argument("--idle-timeout", type=positive_float, default=None, metavar="SECS",
+                        help="close a client after SECS seconds with no byte moving either "
+                             "way (default: never)")
+    parser.add_argument("--max-output", type=byte_size, default=MAX_OUTPUT, metavar="BYTES",
+                        help=f"cut a client off (reason 'output limit') rather than buffer more "
+                             f"than BYTES of output for it, as Redis's "
+                             f"client-output-buffer-limit does (default {MAX_OUTPUT >> 20} MiB); "
+                             f"64K, 8M and the like are understood")
+    parser.add_argument("--stats", type=positive_float, default=None, metavar="SECS",
+                        help="log the counters (accepted, rejected_busy, active, closed, "
+                             "idle_timeouts, protocol_errors, log_lines_dropped, bytes...) "
+                             "every SECS seconds; SIGUSR1 logs them at any time")
+    add_selector_argument(parser)
+
+
+def add_selector_argument(parser):
+    """``--selector epoll|poll|select``: which system call the reactor waits in."""
+    names = "|".join(SELECTORS)
+    parser.add_argument("--selector", choices=list(SELECTORS), default=None,
+                        metavar=names,
+                        help=f"the system call the loop waits in (default: the best this system "
+                             f"has, epoll on Linux). select() cannot watch descriptors past "
+                             f"{FD_SETSIZE - 1}, so with it the server keeps its open-file limit "
+                             f"at {FD_SETSIZE} and serves at most {FD_SETSIZE - RESERVED_FDS} "
+                             f"clients by default")

@@ -1,0 +1,299 @@
+"""Running a server: the loop, its servers, the log and the counters, from start to a clean stop.
+
+:class:`Service` runs a TCP server (a :class:`~reactor.server.StreamServer`,
+or a classic design's :class:`~servers.classic.ClassicServer`) and UDP
+endpoints on one loop until SIGINT or SIGTERM, then stops gracefully; a
+second signal stops at once.  SIGUSR1 logs the counters, which
+:meth:`Service.snapshot` gathers from the server, UDP, the loop and the
+log.  Its lifecycle is the table ``SERVICE``::
+
+    RUNNING  --stop/drain-->    STOPPING   no new clients; the rest get --grace s
+    STOPPING --drained/end-->   STOPPED    every client is gone: the loop returns
+    STOPPING --stop/abort-->    ABORTING   a second signal: drop them all, exit 1
+    ABORTING --drained/end-->   STOPPED
+    RUNNING  --failed/end-->    STOPPED    nothing left to serve (UDP errors): exit 1
+
+:func:`build_stream_service` / :func:`run_stream_server` are what ``main()``
+of a reactor server does, from its parsed arguments.
+"""
+
+import enum
+import logging
+import signal
+
+import cli
+from reactor.datagram import DatagramEndpoint
+from reactor.loop import Reactor, make_selector
+from reactor.selection import FD_SETSIZE
+from reactor.server import StreamServer, format_stats
+from reactor.states import IllegalTransition
+from servers.limits import choose_max_clients, fd_limit_for, log_capacity, raise_fd_limit
+from servers.options import DEFAULT_GRACE
+from servers.sockets import announce, open_stream_and_datagram
+
+log = logging.getLogger("selectlab")
+stats_log = logging.getLogger("selectlab.stats")
+
+EXIT_SECOND_SIGNAL = 1      # a second SIGINT/SIGTERM dropped the clients
+EXIT_FAILURE = 1
+
+# What a client arriving at capacity reads before our FIN: the quick guide's
+# 11th task ("send "busy\n" to new incoming clients"), 5 bytes.
+BUSY_MESSAGE = b"busy\n"
+
+
+class ServiceState(enum.Enum):
+    RUNNING = "running"
+    STOPPING = "stopping"    # draining: no new clients, the others get the grace period
+    ABORTING = "aborting"    # dropping every client (a fork server waits for its children)
+    STOPPED = "stopped"      # the loop returns at the end of this turn
+
+
+class ServiceEvent(enum.Enum):
+    STOP = "stop"            # SIGINT, SIGTERM or Service.stop()
+    DRAINED = "drained"      # the last client is gone, or the grace period is over
+    FAILED = "failed"        # nothing left to serve
+
+
+class ServiceAction(enum.Enum):
+    DRAIN = "drain"          # stop accepting, close every client gracefully
+    ABORT = "abort"          # drop every client now; exit status 1
+    END = "end"              # stop the loop
+
+
+_S, _SE, _SA = ServiceState, ServiceEvent, ServiceAction
+
+SERVICE_TABLE = {
+    (_S.RUNNING, _SE.STOP): (_S.STOPPING, _SA.DRAIN),
+    (_S.RUNNING, _SE.FAILED): (_S.STOPPED, _SA.END),
+    (_S.STOPPING, _SE.DRAINED): (_S.STOPPED, _SA.END),
+    (_S.STOPPING, _SE.STOP): (_S.ABORTING, _SA.ABORT),
+    (_S.ABORTING, _SE.DRAINED): (_S.STOPPED, _SA.END),
+    (_S.ABORTING, _SE.STOP): (_S.ABORTING, None),
+    # A signal in the turn the loop stops in.
+    (_S.STOPPED, _SE.STOP): (_S.STOPPED, None),
+}
+
+
+class _ServiceMachine:
+    name = "service"
+    table = SERVICE_TABLE
+
+    def apply(self, state, event):
+        try:
+            return self.table[state, event]
+        except KeyError:
+            raise IllegalTransition(self.name, state, event) from None
+
+
+SERVICE = _ServiceMachine()
+
+
+def make_reactor(args):
+    """A :class:`~reactor.loop.Reactor` on the selector ``args.selector`` names."""
+    return Reactor(make_selector(getattr(args, "selector", None)))
+
+
+class Service:
+    """A reactor server as its ``main()`` runs it: the loop, its servers, the log, one set of counters.
+
+    Parameters
+    ----------
+    reactor : reactor.loop.Reactor
+    server : reactor.server.StreamServer, servers.classic.ClassicServer or None
+        the TCP side, if any: anything with ``sockets``, ``client_count()``,
+        ``shutdown(grace, on_stopped)``, ``abort_all(reason)`` and
+        ``stats_snapshot()``.
+    endpoints : list of reactor.datagram.DatagramEndpoint
+        the UDP side, if any, on the same loop.
+    log_writer : reactor.logwriter.LogWriter or None
+        the handler the logs go through (``cli.setup_logging`` returns it):
+        while the service runs, the loop flushes it, and its dropped lines
+        are counted in :meth:`snapshot`.
+
+    :meth:`run` announces the sockets and runs the loop until SIGINT/SIGTERM
+    or :meth:`stop`.  The first signal stops gracefully (no new clients;
+    pending output is flushed for up to ``grace`` seconds; UDP stops at
+    once, having nothing pending); a second one drops every client at once
+    and the exit status is 1.  SIGUSR1 logs the counters, as does a timer
+    every ``stats_interval`` seconds if one is given.  Signals reach the loop
+    through its wakeup socket: nothing here polls.
+    """
+
+    def __init__(self, reactor, server=None, endpoints=(), log_writer=None):
+        self.reactor = reactor
+        self.server = server
+        self.endpoints = list(endpoints)
+        self.log_writer = log_writer
+        self.status = 0
+        self.grace = DEFAULT_GRACE
+        self.state = ServiceState.RUNNING
+        self._more_counters = []
+
+    def add_counters(self, snapshot):
+        """Report ``snapshot()``'s counters (a dict) too: an application's own, such as a chat room's."""
+        self._more_counters.append(snapshot)
+
+    def snapshot(self):
+        """Every counter now, in a fixed order: the server's, UDP's, the application's, the loop's and the log's."""
+        counters = self.server.stats_snapshot() if self.server else {
+            "eventloop_cycles": self.reactor.cycles}
+        if self.endpoints:
+            counters.update(datagram_snapshot(self.endpoints))
+        for more in self._more_counters:
+            counters.update(more())
+        counters["callback_errors"] = self.reactor.callback_errors
+        counters["log_lines_dropped"] = (self.log_writer.lines_dropped
+                                         if self.log_writer is not None else 0)
+        return counters
+
+    def log_stats(self, _signum=None):
+        stats_log.info("stats: %s", format_stats(self.snapshot()))
+
+    def run(self, grace=DEFAULT_GRACE, stats_interval=None, signals=True):
+        """Announce, serve until stopped, return the exit status.
+
+        ``signals=False`` leaves the signal handlers alone (the loop may then
+        run outside the main thread); stop it with :meth:`stop`.
+        """
+        reactor = self.reactor
+        self.grace = grace
+        for endpoint in self.endpoints:
+            endpoint.on_failed = self._endpoint_failed
+        if signals:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                reactor.add_signal_handler(signum, self._on_signal)
+            # Ignored, not fatal (its default action), once the loop has put
+            # the handlers back: a SIGUSR1 that arrives while the process
+            # exits is harmless.
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+            reactor.add_signal_handler(signal.SIGUSR1, self.log_stats)
+        if stats_interval is not None:
+            def every_interval():
+                reactor.call_later(stats_interval, every_interval)  # first: log_stats may raise
+                self.log_stats()
+            reactor.call_later(stats_interval, every_interval)
+        if self.log_writer is not None:
+            self.log_writer.attach(reactor)
+        # The handlers are in place before the lines are printed, so whoever
+        # waits for them may signal at once.
+        if self.server:
+            announce(self.server.sockets)
+        announce([e.sock for e in self.endpoints], suffix=" (UDP)")
+        try:
+            reactor.run()
+        finally:
+            if self.log_writer is not None:
+                self.log_writer.detach()
+            reactor.close()
+        log.info("stopped: %s", format_stats(self.snapshot()))
+        return self.status
+
+    def stop(self, reason="stopping"):
+        """Stop gracefully, as the first SIGINT/SIGTERM does; a second call stops at once.
+
+        Call it from the loop (a callback, a timer, a signal handler given to
+        the reactor), not from another thread.
+        """
+        self._fire(ServiceEvent.STOP, reason)
+
+    def _drain(self, reason):
+        server = self.server
+        clients = server.client_count() if server else 0
+        pending = (f", {server.pending_output()} byte(s) pending"
+                   if hasattr(server, "pending_output") else "")
+        log.info("%s: shutting down: %d client(s)%s; grace %.1f s (send it again to stop at "
+                 "once)", reason, clients, pending, self.grace)
+        for endpoint in self.endpoints:
+            endpoint.close()        # UDP has nothing pending: it stops now
+        if server:
+            server.shutdown(self.grace, self._drained)
+        else:
+            self._drained()
+
+    def _abort(self, reason):
+        clients = self.server.client_count() if self.server else 0
+        log.warning("%s again: stopping now, dropping %d client(s)", reason, clients)
+        self.status = EXIT_SECOND_SIGNAL
+        self.server.abort_all("second signal")     # then DRAINED, once they are gone
+
+    def _drained(self):
+        self._fire(ServiceEvent.DRAINED)
+
+    def _end(self, *_args):
+        self.reactor.stop()
+
+    def _fire(self, event, *args):
+        """Apply one transition of SERVICE and carry out its action.  The only code that assigns ``self.state``."""
+        self.state, action = SERVICE.apply(self.state, event)
+        if action is ServiceAction.DRAIN:
+            self._drain(*args)
+        elif action is ServiceAction.ABORT:
+            self._abort(*args)
+        elif action is ServiceAction.END:
+            self._end()
+
+    def _on_signal(self, signum):
+        self.stop(signal.Signals(signum).name)
+
+    def _endpoint_failed(self, _endpoint):
+        if not self.server and not any(e.serving for e in self.endpoints):
+            log.error("no UDP socket left to serve: stopping")
+            self.status = EXIT_FAILURE
+            self._fire(ServiceEvent.FAILED)
+
+
+def datagram_snapshot(endpoints):
+    """The UDP counters, summed over ``endpoints``, named for a stats line."""
+    total = {"udp_datagrams_in": 0, "udp_datagrams_out": 0, "udp_bytes_in": 0,
+             "udp_bytes_out": 0, "udp_dropped": 0, "udp_errors": 0, "udp_protocol_errors": 0}
+    for endpoint in endpoints:
+        stats = endpoint.stats
+        total["udp_datagrams_in"] += stats.datagrams_in
+        total["udp_datagrams_out"] += stats.datagrams_out
+        total["udp_bytes_in"] += stats.bytes_in
+        total["udp_bytes_out"] += stats.bytes_out
+        total["udp_dropped"] += stats.dropped
+        total["udp_errors"] += stats.errors
+        total["udp_protocol_errors"] += stats.protocol_errors
+    return total
+
+
+def build_stream_service(args, protocol_factory, datagram_protocol=None):
+    """The :class:`Service` that ``main()`` of a reactor server runs, from its parsed arguments.
+
+    Sets up logging, raises the descriptor limit, chooses the capacity,
+    listens, and builds the server for ``protocol_factory``'s protocol.
+    Clients beyond capacity read ``busy\n``.  With ``datagram_protocol``
+    (and ``args.udp``), the same loop also serves UDP on the same port
+    number (the quick guide's answer 6: one port, two protocols).  Nothing
+    runs until ``.run()``; meanwhile ``.server``, ``.snapshot()`` and the
+    sockets are there to look at.
+    """
+    writer = cli.setup_logging(args, trace=args.trace)
+    ceiling = fd_limit_for(args)
+    fd_limit = raise_fd_limit(ceiling)
+    capacity = choose_max_clients(args.max_clients, fd_limit)
+    with_udp = datagram_protocol is not None and getattr(args, "udp", False)
+    socks, udp_socks = open_stream_and_datagram(args, with_udp)
+    log_capacity(args.max_clients, capacity, fd_limit, on_select=ceiling is not None)
+    reactor = make_reactor(args)
+    if ceiling is not None:
+        log.info("waiting in select(): open-file limit %d, since select() cannot watch "
+                 "descriptors past %d", fd_limit, FD_SETSIZE - 1)
+    server = StreamServer(reactor, socks, protocol_factory, capacity=capacity,
+                          reject_message=BUSY_MESSAGE, idle_timeout=args.idle_timeout,
+                          trace=args.trace, max_output=args.max_output)
+    if args.idle_timeout is not None:
+        log.info("closing clients idle for %g s", args.idle_timeout)
+    endpoints = [DatagramEndpoint(reactor, sock, datagram_protocol) for sock in udp_socks]
+    return Service(reactor, server, endpoints, writer)
+
+
+def run_stream_server(args, protocol_factory, datagram_protocol=None):
+    """What ``main()`` of a reactor server does: :func:`build_stream_service`, then run it.
+
+    Returns the exit status.
+    """
+    service = build_stream_service(args, protocol_factory, datagram_protocol)
+    return service.run(args.grace, args.stats)

@@ -1,0 +1,145 @@
+"""Opening a server's sockets, with errors that say what to do, and the line that announces them.
+
+* :func:`open_listeners` / :func:`open_datagram_sockets`: bind (and
+  listen), or raise :class:`~cli.Fatal` with a message that says what to do
+  (address in use, unknown host, port needing root...).
+* :func:`announce`: the ``listening on HOST:PORT`` line on stdout, flushed,
+  which scripts and tests wait for.
+"""
+
+import errno
+import socket
+
+from cli import Fatal
+from reactor.connection import format_address
+from servers.options import DEFAULT_BACKLOG
+
+
+def _listen_error(where, exc):
+    if exc.errno == errno.EADDRINUSE:
+        return Fatal(f"cannot listen on {where}: address already in use; is another server "
+                     f"running there? stop it, or choose another port (0 picks a free one)")
+    if exc.errno == errno.EACCES:
+        return Fatal(f"cannot listen on {where}: permission denied; ports below 1024 need "
+                     f"root, so choose a port from 1024 up")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return Fatal(f"cannot listen on {where}: no interface of this host has that address; "
+                     f"use one of its addresses, or leave out -b to listen on all of them")
+    return Fatal(f"cannot listen on {where}: {exc.strerror or exc}")
+
+
+def _stream_opener(backlog):
+    def open_one(family, sockaddr, dualstack=False):
+        return socket.create_server(sockaddr, family=family, backlog=backlog,
+                                    dualstack_ipv6=dualstack)
+    return open_one
+
+
+def _open_datagram(family, sockaddr, dualstack=False):
+    # No SO_REUSEADDR: on UDP it would let a second server share the port
+    # silently instead of failing with "address in use".
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dualstack else 1)
+        sock.bind(sockaddr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _open_all(host, port_number, open_one, socktype):
+    """Sockets from ``open_one(family, sockaddr, dualstack)`` for ``host`` and a port.
+
+    With no host: one dual-stack IPv6 socket where the host supports it (it
+    takes IPv4 too), else one IPv4 socket.  With a host name: one socket per
+    address it resolves to (``localhost``: 127.0.0.1 and ::1), all on the
+    same port -- with port 0, the port the first one got.
+    """
+    def opened(family, sockaddr, dualstack=False):
+        try:
+            return open_one(family, sockaddr, dualstack)
+        except OSError as exc:
+            raise _listen_error(format_address(sockaddr), exc) from None
+
+    if host is None:
+        if socket.has_dualstack_ipv6():
+            try:
+                return [open_one(socket.AF_INET6, ("::", port_number), True)]
+            except OSError as exc:
+                if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
+                    raise _listen_error(f"[::]:{port_number}", exc) from None
+                # IPv6 compiled in but switched off: IPv4 alone.
+        return [opened(socket.AF_INET, ("0.0.0.0", port_number))]
+
+    try:
+        infos = socket.getaddrinfo(host, port_number, type=socktype, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not a valid host name"
+        raise Fatal(f"cannot resolve bind address {host!r}: {reason}; "
+                    f"give an IP address such as 127.0.0.1, or leave out -b") from None
+    socks = []
+    seen = set()
+    try:
+        for family, _type, _proto, _name, sockaddr in infos:
+            if sockaddr[0] in seen:
+                continue
+            seen.add(sockaddr[0])
+            if socks and port_number == 0:
+                sockaddr = (sockaddr[0], socks[0].getsockname()[1]) + tuple(sockaddr[2:])
+            socks.append(opened(family, sockaddr))
+    except Fatal:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def open_listeners(host, port_number, backlog=DEFAULT_BACKLOG):
+    """Bound, listening TCP sockets for ``host`` (None: every interface) and a port.
+
+    See :func:`_open_all` for which addresses.  ``SO_REUSEADDR`` is set (the
+    worksheet's advice: restart at once, without waiting for TIME_WAIT).
+
+    Raises
+    ------
+    cli.Fatal
+        with a one-line explanation when the address cannot be used.
+    """
+    return _open_all(host, port_number, _stream_opener(backlog), socket.SOCK_STREAM)
+
+
+def open_datagram_sockets(host, port_number):
+    """Bound UDP sockets for ``host`` (None: every interface) and a port, as :func:`open_listeners`."""
+    return _open_all(host, port_number, _open_datagram, socket.SOCK_DGRAM)
+
+
+def announce(socks, suffix=""):
+    """Print ``listening on HOST:PORT`` for each socket, flushed, first thing on stdout."""
+    for sock in socks:
+        print(f"listening on {format_address(sock.getsockname())}{suffix}", flush=True)
+
+
+# With port 0 and --udp, how many times to try for a port free for both protocols.
+_PORT_TRIES = 10
+
+
+def open_stream_and_datagram(args, with_udp):
+    """Listening TCP sockets, and UDP sockets on the same port number if ``with_udp``.
+
+    With port 0 the kernel picks the TCP port; that number may be taken for
+    UDP, and then another is tried.
+    """
+    for attempt in range(_PORT_TRIES):
+        socks = open_listeners(args.bind, args.port, args.backlog)
+        if not with_udp:
+            return socks, []
+        try:
+            return socks, open_datagram_sockets(args.bind, socks[0].getsockname()[1])
+        except Fatal:
+            for sock in socks:
+                sock.close()
+            if args.port != 0 or attempt == _PORT_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")

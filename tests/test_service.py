@@ -1,0 +1,28 @@
+"""The service lifecycle table: running, stopping, aborting, stopped (tier 1)."""
+
+import pytest
+
+from reactor.states import IllegalTransition
+from servers.service import SERVICE, SERVICE_TABLE, ServiceAction, ServiceEvent, ServiceState
+
+S, E, A = ServiceState, ServiceEvent, ServiceAction
+
+
+def test_a_first_stop_drains_a_second_aborts_and_both_end_the_loop():
+    """What an operator relies on: SIGTERM drains (exit 0), a second SIGTERM drops everyone
+    (exit 1), and either way the loop ends once the clients are gone."""
+    state, action = SERVICE.apply(S.RUNNING, E.STOP)
+    assert (state, action) == (S.STOPPING, A.DRAIN)
+    assert SERVICE.apply(S.STOPPING, E.DRAINED) == (S.STOPPED, A.END)
+    state, action = SERVICE.apply(S.STOPPING, E.STOP)
+    assert (state, action) == (S.ABORTING, A.ABORT)
+    assert SERVICE.apply(S.ABORTING, E.DRAINED) == (S.STOPPED, A.END)
+
+
+def test_stopped_is_final_and_missing_rows_are_errors():
+    """Nothing leaves STOPPED (a late signal is ignored), and an event with no row raises an
+    error naming the machine instead of leaving the service in a state nobody designed."""
+    assert all(new is S.STOPPED for (old, _), (new, _a) in SERVICE_TABLE.items()
+               if old is S.STOPPED)
+    with pytest.raises(IllegalTransition, match="service: no transition from STOPPED on DRAINED"):
+        SERVICE.apply(S.STOPPED, E.DRAINED)
