@@ -22,6 +22,10 @@ echo of that line (UNP 5.12).
 ``tcpcli04``: when it exits, N server children end at once);
 ``--linger-rst`` ends with a reset instead of a FIN.
 
+Its lifecycle is the table ``ECHO_CLIENT`` (drawn in ``docs/architecture.md``):
+OPEN, PAUSED while ``WINDOW`` bytes wait for their echo, INPUT_DONE once the
+input has ended, then DONE -- or GONE, if the server ends first.
+
 Echoed bytes go through the shared line framer and are printed a whole line
 at a time (a line over the framer's limit is printed in pieces), so output
 never stops in the middle of a line while more of it is on its way.
@@ -34,6 +38,7 @@ and a client that kept writing without reading would then block in
 side.
 """
 
+import enum
 import os
 import selectors
 import socket
@@ -42,6 +47,7 @@ import sys
 
 import cli
 from clients.common import DEFAULT_TIMEOUT, add_server_address, connect_tcp, udp_request
+from reactor.states import Machine
 from wire.framing import LineFramer, LineTooLong
 from wire.services import SERV_PORT
 from wire.streamio import RECV_SIZE, Reader, writen
@@ -57,7 +63,46 @@ class ServerGone(Exception):
     """The server closed or reset the connection before the client was done."""
 
 
-def str_cli(in_fd, sock, out, half_close=True):
+class EchoState(enum.Enum):
+    OPEN = "open"                # input and connection open: input is sent, the echo printed
+    PAUSED = "paused"            # WINDOW bytes unechoed: input waits until the echo catches up
+    INPUT_DONE = "input done"    # input at EOF, our FIN sent (not with --linger-rst): echo due
+    DONE = "done"                # everything came back (and, after our FIN, the server's FIN)
+    GONE = "gone"                # the server ended first: ServerGone
+
+
+class EchoEvent(enum.Enum):
+    WINDOW_FULL = "window full"  # WINDOW bytes sent and not yet echoed
+    WINDOW_OPEN = "window open"  # the echo brought them below WINDOW
+    INPUT_EOF = "input eof"      # reading the input returned b""
+    ALL_ECHOED = "all echoed"    # --linger-rst: everything sent came back (no FIN is awaited)
+    SERVER_EOF = "server eof"    # the server's FIN, with nothing left to echo
+    SERVER_GONE = "server gone"  # a reset, a broken pipe, or the server's FIN with echo still owed
+
+
+class EchoAction(enum.Enum):
+    PAUSE_INPUT = "stop reading input"
+    RESUME_INPUT = "read input again"
+    END_INPUT = "half close"     # stop watching the input; shutdown(SHUT_WR), unless --linger-rst
+
+
+_S, _E, _A = EchoState, EchoEvent, EchoAction
+
+ECHO_CLIENT = Machine("echo client", EchoState, EchoEvent, EchoState.OPEN, {
+    (_S.OPEN, _E.WINDOW_FULL): (_S.PAUSED, _A.PAUSE_INPUT),
+    (_S.OPEN, _E.INPUT_EOF): (_S.INPUT_DONE, _A.END_INPUT),
+    # All echoed, but more input may come: the server must not end first.
+    (_S.OPEN, _E.SERVER_EOF): (_S.GONE, None),
+    (_S.OPEN, _E.SERVER_GONE): (_S.GONE, None),
+    (_S.PAUSED, _E.WINDOW_OPEN): (_S.OPEN, _A.RESUME_INPUT),
+    (_S.PAUSED, _E.SERVER_GONE): (_S.GONE, None),
+    (_S.INPUT_DONE, _E.ALL_ECHOED): (_S.DONE, None),
+    (_S.INPUT_DONE, _E.SERVER_EOF): (_S.DONE, None),
+    (_S.INPUT_DONE, _E.SERVER_GONE): (_S.GONE, None),
+})
+
+
+def str_cli(in_fd, sock, out, half_close=True, tracer=None):
     """Copy ``in_fd`` to ``sock`` and the echo from ``sock`` to ``out``.
 
     Parameters
@@ -72,70 +117,105 @@ def str_cli(in_fd, sock, out, half_close=True):
         at the end of input, send our FIN and read to the server's EOF (the
         default); if False, return as soon as everything sent has come back,
         leaving the connection open (for ``--linger-rst`` to reset it).
+    tracer : callable, optional
+        ``tracer(old_state, event, new_state)`` after every transition of
+        ``ECHO_CLIENT``, once its action is done.
 
     Raises
     ------
     ServerGone
         if the server ended the connection before echoing everything.
     """
-    # poll, not epoll: epoll refuses regular files, and stdin may be one.
-    selector = selectors.PollSelector()
-    selector.register(sock, selectors.EVENT_READ)
-    selector.register(in_fd, selectors.EVENT_READ)
-    framer = LineFramer()
-    in_flight = 0           # sent, not yet echoed
-    input_open = True
-    reading_input = True
+    session = _StrCli(in_fd, sock, out, half_close, tracer)
     try:
-        while True:
-            for key, _ in selector.select():
-                if key.fileobj is sock:
-                    try:
-                        data = sock.recv(RECV_SIZE)
-                    except ConnectionResetError:
-                        raise ServerGone("server reset the connection "
-                                         "(Connection reset by peer)") from None
-                    if not data:
-                        out.write(framer.eof())
-                        out.flush()
-                        if input_open or in_flight:
-                            raise ServerGone("server terminated prematurely")
-                        return
-                    in_flight -= len(data)
-                    framer.feed(data)
-                    for item in framer.lines():
-                        out.write(item.data if isinstance(item, LineTooLong) else item)
-                    out.flush()
-                    if not input_open and not half_close and not in_flight:
-                        out.write(framer.eof())
-                        out.flush()
-                        return
-                    if input_open and not reading_input and in_flight < WINDOW:
-                        selector.register(in_fd, selectors.EVENT_READ)
-                        reading_input = True
-                else:
-                    chunk = os.read(in_fd, WINDOW - in_flight)
-                    if not chunk:
-                        input_open = reading_input = False
-                        selector.unregister(in_fd)
-                        if not half_close:
-                            if not in_flight:
-                                out.write(framer.eof())     # a last line without newline
-                                out.flush()
-                                return
-                            continue            # wait for the rest of the echo
-                        sock.shutdown(socket.SHUT_WR)   # "I am done"; keep reading
-                        continue
-                    try:
-                        writen(sock, chunk)
-                    except (BrokenPipeError, ConnectionResetError):
-                        raise ServerGone("server terminated prematurely") from None
-                    in_flight += len(chunk)
-                    if in_flight >= WINDOW:
-                        selector.unregister(in_fd)
-                        reading_input = False
+        session.run()
     finally:
-        selector.close()
+        session.selector.close()
+
+
+class _StrCli:
+    """One run of :func:`str_cli`: the ``ECHO_CLIENT`` machine and what its actions act on."""
+
+    def __init__(self, in_fd, sock, out, half_close, tracer):
+        # poll, not epoll: epoll refuses regular files, and stdin may be one.
+        self.selector = selectors.PollSelector()
+        self.selector.register(sock, selectors.EVENT_READ)
+        self.selector.register(in_fd, selectors.EVENT_READ)
+        self.in_fd, self.sock, self.out = in_fd, sock, out
+        self.half_close = half_close
+        self.tracer = tracer
+        self.framer = LineFramer()
+        self.in_flight = 0          # sent, not yet echoed
+        self.state = ECHO_CLIENT.initial
+
+    def run(self):
+        while True:
+            for key, _ in self.selector.select():
+                if key.fileobj is self.sock:
+                    self.on_echo()
+                else:
+                    self.on_input()
+                if self.state is _S.DONE:
+                    return
+
+    def on_echo(self):
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except ConnectionResetError:
+            self._fire(_E.SERVER_GONE)
+            raise ServerGone("server reset the connection (Connection reset by peer)") from None
+        if not data:
+            self._print_rest()
+            self._fire(_E.SERVER_GONE if self.in_flight else _E.SERVER_EOF)
+            if self.state is _S.GONE:
+                raise ServerGone("server terminated prematurely")
+            return
+        self.in_flight -= len(data)
+        self.framer.feed(data)
+        for item in self.framer.lines():
+            self.out.write(item.data if isinstance(item, LineTooLong) else item)
+        self.out.flush()
+        if self.state is _S.PAUSED and self.in_flight < WINDOW:
+            self._fire(_E.WINDOW_OPEN)
+        elif self.state is _S.INPUT_DONE and not self.half_close and not self.in_flight:
+            self._all_echoed()
+
+    def on_input(self):
+        chunk = os.read(self.in_fd, WINDOW - self.in_flight)
+        if not chunk:
+            self._fire(_E.INPUT_EOF)
+            if not self.half_close and not self.in_flight:
+                self._all_echoed()
+            return
+        try:
+            writen(self.sock, chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            self._fire(_E.SERVER_GONE)
+            raise ServerGone("server terminated prematurely") from None
+        self.in_flight += len(chunk)
+        if self.in_flight >= WINDOW:
+            self._fire(_E.WINDOW_FULL)
+
+    def _all_echoed(self):
+        self._print_rest()      # a last line without newline
+        self._fire(_E.ALL_ECHOED)
+
+    def _print_rest(self):
+        self.out.write(self.framer.eof())
+        self.out.flush()
+
+    def _fire(self, event):
+        """Apply one transition and carry out its action.  The only code that assigns ``state``."""
+        old = self.state
+        self.state, action = ECHO_CLIENT.apply(old, event)
+        if action is _A.PAUSE_INPUT or action is _A.END_INPUT:
+            self.selector.unregister(self.in_fd)
+        elif action is _A.RESUME_INPUT:
+            self.selector.register(self.in_fd, selectors.EVENT_READ)
+        if action is _A.END_INPUT and self.half_close:
+            self.sock.shutdown(socket.SHUT_WR)      # "I am done"; keep reading (UNP 6.7)
+        if self.tracer is not None:
+            self.tracer(old, event, self.state)
 
 
 def str_cli_plain(in_file, sock, out):

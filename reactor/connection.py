@@ -1,48 +1,30 @@
 """One TCP connection on the reactor: a socket, an output buffer, a state.
 
-The transport path, in the order the bytes travel:
-
-* **Read**: one ``recv`` of up to ``RECV_SIZE`` (127.5 KiB) per readiness event,
-  handed to the protocol's ``data_received``.  ``b""`` is the peer's FIN.
+* **Read**: one ``recv`` of up to ``RECV_SIZE`` per readiness event, handed to
+  the protocol's ``data_received``; ``b""`` is the peer's FIN.
 * **Write**: :meth:`Connection.write` tries ``send`` at once.  On the common
-  path the kernel takes everything and nothing else happens: no state
-  change, no buffer, no ``selector.modify``.  Only the bytes the kernel
-  refused are copied into the output buffer; the connection becomes BUSY and
-  asks for WRITE.  Each writable event sends from the buffer; when it
-  drains, the connection is IDLE again.
-* **Flow control**: above ``HIGH_WATER`` buffered bytes the connection is
-  PAUSED: it stops reading, so a client that sends without reading fills its
-  own socket buffers, not our memory, and its protocol hears
-  ``pause_writing``; at ``LOW_WATER`` it reads again and hears
-  ``resume_writing`` (asyncio's names and marks, ``reactor.states``).  A
-  protocol that writes to *other* connections (a relay, a chat room) uses
-  those two to hold back.
-* **Output limit**: a write that would take the buffer past ``max_output``
-  bytes (``MAX_OUTPUT``, 8 MiB, by default) aborts the connection instead,
-  with the reason ``output limit`` (Redis's ``client-output-buffer-limit``,
-  IRC's sendq): whoever writes, one client that never reads costs at most
-  that much memory.
-* **Endings** -- the small vocabulary of STYLE.md:
-  :meth:`abort` drops everything now; :meth:`close` flushes, half-closes,
-  reads and discards until the peer's EOF, then closes, all bounded by a
-  deadline (a plain ``close()`` with unread input would send a reset, which
-  can destroy the last bytes we sent before the peer reads them).
+  path the kernel takes everything: no state change, no buffer, no
+  ``selector.modify``.  Only refused bytes are buffered; the connection is
+  then BUSY and wants WRITE until the buffer drains.
+* **Flow control**: above ``HIGH_WATER`` buffered bytes it is PAUSED (it stops
+  reading, and its protocol hears ``pause_writing``); at ``LOW_WATER`` it
+  reads again (``resume_writing``), as asyncio does.  A write past
+  ``max_output`` (8 MiB) aborts it instead: reason ``output limit``, Redis's
+  ``client-output-buffer-limit``.
+* **Endings**: :meth:`abort` drops everything now; :meth:`close` flushes
+  (FLUSHING), half-closes and reads to the peer's EOF (DRAINING), then
+  closes, within a deadline: a plain ``close()`` with unread input would
+  send a reset that can destroy our last bytes.
 
-The state lives in ``self.state`` and changes only in :meth:`_fire`, which
-applies ``reactor.states.CONNECTION_TABLE`` and then recomputes the interest
-set (``reactor.states.connection_interest``).  Socket errors are sorted by
-``reactor.errors.classify``: peer-gone is a normal ending; anything else is
-logged with its traceback, and only this connection is dropped.
-
-**A protocol's exception is this connection's problem only.**  Every
-callback (``connection_made``, ``data_received``, ``eof_received``,
-``pause_writing``, ``resume_writing``, ``connection_lost``) runs inside a
-``try``: an exception is logged once, at ERROR with its traceback, counted
-(``protocol_errors``), and the connection is aborted with the reason
-``protocol error``; every other client goes on, as in asyncio, Twisted and
-``socketserver.handle_error``.  Not a catch-all: an ``IllegalTransition`` of
-the connection's or the listener's machine (the reactor itself broken) still
-propagates out of the loop (``reactor.states.is_reactor_bug``).
+The state changes only in :meth:`_fire`, which applies
+``reactor.states.CONNECTION`` and recomputes the interest set from the state.
+A socket error is sorted by ``reactor.errors.classify``: peer-gone is a normal
+ending; anything else is logged with its traceback and drops this connection.
+**A protocol's exception is this connection's problem only**: it is logged
+once at ERROR with its traceback, counted (``protocol_errors``), and the
+connection aborted (reason ``protocol error``), as asyncio, Twisted and
+``socketserver.handle_error`` do -- except an ``IllegalTransition`` of the
+reactor's own machines, which propagates (``reactor.states.is_reactor_bug``).
 """
 
 import logging
@@ -50,86 +32,38 @@ import socket
 
 from reactor import errors
 from reactor.states import (
-    CONNECTION_TABLE, HIGH_WATER, LOW_WATER, READ, Action, ConnEvent, ConnState, apply,
-    connection_interest, is_reactor_bug,
+    CONNECTION, HIGH_WATER, LOW_WATER, READ, Action, ConnEvent, ConnState, connection_interest,
+    is_reactor_bug,
 )
+from wire.addresses import format_address
 from wire.streamio import RECV_SIZE
 
 log = logging.getLogger("selectlab")
 
 # How long close() may take to flush and see the peer's EOF before the
-# connection is dropped anyway (nginx's lingering_time is 30 s; an echo
-# client that stopped reading should not hold a descriptor for longer).
+# connection is dropped anyway (nginx's lingering_time).
 CLOSE_TIMEOUT = 30.0
 
-# The most output a connection may have waiting before it is aborted: the
-# low end of Redis's client-output-buffer-limit defaults (8 MiB soft for
-# pub/sub clients, 32 MiB hard).  A connection that stops reading above
-# HIGH_WATER keeps its own replies far below it (HIGH_WATER plus one
-# RECV_SIZE); only writes from elsewhere can reach it.
+# The most output a connection may have waiting before it is aborted: the low
+# end of Redis's client-output-buffer-limit defaults (8 MiB soft for pub/sub,
+# 32 MiB hard).  A client's own replies stop at HIGH_WATER plus one RECV_SIZE
+# (it is PAUSED); only writes from elsewhere can reach it.
 MAX_OUTPUT = 8 * 1024 * 1024
 
 # Close reasons that the server counts (see reactor.server.Stats).
 PROTOCOL_ERROR = "protocol error"
 OUTPUT_LIMIT = "output limit"
 
-_IDLE = ConnState.IDLE
-_BUSY = ConnState.BUSY
-_PAUSED = ConnState.PAUSED
-_CLOSING = ConnState.CLOSING
-_CLOSED = ConnState.CLOSED
+_IDLE, _BUSY, _PAUSED = ConnState.IDLE, ConnState.BUSY, ConnState.PAUSED
+_FLUSHING, _DRAINING, _CLOSED = ConnState.FLUSHING, ConnState.DRAINING, ConnState.CLOSED
 _WOULD_BLOCK = errors.WOULD_BLOCK
 _PEER_EOF = ConnEvent.PEER_EOF      # named once per connection: looked up once here
+_apply = CONNECTION.apply           # bound once: no attribute lookup per transition
 
-# The output buffer of every connection with nothing waiting: an IDLE
-# connection has no bytes of its own buffered, so it needs no bytearray of its
-# own (56 bytes each, at 10,000 idle clients half a megabyte).  write() gives
-# a connection its own bytearray when the kernel refuses bytes.
+# The output buffer of a connection the kernel has never refused a byte: no
+# bytearray of its own until then (56 bytes each, half a megabyte at 10,000
+# idle clients).  Once given one, it keeps it, emptied, until released.
 _NO_OUTPUT = b""
-
-
-def format_address(addr):
-    """``('::ffff:127.0.0.1', 5000, 0, 0)`` -> ``127.0.0.1:5000``; IPv6 in brackets."""
-    if not isinstance(addr, tuple):
-        return str(addr) or "?"
-    host, port = addr[0], addr[1]
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]     # an IPv4 client on a dual-stack socket
-    if ":" in host:
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
-
-
-class Protocol:
-    """What a server does with a connection's bytes (UNP: "all you need to do
-    is change what the server does with the input it receives").
-
-    Subclass and override what you need; every method has a default.  An
-    exception from any of them aborts that connection only (see the module
-    docstring).
-    """
-
-    def connection_made(self, conn):
-        """``conn`` was accepted and registered."""
-
-    def data_received(self, conn, data):
-        """``data`` (bytes) arrived on ``conn``."""
-
-    def eof_received(self, conn):
-        """The peer half-closed.  The connection closes (flushing first) after this returns."""
-
-    def pause_writing(self, conn):
-        """More than the high-water mark is buffered for ``conn``: write less to it for now.
-
-        ``conn`` has stopped reading its own input meanwhile.  Writes still
-        go into its buffer, up to its output limit.
-        """
-
-    def resume_writing(self, conn):
-        """``conn``'s buffer is down to the low-water mark: it reads again, write freely."""
-
-    def connection_lost(self, conn, reason):
-        """``conn`` is finished; ``reason`` is a short text such as ``"peer eof"``."""
 
 
 class Connection:
@@ -141,8 +75,8 @@ class Connection:
     sock : socket.socket
         a connected socket, already non-blocking.
     peer : str or None
-        the peer's address as text, for logs; None formats ``address`` each
-        time it is needed (for most connections of a quiet server, never).
+        the peer's address as text, for logs; None: ``address``, formatted
+        only when a log line asks (for most clients of a quiet server, never).
     protocol : Protocol
     on_release : callable, optional
         called with the connection once it is CLOSED (the server's bookkeeping).
@@ -151,19 +85,18 @@ class Connection:
     ident : int
         a number for logs (``#12``).
     address : tuple, optional
-        the peer's address as ``accept()`` gave it (``peer`` is its text).
+        the peer's address as ``accept()`` gave it.
     max_output : int
-        the output limit: a write that would buffer more aborts the
-        connection (reason ``output limit``).
+        the output limit (reason ``output limit``).
     counters : object, optional
-        where to count ``protocol_errors`` and ``output_limit_disconnections``
-        (attributes of that name, such as the server's ``Stats``).
+        has ``protocol_errors`` and ``output_limit_disconnections`` to count
+        in (the server's ``Stats``).
     """
 
     # Slots, not a __dict__: a server holding 10,000 idle clients pays for
     # every field of every connection (bench/ measures it: see README).
     __slots__ = ("_reactor", "sock", "_peer", "address", "protocol", "ident", "state",
-                 "close_reason", "bytes_in", "bytes_out", "peak_buffered", "opened_at",
+                 "close_reason", "bytes_in", "bytes_out", "opened_at",
                  "last_active", "max_output", "_outbuf", "_mask", "_deadline",
                  "_close_timeout", "_on_release", "_tracer", "_counters")
 
@@ -179,7 +112,6 @@ class Connection:
         self.close_reason = None
         self.bytes_in = 0
         self.bytes_out = 0
-        self.peak_buffered = 0     # the most output ever buffered: what a slow reader cost us
         self.opened_at = reactor.now
         self.last_active = reactor.now  # the last turn in which bytes moved either way
         self.max_output = max_output
@@ -196,16 +128,13 @@ class Connection:
         return f"<Connection #{self.ident} {self.peer} {self.state.name}>"
 
     def __str__(self):
-        # What log lines name a connection by: "#12 127.0.0.1:5000".  Passed
-        # to logging as an argument, it is formatted only if the line is
-        # emitted, so a quiet server never formats a peer address.
+        # "#12 127.0.0.1:5000": a logging argument, formatted only if the line is emitted.
         return f"#{self.ident} {self.peer}"
 
     @property
     def peer(self):
         """The peer's address as text, for logs (``127.0.0.1:5000``, ``[::1]:5000``)."""
-        # Not kept: formatted again for each log line that asks, which costs
-        # nothing when nothing is logged (and 66 bytes a connection if kept).
+        # Not kept: 66 bytes a connection, for lines a quiet server never logs.
         return self._peer if self._peer is not None else format_address(self.address)
 
     @property
@@ -219,8 +148,8 @@ class Connection:
         return len(self._outbuf)
 
     def is_closing(self):
-        """True once the connection is closing or closed: further writes are dropped."""
-        return self.state is _CLOSING or self.state is _CLOSED
+        """True once closing (FLUSHING, DRAINING) or CLOSED: further writes are dropped."""
+        return self.state is _FLUSHING or self.state is _DRAINING or self.state is _CLOSED
 
     # --- what a protocol calls -------------------------------------------
 
@@ -228,10 +157,8 @@ class Connection:
         """Send ``data``, now if the kernel takes it, else from the output buffer.
 
         Writes after :meth:`close` or after the peer has gone are dropped, as
-        asyncio and Twisted do: there is nobody left to read them, and a
-        protocol cannot know about a reset before its next write.  A write
-        that would take the buffer past ``max_output`` aborts the connection
-        (reason ``output limit``) and buffers nothing.
+        in asyncio and Twisted: nobody is left to read them.  One that would
+        take the buffer past ``max_output`` aborts the connection instead.
         """
         state = self.state
         if state is _IDLE:
@@ -250,7 +177,6 @@ class Connection:
                 self._output_limit()
                 return
             self._outbuf = bytearray(memoryview(data)[sent:])
-            self._note_buffered()
             self._fire(ConnEvent.OUTPUT_PENDING)
             if len(self._outbuf) > HIGH_WATER and self.state is _BUSY:
                 self._fire(ConnEvent.HIGH_WATER)
@@ -259,20 +185,15 @@ class Connection:
                 self._output_limit()
                 return
             self._outbuf += data            # keep order: the older bytes go first
-            self._note_buffered()
             if state is _BUSY and len(self._outbuf) > HIGH_WATER:
                 self._fire(ConnEvent.HIGH_WATER)
 
     def close(self, timeout=None, reason="closed by server"):
         """Flush what is pending, half-close, wait for the peer's EOF, close.
 
-        Parameters
-        ----------
-        timeout : float, optional
-            the deadline for all of that, in seconds (default ``CLOSE_TIMEOUT``);
-            a shorter one given later (e.g. at shutdown) wins.
-        reason : str
-            why, for the logs (the first reason given is kept).
+        ``timeout`` is the deadline for all of it (default ``CLOSE_TIMEOUT``;
+        a shorter one given later, at shutdown, wins); ``reason`` is for the
+        logs (the first one given is kept).
         """
         if self.state is _CLOSED:
             return
@@ -298,8 +219,7 @@ class Connection:
     def begin(self, protocol_factory=None):
         """Make the protocol (with ``protocol_factory``, if given) and call its ``connection_made``.
 
-        An exception from either aborts this connection (reason
-        ``protocol error``), as from any other callback.
+        An exception from either aborts this connection, as from any callback.
         """
         try:
             if protocol_factory is not None:
@@ -314,9 +234,7 @@ class Connection:
 
     def on_readable(self):
         if not self._mask & READ:
-            # A stale event: we were released earlier in this turn (the loop
-            # unregisters the socket only at the end of the turn).
-            return
+            return      # released earlier in this turn: unregistered at its end
         try:
             data = self.sock.recv(RECV_SIZE)
         except _WOULD_BLOCK:
@@ -327,7 +245,7 @@ class Connection:
         if data:
             self.bytes_in += len(data)
             self.last_active = self._reactor.now
-            if self.state is not _CLOSING:      # closing: read only to find the EOF
+            if self.state is not _DRAINING:     # draining: read only to find the EOF
                 try:
                     self.protocol.data_received(self, data)
                 except Exception as exc:
@@ -335,7 +253,7 @@ class Connection:
                         raise
                     self._protocol_failed("data_received", exc)
             return
-        if self.state is not _CLOSING:
+        if self.state is not _DRAINING:
             try:
                 self.protocol.eof_received(self)
             except Exception as exc:
@@ -343,9 +261,9 @@ class Connection:
                     raise
                 self._protocol_failed("eof_received", exc)
         state = self.state
-        if state is _CLOSED or (state is _CLOSING and self._outbuf):
+        if state is _CLOSED or state is _FLUSHING:
             # eof_received aborted, or closed with output pending: the flush
-            # comes first, and recv returns this EOF again once it is done.
+            # comes first, and recv returns this EOF again once DRAINING.
             return
         if self.close_reason is None:
             self.close_reason = "peer eof"
@@ -378,7 +296,7 @@ class Connection:
         The only code that assigns ``self.state``.
         """
         old = self.state
-        new, action = apply(CONNECTION_TABLE, old, event)
+        new, action = _apply(old, event)
         self.state = new
         if self._tracer is not None:
             self._tracer(self, old, event, new)
@@ -387,7 +305,7 @@ class Connection:
         self._update_interest()
 
     def _update_interest(self):
-        mask = connection_interest(self.state, len(self._outbuf))
+        mask = connection_interest(self.state)
         if mask != self._mask:
             self._mask = mask
             if mask:    # CLOSED (0) is unregistered by the loop when it closes the socket
@@ -419,19 +337,12 @@ class Connection:
         if self._on_release is not None:
             self._on_release(self)
 
-    def _pause_writing(self):
-        self._callback("pause_writing")
-
-    def _resume_writing(self):
-        self._callback("resume_writing")
-
     def _callback(self, name, *args):
         """Call the protocol's method ``name``; its exception aborts this connection only.
 
-        The callbacks every connection meets (``data_received``,
-        ``eof_received``, ``connection_lost``) have the same ``try`` written
-        out where they are called: this getattr and call cost a short
-        connection 6% of its instructions (callgrind).
+        The callbacks every connection meets have this ``try`` written out
+        where they are called: the getattr cost a short connection 6% of its
+        instructions (callgrind).
         """
         try:
             getattr(self.protocol, name)(self, *args)
@@ -466,10 +377,6 @@ class Connection:
         """Record why the connection ended; a later cause is added to the first, not put in its place."""
         self.close_reason = text if self.close_reason is None else f"{self.close_reason}, then {text}"
 
-    def _note_buffered(self):
-        if len(self._outbuf) > self.peak_buffered:
-            self.peak_buffered = len(self._outbuf)
-
     def _io_error(self, exc):
         kind = errors.classify(exc)
         if kind is errors.Kind.BUG:
@@ -484,6 +391,6 @@ _ACTIONS = {
     Action.ARM_DEADLINE: Connection._arm_deadline,
     Action.HALF_CLOSE: Connection._half_close,
     Action.RELEASE: Connection._release,
-    Action.PAUSE_WRITING: Connection._pause_writing,
-    Action.RESUME_WRITING: Connection._resume_writing,
+    Action.PAUSE_WRITING: lambda conn: conn._callback("pause_writing"),
+    Action.RESUME_WRITING: lambda conn: conn._callback("resume_writing"),
 }

@@ -34,8 +34,8 @@ import errno
 import logging
 
 from reactor import errors
-from reactor.connection import format_address
-from wire.streamio import MAX_DATAGRAM, RECV_BUFFER
+from wire.streamio import RECV_BUFFER
+from wire.addresses import format_address
 
 log = logging.getLogger("selectlab")
 

@@ -4,7 +4,7 @@ With ``capacity=1`` this is the quick guide's 11th task exactly: while one
 client is served the listener is BUSY, and each new client goes to the
 rejection hook (which answers ``busy\\n``); when the client leaves it is IDLE
 again.  With no capacity it is an ordinary accept loop that is never BUSY.
-The transitions are ``reactor.states.LISTENER_TABLE``.
+The transitions are ``reactor.states.LISTENER``.
 
 One listener may own several listening sockets (``-b localhost`` binds both
 127.0.0.1 and ::1); they share one capacity and one state.
@@ -16,9 +16,9 @@ Accepting, per readiness event, up to ``ACCEPTS_PER_EVENT`` connections:
 * running out of descriptors or memory (``EMFILE``...): the pending
   connection stays in the backlog and the listening socket stays readable,
   so trying again at once would spin at 100% CPU (the classic libev/Node/
-  Redis bug).  The remedy here is asyncio's back-off: stop watching the
-  listening sockets for ``ACCEPT_RETRY_DELAY`` seconds, serving existing
-  clients meanwhile, then try again -- or sooner, as soon as one of our own
+  Redis bug).  The remedy here is asyncio's back-off: the listener is
+  PAUSED, watching nothing for ``ACCEPT_RETRY_DELAY`` seconds while existing
+  clients are served, then RETRY -- or sooner, as soon as one of our own
   connections releases its descriptor (:meth:`Listener.descriptor_freed`),
   which is the usual way descriptors come back.  Waiting clients stay in the
   kernel's backlog and are served when we resume.  (libuv's other remedy, a
@@ -30,16 +30,17 @@ import logging
 import socket
 
 from reactor import errors
-from reactor.states import (
-    LISTENER_TABLE, Action, ListenerEvent, ListenerState, apply, listener_interest,
-)
+from reactor.states import LISTENER, Action, ListenerEvent, ListenerState, listener_interest
 
 log = logging.getLogger("selectlab")
 
 # The members the accept path names once per connection, looked up once here
 # (an Enum class attribute is a metaclass lookup each time).
 _ADMIT, _REJECT, _CLOSE_LISTENER = Action.ADMIT, Action.REJECT, Action.CLOSE_LISTENER
+_PAUSE, _RESUME = Action.PAUSE_ACCEPTING, Action.RESUME_ACCEPTING
 _CONNECTION, _SLOT_FREED = ListenerEvent.CONNECTION, ListenerEvent.SLOT_FREED
+_IDLE, _PAUSED = ListenerState.IDLE, ListenerState.PAUSED
+_apply = LISTENER.apply     # bound once: no attribute lookup per transition
 
 # Redis's MAX_ACCEPTS_PER_CALL: enough to empty a burst of connections in one
 # event, few enough that established clients are not starved meanwhile.
@@ -118,8 +119,8 @@ class Listener:
 
     @property
     def paused(self):
-        """True while accepting is paused after running out of descriptors."""
-        return self._retry_timer is not None
+        """True while accepting is paused after running out of descriptors (PAUSED)."""
+        return self.state is _PAUSED
 
     def slot_freed(self):
         """An admitted connection was released (its descriptor too)."""
@@ -136,9 +137,8 @@ class Listener:
         listener backs off again: one retry per freed descriptor, never a spin.
         """
         self._freed_in_turn = self._reactor.cycles
-        if self._retry_timer is not None:
-            self._retry_timer.cancel()
-            self._resume()
+        if self.state is _PAUSED:
+            self._fire(ListenerEvent.RETRY)
 
     def shutdown(self):
         """Stop accepting and close the listening sockets."""
@@ -169,12 +169,13 @@ class Listener:
                     log.debug("accept: pending connection lost: %s", errors.describe(exc))
                     continue
                 if exc.errno in errors.ACCEPT_EXHAUSTED_ERRNOS:
-                    self._back_off(exc)
+                    self._fire(ListenerEvent.EXHAUSTED, exc)
                     return
                 raise
             self._fire(_CONNECTION, sock, addr)
 
     def _back_off(self, exc):
+        """PAUSE_ACCEPTING: count and log the shortage, and arm the retry."""
         self.emfile_events += 1
         now = self._reactor.time()
         if self._warned_at is None or now - self._warned_at >= EXHAUSTED_WARNING_INTERVAL:
@@ -192,21 +193,24 @@ class Listener:
             delay = 0
         else:
             delay = ACCEPT_RETRY_DELAY
-        self._retry_timer = self._reactor._call_later(delay, self._resume)
-        self._update_interest()
+        self._retry_timer = self._reactor._call_later(delay, self._retry_due)
 
-    def _resume(self):
+    def _retry_due(self):
         self._retry_timer = None
-        self._update_interest()
+        self._fire(ListenerEvent.RETRY)
+
+    def _cancel_retry(self):
+        if self._retry_timer is not None:
+            self._retry_timer.cancel()
+            self._retry_timer = None
 
     def _update_interest(self):
         """Register, modify or unregister the listening sockets to match the state.
 
         The only place that decides the listener's interest set: the state's
-        (``listener_interest``), or nothing while backing off.
+        (``listener_interest``; nothing while PAUSED).
         """
-        mask = listener_interest(self.state, self._reject is not None) \
-            if self._retry_timer is None else 0
+        mask = listener_interest(self.state, self._reject is not None)
         if mask == self._mask:
             return
         for acceptor in self.acceptors:
@@ -223,25 +227,29 @@ class Listener:
     def _fire(self, event, *args):
         """Apply one transition and carry out its action.  The only code that assigns ``self.state``."""
         old = self.state
-        new, action = apply(LISTENER_TABLE, old, event)
+        new, action = _apply(old, event)
         self.state = new
         if self._tracer is not None:
             self._tracer(self, old, event, new)
         if action is _ADMIT:
             self.active += 1
             self._admit(*args)
-            if self.capacity is not None and self.active >= self.capacity:
-                self._fire(ListenerEvent.FULL)
         elif action is _REJECT:
             self._reject(*args)
+        elif action is _PAUSE:
+            self._back_off(*args)
+        elif action is _RESUME:
+            self._cancel_retry()
         elif action is _CLOSE_LISTENER:
             self._close_sockets()
+        if self.state is _IDLE and self.capacity is not None and self.active >= self.capacity:
+            # IDLE with no slot free: the last one was just taken (ADMIT), or
+            # was still taken when a pause ended (RESUME_ACCEPTING).
+            self._fire(ListenerEvent.FULL)
         if new is not old:
             self._update_interest()     # the interest follows the state, and only it
 
     def _close_sockets(self):
-        if self._retry_timer is not None:
-            self._retry_timer.cancel()
-            self._retry_timer = None
+        self._cancel_retry()
         for acceptor in self.acceptors:
             self._reactor.close_later(acceptor.sock)    # unregistered by _update_interest

@@ -41,9 +41,9 @@ import math
 import selectors
 import time
 
-from reactor.selection import (  # noqa: F401  (FD_SETSIZE, SELECTORS, make_selector: re-exported)
-    EPOLL_BITS, EPOLL_READ, EPOLL_WRITE, EVENT_READ, EVENT_WRITE, FD_SETSIZE, SELECTORS, epoll_of,
-    make_selector, selector_fd_limit,
+from reactor.selection import (
+    EPOLL_BITS, EPOLL_READ, EPOLL_WRITE, EVENT_READ, EVENT_WRITE, FD_SETSIZE, epoll_of,
+    selector_fd_limit,
 )
 from reactor.states import is_reactor_bug
 from reactor.timers import TimerQueue
@@ -70,7 +70,7 @@ class Reactor:
         self._timers = TimerQueue()
         self.cycles = 0              # turns of the loop so far (Redis's eventloop_cycles)
         self.callback_errors = 0     # call_later/call_at and signal callbacks that raised
-        self.now = time.monotonic()  # the clock, read once per turn when select() returns
+        self.now = time.monotonic()  # the clock when select() last returned
         self._to_close = []          # sockets whose handlers are done with them
         self._running = False
         self._wakeup = Wakeup(self)
@@ -162,10 +162,12 @@ class Reactor:
     def time():
         """The loop's clock (monotonic seconds), read now.
 
-        Handlers that only need "when did this turn start", such as a
+        Handlers that only need "when did select() return", such as a
         connection noting when it last saw activity, read :attr:`now`
-        instead: one clock read per turn rather than one per event (libuv's
-        ``uv_now``, Redis's cached ``server.unixtime``).
+        instead: every handler of a turn shares that one reading rather than
+        reading the clock per event (libuv's ``uv_now``, Redis's cached
+        ``server.unixtime``).  The loop reads the clock twice more per turn,
+        to size its sleep and to find the timers that are due.
         """
         return time.monotonic()
 

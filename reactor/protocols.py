@@ -1,6 +1,6 @@
-"""Protocols to build on: :class:`LineProtocol`, for servers that speak in lines.
+"""What a server does with a connection's bytes: :class:`Protocol`, and :class:`LineProtocol` for lines.
 
-A :class:`~reactor.connection.Protocol` gets bytes as ``recv`` returned
+A :class:`Protocol` gets bytes as ``recv`` returned
 them: half a line, or three.  Most text protocols (the Hello server, a chat
 room, SMTP, Redis's inline commands) want whole lines, and each one would
 otherwise wire a :class:`~wire.framing.LineFramer` by hand.
@@ -26,8 +26,39 @@ clients and servers read with (``wire.streamio``):
 What it leaves out: other terminators, and decoding (lines are bytes).
 """
 
-from reactor.connection import Protocol
 from wire.framing import MAX_LINE, LineFramer, LineTooLong, strip_eol
+
+
+class Protocol:
+    """What a server does with a connection's bytes (UNP: "all you need to do
+    is change what the server does with the input it receives").
+
+    Subclass and override what you need; every method has a default.  An
+    exception from any of them aborts that connection only (see
+    ``reactor.connection``).
+    """
+
+    def connection_made(self, conn):
+        """``conn`` was accepted and registered."""
+
+    def data_received(self, conn, data):
+        """``data`` (bytes) arrived on ``conn``."""
+
+    def eof_received(self, conn):
+        """The peer half-closed.  The connection closes (flushing first) after this returns."""
+
+    def pause_writing(self, conn):
+        """More than the high-water mark is buffered for ``conn``: write less to it for now.
+
+        ``conn`` has stopped reading its own input meanwhile.  Writes still
+        go into its buffer, up to its output limit.
+        """
+
+    def resume_writing(self, conn):
+        """``conn``'s buffer is down to the low-water mark: it reads again, write freely."""
+
+    def connection_lost(self, conn, reason):
+        """``conn`` is finished; ``reason`` is a short text such as ``"peer eof"``."""
 
 
 class LineProtocol(Protocol):

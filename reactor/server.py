@@ -29,7 +29,8 @@ import itertools
 import logging
 import socket
 
-from reactor.connection import MAX_OUTPUT, Connection, Protocol
+from reactor.connection import MAX_OUTPUT, Connection
+from reactor.protocols import Protocol
 from reactor.listener import Listener
 from reactor.states import ConnState
 
@@ -73,7 +74,7 @@ class StreamServer:
     socks : list of socket.socket
         bound, listening sockets (see ``servers.sockets.open_listeners``).
     protocol_factory : callable
-        returns the :class:`~reactor.connection.Protocol` for a new connection
+        returns the :class:`~reactor.protocols.Protocol` for a new connection
         (a stateless protocol may return the same object each time).
     capacity : int or None
         the listener's capacity; None for no limit.

@@ -65,14 +65,17 @@ class Wakeup:
                 pass
         except (BlockingIOError, InterruptedError):
             pass
-        # A signal noted after this swap stays pending; its byte wakes the next turn.
-        pending, self.pending = self.pending, {}
-        for signum in pending:
-            self._dispatch(signum)
+        # Calls from threads first: what a thread reported before a signal
+        # came (a client's end, before SIGUSR1 asks for the counters) is in
+        # by the time the signal's callback runs.
         calls = self._calls
         for _ in range(len(calls)):
             callback, args = calls.popleft()
             self._reactor._contained("thread call", callback, *args)
+        # A signal noted after this swap stays pending; its byte wakes the next turn.
+        pending, self.pending = self.pending, {}
+        for signum in pending:
+            self._dispatch(signum)
 
     def on_writable(self):  # never registered for WRITE
         pass

@@ -17,8 +17,9 @@ import socket
 import time
 
 from reactor import errors
-from reactor.connection import PROTOCOL_ERROR, format_address
+from reactor.connection import PROTOCOL_ERROR
 from reactor.server import LINGER_TIMEOUT
+from wire.addresses import format_address
 from wire.streamio import RECV_SIZE, writen
 
 log = logging.getLogger("selectlab")
@@ -72,13 +73,16 @@ def linger_close(sock, timeout=LINGER_TIMEOUT):
         sock.close()
 
 
-def run_one(serve, sock, addr, who=""):
+def run_one(serve, sock, addr, who="", report=None):
     """Serve one connection with ``serve``, close it, log it; a client's fault never raises.
 
     Neither does a bug in ``serve``: an exception other than a socket error
     is logged at ERROR with its traceback, the connection is dropped
     (reason ``protocol error``), and the caller goes on with its next
     client, as the reactor does with a protocol's exception.
+
+    ``report``, if given, is called with the result just before the
+    ``closed`` line is logged.
 
     Returns
     -------
@@ -111,17 +115,12 @@ def run_one(serve, sock, addr, who=""):
     finally:
         sock.close()
         seconds = time.monotonic() - start
+        if report is not None:
+            # Before the line: whoever reads "closed" finds it counted too.
+            report((bytes_in, bytes_out, seconds, failed))
         client_log.info("%s%s closed (%s): in %d B, out %d B, %.3f s", who, peer, reason,
                         bytes_in, bytes_out, seconds)
     return bytes_in, bytes_out, seconds, failed
-
-
-def peer_host(addr):
-    """The client's host as the worksheet's ``inet_ntoa`` gives it: no port, IPv4 plainly."""
-    host = addr[0] if isinstance(addr, tuple) else str(addr)
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]     # an IPv4 client on a dual-stack socket
-    return host
 
 
 class GraceOver(BaseException):

@@ -32,7 +32,7 @@ change state with ``--trace``.
 """
 
 import cli
-from servers.options import add_reactor_arguments, add_server_arguments
+from servers.options import add_reactor_arguments, add_server_arguments, server_parser
 from servers.service import run_stream_server
 from servers.echo_select import ECHO
 from wire.services import GUIDE_PORT
@@ -40,13 +40,11 @@ from wire.services import GUIDE_PORT
 
 
 def build_parser():
-    parser = cli.Parser(
-        prog="python -m servers.busy_select",
-        description="The quick guide's select() server on selectlab's reactor: it echoes for "
-                    "one client at a time (--max-clients to change that), and every client "
-                    "arriving meanwhile reads 'busy\\n' and is closed cleanly. The first line "
-                    "on stdout is 'listening on HOST:PORT'. SIGINT/SIGTERM stop it "
-                    "gracefully; a second signal stops it at once; SIGUSR1 logs its counters.")
+    parser = server_parser(
+        "python -m servers.busy_select",
+        "The quick guide's select() server on selectlab's reactor: it echoes for one client at "
+        "a time (--max-clients to change that), and every client arriving meanwhile reads "
+        "'busy\\n' and is closed cleanly.")
     add_server_arguments(parser, GUIDE_PORT)
     add_reactor_arguments(parser, default_max_clients=1)
     return parser

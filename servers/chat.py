@@ -44,7 +44,7 @@ import logging
 
 import cli
 from reactor.protocols import LineProtocol
-from servers.options import add_reactor_arguments, add_server_arguments
+from servers.options import add_reactor_arguments, add_server_arguments, server_parser
 from servers.service import build_stream_service
 from wire.framing import MAX_LINE
 from wire.services import CHAT_PORT
@@ -173,15 +173,12 @@ class Member(LineProtocol):
 
 
 def build_parser():
-    parser = cli.Parser(
-        prog="python -m servers.chat",
-        description="A chat room (antirez's smallchat) on selectlab's reactor: every line a "
-                    "member sends goes to every other member as 'NAME> line'; '/nick NAME' "
-                    "sets the name. A member who does not read is cut off (see --max-output "
-                    "and --slow-timeout) and never slows the room. -v also logs every line "
-                    "said. The first line on stdout is 'listening on HOST:PORT'. SIGINT/SIGTERM "
-                    "stop it gracefully; a second signal stops it at once; SIGUSR1 logs its "
-                    "counters.")
+    parser = server_parser(
+        "python -m servers.chat",
+        "A chat room (antirez's smallchat) on selectlab's reactor: every line a member sends "
+        "goes to every other member as 'NAME> line'; '/nick NAME' sets the name. A member who "
+        "does not read is cut off (see --max-output and --slow-timeout) and never slows the "
+        "room. -v also logs every line said.")
     add_server_arguments(parser, CHAT_PORT)
     add_reactor_arguments(parser)
     parser.add_argument("--slow-timeout", type=cli.positive_float, default=SLOW_TIMEOUT,

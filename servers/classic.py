@@ -226,8 +226,8 @@ class Threading(Design):
         threading.Thread(target=self._thread, args=(sock, addr), daemon=True).start()
 
     def _thread(self, sock, addr):
-        result = run_one(self._serve, sock, addr)
-        self.server.reactor.call_soon_threadsafe(self._done, sock, result)
+        call = self.server.reactor.call_soon_threadsafe
+        run_one(self._serve, sock, addr, report=lambda result: call(self._done, sock, result))
 
     def _done(self, sock, result):
         self._live.discard(sock)

@@ -10,25 +10,13 @@ Comer's server: ``Sat Nov 21 07:33:10 2026``, ending in CRLF.  Both
 protocols are served on the same port number from one loop.
 """
 
-import cli
-from servers.replies import reply_service_parser, run_reply_service
+from servers.replies import reply_service
 from wire.services import DAYTIME_PORT, DAYTIME_STANDARD_PORT, daytime_text
 
-def build_parser():
-    return reply_service_parser(
-        "python -m servers.daytime",
-        "DAYTIME server (RFC 867): sends the date and time as a line of text.",
-        DAYTIME_PORT, DAYTIME_STANDARD_PORT)
-
-
-def main(argv=None):
-    return run_reply_service(build_parser().parse_args(argv), daytime_text)
-
-
-def cli_main():
-    """Entry point of the console script."""
-    cli.run(main)
-
+build_parser, main, cli_main = reply_service(
+    "python -m servers.daytime",
+    "DAYTIME server (RFC 867): sends the date and time as a line of text.",
+    DAYTIME_PORT, DAYTIME_STANDARD_PORT, daytime_text)
 
 if __name__ == "__main__":
     cli_main()

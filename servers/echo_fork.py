@@ -16,7 +16,7 @@ import cli
 from servers.blocking import serve_connection
 from servers.classic import run_classic
 from servers.forking import CHILDREN_MODES, REAP_MODES, Forking
-from servers.options import add_server_arguments
+from servers.options import add_server_arguments, server_parser
 from wire.services import SERV_PORT
 
 
@@ -37,11 +37,10 @@ def add_fork_arguments(parser):
 
 
 def build_parser():
-    parser = cli.Parser(
-        prog="python -m servers.echo_fork",
-        description="Fork-per-connection echo server (UNP's tcpserv04). The first line on "
-                    "stdout is 'listening on HOST:PORT'. SIGINT/SIGTERM stop it gracefully "
-                    "(see --children); a second signal stops it at once.")
+    parser = server_parser(
+        "python -m servers.echo_fork", "Fork-per-connection echo server (UNP's tcpserv04).",
+        stop="SIGINT/SIGTERM stop it gracefully (see --children); a second signal stops it at "
+             "once")
     add_server_arguments(parser, SERV_PORT, trace=False)
     add_fork_arguments(parser)
     return parser

@@ -18,17 +18,17 @@ the reactor.
 import cli
 from servers.blocking import serve_connection
 from servers.classic import Iterative, run_classic
-from servers.options import add_server_arguments
+from servers.options import add_server_arguments, server_parser
 from wire.services import SERV_PORT
 
 
 def build_parser():
-    parser = cli.Parser(
-        prog="python -m servers.echo_iterative",
-        description="Iterative echo server: serves one client at a time, to the end, while the "
-                    "others wait in the backlog. The first line on stdout is 'listening on "
-                    "HOST:PORT'. SIGINT/SIGTERM stop it once the current client is done (or "
-                    "after --grace); a second signal stops it at once.")
+    parser = server_parser(
+        "python -m servers.echo_iterative",
+        "Iterative echo server: serves one client at a time, to the end, while the others wait "
+        "in the backlog.",
+        stop="SIGINT/SIGTERM stop it once the current client is done (or after --grace); a "
+             "second signal stops it at once")
     add_server_arguments(parser, SERV_PORT, trace=False)
     return parser
 

@@ -19,8 +19,8 @@ the state machines with ``--trace``.
 """
 
 import cli
-from reactor.connection import Protocol
-from servers.options import add_reactor_arguments, add_server_arguments
+from reactor.protocols import Protocol
+from servers.options import add_reactor_arguments, add_server_arguments, server_parser
 from servers.service import run_stream_server
 from servers.udp_echo import UDP_ECHO
 from wire.services import SERV_PORT
@@ -38,12 +38,10 @@ ECHO = Echo()
 
 
 def build_parser():
-    parser = cli.Parser(
-        prog="python -m servers.echo_select",
-        description="Echo server (RFC 862) on selectlab's single-thread reactor: every byte a "
-                    "client sends comes back. The first line on stdout is "
-                    "'listening on HOST:PORT'. SIGINT/SIGTERM stop it gracefully; a second "
-                    "signal stops it at once; SIGUSR1 logs its counters.")
+    parser = server_parser(
+        "python -m servers.echo_select",
+        "Echo server (RFC 862) on selectlab's single-thread reactor: every byte a client sends "
+        "comes back.")
     add_server_arguments(parser, SERV_PORT)
     add_reactor_arguments(parser)
     parser.add_argument("--udp", action="store_true",

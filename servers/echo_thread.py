@@ -16,16 +16,13 @@ client.  bench/ measures what that costs against the reactor.
 import cli
 from servers.blocking import serve_connection
 from servers.classic import Threading, run_classic
-from servers.options import add_server_arguments
+from servers.options import add_server_arguments, server_parser
 from wire.services import SERV_PORT
 
 
 def build_parser():
-    parser = cli.Parser(
-        prog="python -m servers.echo_thread",
-        description="Thread-per-connection echo server (Comer ch. 12). The first line on stdout "
-                    "is 'listening on HOST:PORT'. SIGINT/SIGTERM stop it gracefully; a second "
-                    "signal stops it at once; SIGUSR1 logs its counters.")
+    parser = server_parser(
+        "python -m servers.echo_thread", "Thread-per-connection echo server (Comer ch. 12).")
     add_server_arguments(parser, SERV_PORT, trace=False)
     parser.add_argument("--stats", type=cli.positive_float, default=None, metavar="SECS",
                         help="log current and completed connections, average connection time "

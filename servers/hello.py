@@ -25,12 +25,13 @@ import cli
 from reactor import errors
 from reactor.protocols import LineProtocol
 from reactor.server import LINGER_TIMEOUT
-from servers.blocking import linger_close, peer_host
+from servers.blocking import linger_close
 from servers.classic import run_classic
 from servers.echo_fork import add_fork_arguments
 from servers.forking import Forking
-from servers.options import add_reactor_arguments, add_server_arguments
+from servers.options import add_reactor_arguments, add_server_arguments, server_parser
 from servers.service import run_stream_server
+from wire.addresses import peer_host
 from wire.framing import MAX_LINE, LineTooLong, strip_eol
 from wire.hello import MAXDATASIZE, HelloSession
 from wire.services import HELLO_PORT
@@ -111,11 +112,10 @@ class HelloProtocol(LineProtocol):
 
 
 def build_parser():
-    parser = cli.Parser(
-        prog="python -m servers.hello",
-        description="The worksheet's server: answers 'Hello, World!' to every message (line) "
-                    "until the client sends 'quit'. The first line on stdout is 'listening on "
-                    "HOST:PORT'. SIGINT/SIGTERM stop it gracefully.")
+    parser = server_parser(
+        "python -m servers.hello",
+        "The worksheet's server: answers 'Hello, World!' to every message (line) until the "
+        "client sends 'quit'.")
     add_server_arguments(parser, HELLO_PORT, trace=False)
     parser.add_argument("--model", choices=("fork", "select"), default="fork",
                         help="fork: a child process per client, as in the worksheet (the "

@@ -1,5 +1,6 @@
 """The command-line options every selectlab server shares.
 
+* :func:`server_parser`: the parser, with the description's common ending.
 * :func:`add_server_arguments`: ``[port]``, ``-b/--bind``, ``--backlog``,
   ``--grace``, ``--trace``, ``-v/-q``, the same on every server.
 * :func:`add_reactor_arguments`: ``--max-clients``, ``--idle-timeout``,
@@ -7,7 +8,7 @@
   server that runs on the reactor.
 """
 
-from cli import add_verbosity, byte_size, port, positive_float, positive_int
+from cli import Parser, add_verbosity, byte_size, port, positive_float, positive_int
 from reactor.connection import MAX_OUTPUT
 from reactor.selection import FD_SETSIZE, SELECTORS
 from servers.limits import RESERVED_FDS, fd_limit
@@ -17,6 +18,13 @@ DEFAULT_BACKLOG = 1024
 
 # How long a stopping server waits for its clients to take their last bytes.
 DEFAULT_GRACE = 5.0
+
+
+def server_parser(prog, summary, first="The first line on stdout is 'listening on HOST:PORT'.",
+                  stop="SIGINT/SIGTERM stop it gracefully; a second signal stops it at once"):
+    """A server's parser, whose description ends as every server's does: what stdout shows first,
+    how it stops, and that SIGUSR1 logs its counters."""
+    return Parser(prog=prog, description=f"{summary} {first} {stop}; SIGUSR1 logs its counters.")
 
 
 def add_server_arguments(parser, default_port, trace=True, protocols="TCP"):

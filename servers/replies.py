@@ -1,10 +1,10 @@
 """The one-reply services, DAYTIME and TIME: the server speaks first and only, over TCP and UDP."""
 
 import cli
-from reactor.connection import Protocol
+from reactor.protocols import Protocol
 from reactor.datagram import DatagramProtocol
 from reactor.server import LINGER_TIMEOUT
-from servers.options import add_reactor_arguments, add_server_arguments
+from servers.options import add_reactor_arguments, add_server_arguments, server_parser
 from servers.service import run_stream_server
 
 
@@ -34,13 +34,12 @@ class ReplyToDatagram(DatagramProtocol):
 
 def reply_service_parser(prog, description, default_port, standard_port):
     """The parser of a one-reply service (DAYTIME, TIME) on TCP and UDP."""
-    parser = cli.Parser(
-        prog=prog,
-        description=f"{description} Served over TCP and UDP on selectlab's reactor. Default "
-                    f"port {default_port}, since the standard port {standard_port} needs root "
-                    f"(give {standard_port} to use it). The first lines on stdout are "
-                    f"'listening on HOST:PORT' (TCP, then UDP). SIGINT/SIGTERM stop it "
-                    f"gracefully.")
+    parser = server_parser(
+        prog,
+        f"{description} Served over TCP and UDP on selectlab's reactor. Default port "
+        f"{default_port}, since the standard port {standard_port} needs root (give "
+        f"{standard_port} to use it).",
+        first="The first lines on stdout are 'listening on HOST:PORT' (TCP, then UDP).")
     add_server_arguments(parser, default_port, protocols="TCP and UDP")
     add_reactor_arguments(parser)
     return parser
@@ -50,3 +49,17 @@ def run_reply_service(args, reply):
     """Serve ``reply()`` to every TCP client and every UDP datagram, from one loop."""
     args.udp = True
     return run_stream_server(args, lambda: ReplyAndClose(reply), ReplyToDatagram(reply))
+
+
+def reply_service(prog, description, default_port, standard_port, reply):
+    """A one-reply service's ``build_parser``, ``main`` and console-script entry point."""
+    def build_parser():
+        return reply_service_parser(prog, description, default_port, standard_port)
+
+    def main(argv=None):
+        return run_reply_service(build_parser().parse_args(argv), reply)
+
+    def cli_main():
+        cli.run(main)
+
+    return build_parser, main, cli_main

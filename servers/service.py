@@ -5,13 +5,10 @@ or a classic design's :class:`~servers.classic.ClassicServer`) and UDP
 endpoints on one loop until SIGINT or SIGTERM, then stops gracefully; a
 second signal stops at once.  SIGUSR1 logs the counters, which
 :meth:`Service.snapshot` gathers from the server, UDP, the loop and the
-log.  Its lifecycle is the table ``SERVICE``::
-
-    RUNNING  --stop/drain-->    STOPPING   no new clients; the rest get --grace s
-    STOPPING --drained/end-->   STOPPED    every client is gone: the loop returns
-    STOPPING --stop/abort-->    ABORTING   a second signal: drop them all, exit 1
-    ABORTING --drained/end-->   STOPPED
-    RUNNING  --failed/end-->    STOPPED    nothing left to serve (UDP errors): exit 1
+log.  Its lifecycle is the machine ``SERVICE`` (drawn in
+``docs/architecture.md``): a first stop drains (no new clients; the others
+get ``--grace`` seconds), a second aborts (everyone dropped, exit status 1),
+and once the clients are gone the loop returns.
 
 :func:`build_stream_service` / :func:`run_stream_server` are what ``main()``
 of a reactor server does, from its parsed arguments.
@@ -23,10 +20,10 @@ import signal
 
 import cli
 from reactor.datagram import DatagramEndpoint
-from reactor.loop import Reactor, make_selector
-from reactor.selection import FD_SETSIZE
+from reactor.loop import Reactor
+from reactor.selection import FD_SETSIZE, make_selector
 from reactor.server import StreamServer, format_stats
-from reactor.states import IllegalTransition
+from reactor.states import Machine
 from servers.limits import choose_max_clients, fd_limit_for, log_capacity, raise_fd_limit
 from servers.options import DEFAULT_GRACE
 from servers.sockets import announce, open_stream_and_datagram
@@ -75,18 +72,7 @@ SERVICE_TABLE = {
 }
 
 
-class _ServiceMachine:
-    name = "service"
-    table = SERVICE_TABLE
-
-    def apply(self, state, event):
-        try:
-            return self.table[state, event]
-        except KeyError:
-            raise IllegalTransition(self.name, state, event) from None
-
-
-SERVICE = _ServiceMachine()
+SERVICE = Machine("service", ServiceState, ServiceEvent, ServiceState.RUNNING, SERVICE_TABLE)
 
 
 def make_reactor(args):

@@ -11,8 +11,8 @@ import errno
 import socket
 
 from cli import Fatal
-from reactor.connection import format_address
 from servers.options import DEFAULT_BACKLOG
+from wire.addresses import format_address
 
 
 def _listen_error(where, exc):

@@ -11,25 +11,13 @@ after that the count wraps to 0, as RFC 868 implies, and clients that know
 roughly what year it is (``clients.time`` does) decode it anyway.
 """
 
-import cli
-from servers.replies import reply_service_parser, run_reply_service
+from servers.replies import reply_service
 from wire.services import TIME_PORT, TIME_STANDARD_PORT, time_reply
 
-def build_parser():
-    return reply_service_parser(
-        "python -m servers.time",
-        "TIME server (RFC 868): sends the time as 32-bit big-endian seconds since 1900.",
-        TIME_PORT, TIME_STANDARD_PORT)
-
-
-def main(argv=None):
-    return run_reply_service(build_parser().parse_args(argv), time_reply)
-
-
-def cli_main():
-    """Entry point of the console script."""
-    cli.run(main)
-
+build_parser, main, cli_main = reply_service(
+    "python -m servers.time",
+    "TIME server (RFC 868): sends the time as 32-bit big-endian seconds since 1900.",
+    TIME_PORT, TIME_STANDARD_PORT, time_reply)
 
 if __name__ == "__main__":
     cli_main()

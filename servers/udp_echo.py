@@ -16,7 +16,7 @@ as its TCP echo, from the same loop.
 import cli
 from reactor.datagram import DatagramEndpoint, DatagramProtocol
 from servers.limits import fd_limit_for, raise_fd_limit
-from servers.options import add_selector_argument
+from servers.options import add_selector_argument, server_parser
 from servers.service import Service, make_reactor
 from servers.sockets import open_datagram_sockets
 from wire.services import GUIDE_PORT
@@ -34,12 +34,12 @@ UDP_ECHO = UdpEcho()
 
 
 def build_parser():
-    parser = cli.Parser(
-        prog="python -m servers.udp_echo",
-        description="UDP echo server (the quick guide's 9th task) on selectlab's reactor: every "
-                    "datagram goes back to its sender, byte for byte. The first line on stdout "
-                    "is 'listening on HOST:PORT (UDP)'. SIGINT/SIGTERM stop it; SIGUSR1 logs "
-                    "its counters.")
+    parser = server_parser(
+        "python -m servers.udp_echo",
+        "UDP echo server (the quick guide's 9th task) on selectlab's reactor: every datagram "
+        "goes back to its sender, byte for byte.",
+        first="The first line on stdout is 'listening on HOST:PORT (UDP)'.",
+        stop="SIGINT/SIGTERM stop it")
     parser.add_argument("port", nargs="?", type=cli.port, default=GUIDE_PORT,
                         help=f"UDP port (default {GUIDE_PORT}, the guide's; 0 picks a free one)")
     parser.add_argument("-b", "--bind", metavar="HOST", default=None,

@@ -10,7 +10,7 @@ faulty, so a test can check that one client's bug costs that client alone.
 import sys
 
 import cli
-from reactor.connection import Protocol
+from reactor.protocols import Protocol
 from servers.blocking import serve_connection
 from servers.classic import Iterative, Threading, run_classic
 from servers.forking import Forking

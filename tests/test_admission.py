@@ -20,7 +20,7 @@ import pytest
 from conftest import (
     DEADLINE, ROOT, ThreadedServer, fd_limit_setter, recv_all, recv_exactly, reset,
 )
-from reactor.connection import Protocol
+from reactor.protocols import Protocol
 
 BUSY = b"busy\n"
 
@@ -406,7 +406,7 @@ def test_busy_select_reproduces_the_guides_session(start_server):
                    "listener BUSY --slot_freed--> IDLE (0/1)"]
     positions = [log.index(t) for t in transitions]
     assert positions == sorted(positions)
-    assert "IDLE --close--> CLOSING" in log      # the rejected connection's own machine
+    assert "IDLE --close--> DRAINING" in log      # the rejected connection's own machine
     assert server.proc.poll() is None
     server.signal(signal.SIGTERM)
     assert server.wait() == 0

@@ -1,5 +1,6 @@
 """A Connection on a real loopback TCP pair: every transition reached through real socket behaviour (tier 2)."""
 
+import functools
 import logging
 import selectors
 import socket
@@ -7,12 +8,13 @@ import socket
 import pytest
 
 from conftest import DEADLINE, reset, run_until, tcp_pair
-from reactor.connection import Connection, Protocol
+from reactor.connection import Connection
+from reactor.protocols import Protocol
 from reactor.loop import Reactor
-from reactor.states import CONNECTION_TABLE, HIGH_WATER, LOW_WATER, ConnEvent, ConnState
+from reactor.states import CONNECTION, HIGH_WATER, LOW_WATER, ConnEvent, ConnState
 
 IDLE, BUSY, PAUSED = ConnState.IDLE, ConnState.BUSY, ConnState.PAUSED
-CLOSING, CLOSED = ConnState.CLOSING, ConnState.CLOSED
+FLUSHING, DRAINING, CLOSED = ConnState.FLUSHING, ConnState.DRAINING, ConnState.CLOSED
 E = ConnEvent
 CHUNK = 16 * 1024
 
@@ -22,7 +24,6 @@ class Recorder(Protocol):
         self.data = bytearray()
         self.eof = False
         self.lost = None
-
         self.flow = []              # ("pause" | "resume", bytes buffered at that moment)
 
     def data_received(self, conn, data):
@@ -113,7 +114,7 @@ def h():
     harness.close()
 
 
-# --- one scenario per row of CONNECTION_TABLE --------------------------------
+# --- one scenario per row of CONNECTION.table --------------------------------
 
 def idle_output_pending(h):
     h.make_busy()
@@ -130,7 +131,7 @@ def idle_peer_eof(h):
 def idle_close(h):
     h.conn.close()
     assert h.peer.recv(10) == b""          # half-closed: the peer sees EOF at once
-    assert h.conn.state is CLOSING
+    assert h.conn.state is DRAINING and h.mask() == selectors.EVENT_READ
 
 
 def idle_peer_gone(h):
@@ -155,13 +156,13 @@ def busy_peer_eof(h):
     h.make_busy()                          # below the high-water mark: still reading
     h.peer.shutdown(socket.SHUT_WR)
     h.turn_until(lambda: h.conn.state is not BUSY)
-    assert h.conn.state is CLOSING
+    assert h.conn.state is FLUSHING
 
 
 def busy_close(h):
     h.make_busy()
     h.conn.close()
-    assert h.conn.state is CLOSING and h.mask() == selectors.EVENT_WRITE
+    assert h.conn.state is FLUSHING and h.mask() == selectors.EVENT_WRITE
 
 
 def busy_peer_gone(h):
@@ -215,7 +216,7 @@ def paused_peer_eof(h):
 def paused_close(h):
     h.make_paused()
     h.conn.close()
-    assert h.conn.state is CLOSING and h.mask() == selectors.EVENT_WRITE
+    assert h.conn.state is FLUSHING and h.mask() == selectors.EVENT_WRITE
 
 
 def paused_peer_gone(h):
@@ -231,41 +232,46 @@ def paused_abort(h):
     assert h.conn.buffered == 0 and [e for e, _ in h.protocol.flow] == ["pause"]
 
 
-def closing_output_drained(h):
+def flushing_output_drained(h):
     h.make_busy()
     h.conn.close()
     h.turn_until(lambda: h.drain_peer())   # until the peer reads our FIN
     assert bytes(h.received) == bytes(h.written)   # close() delivered every byte first
 
 
-def closing_close(h):
-    h.conn.close()
-    h.conn.close()
-
-
-def closing_peer_eof(h):
+def draining_peer_eof(h):
     h.conn.close()
     h.peer.close()
     h.peer = socket.socket()
     h.turn_until(lambda: h.conn.state is CLOSED)
 
 
-def closing_peer_gone(h):
-    h.make_busy()
+def start_closing(h, phase, timeout=None):
+    if phase is FLUSHING:       # close() with output pending; without, straight to DRAINING
+        h.make_busy()
+    h.conn.close(timeout)
+    assert h.conn.state is phase
+
+
+def closing_close(phase, h):
+    start_closing(h, phase)
     h.conn.close()
-    reset(h.peer)
+
+
+def closing_peer_gone(phase, h):
+    start_closing(h, phase)
+    reset(h.peer)                          # a send (FLUSHING) or a recv (DRAINING) fails
     h.peer = socket.socket()
     h.turn_until(lambda: h.conn.state is CLOSED)
 
 
-def closing_abort(h):
-    h.conn.close()
+def closing_abort(phase, h):
+    start_closing(h, phase)
     h.conn.abort()
 
 
-def closing_deadline(h):
-    h.make_busy()
-    h.conn.close(timeout=0.2)              # the peer neither reads nor closes
+def closing_deadline(phase, h):
+    start_closing(h, phase, timeout=0.2)   # the peer neither reads nor closes
     h.turn_until(lambda: h.conn.state is CLOSED)
     assert h.protocol.lost == "closed by server, then closing deadline expired"
 
@@ -287,25 +293,24 @@ ROWS = {
     (PAUSED, E.CLOSE): paused_close,
     (PAUSED, E.PEER_GONE): paused_peer_gone,
     (PAUSED, E.ABORT): paused_abort,
-    (CLOSING, E.OUTPUT_DRAINED): closing_output_drained,
-    (CLOSING, E.CLOSE): closing_close,
-    (CLOSING, E.PEER_EOF): closing_peer_eof,
-    (CLOSING, E.PEER_GONE): closing_peer_gone,
-    (CLOSING, E.ABORT): closing_abort,
-    (CLOSING, E.DEADLINE): closing_deadline,
+    (FLUSHING, E.OUTPUT_DRAINED): flushing_output_drained,
+    (DRAINING, E.PEER_EOF): draining_peer_eof,
 }
+ROWS.update({(phase, event): functools.partial(scenario, phase) for phase in (FLUSHING, DRAINING)
+             for event, scenario in ((E.CLOSE, closing_close), (E.PEER_GONE, closing_peer_gone),
+                                     (E.ABORT, closing_abort), (E.DEADLINE, closing_deadline))})
 
 
 def test_every_row_has_a_socket_scenario():
     """No transition of the table goes untested on a real socket."""
-    assert set(ROWS) == set(CONNECTION_TABLE)
+    assert set(ROWS) == set(CONNECTION.table)
 
 
 @pytest.mark.parametrize("row", list(ROWS), ids=[f"{s.name}-{e.name}" for s, e in ROWS])
 def test_row_is_reached_by_real_socket_behaviour(h, row, caplog):
     """Each (state, event) happens for the socket reason it names, with no error logged."""
     ROWS[row](h)
-    next_state, _action = CONNECTION_TABLE[row]
+    next_state, _action = CONNECTION.table[row]
     assert (row[0], row[1], next_state) in h.seen, h.seen
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
@@ -360,9 +365,9 @@ def test_a_stale_read_event_while_flushing_is_ignored(h):
     """An EOF reported in the same turn as our close() (e.g. SIGTERM) cannot cut the flush short."""
     h.make_busy()
     h.peer.shutdown(socket.SHUT_WR)
-    h.conn.close()                         # CLOSING, flushing: no longer reading
+    h.conn.close()                         # FLUSHING: no longer reading
     h.conn.on_readable()                   # what the loop would dispatch from a stale select()
-    assert h.conn.state is CLOSING and h.conn.buffered
+    assert h.conn.state is FLUSHING and h.conn.buffered
     h.turn_until(lambda: h.drain_peer())
     assert bytes(h.received) == bytes(h.written)
 

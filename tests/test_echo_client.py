@@ -1,5 +1,7 @@
-"""`python -m clients.echo` against the reactor echo server, on loopback (tier 4)."""
+"""`python -m clients.echo` against the reactor echo server, on loopback (tier 4), and its
+machine row by row, in this process."""
 
+import io
 import os
 import signal
 import socket
@@ -8,9 +10,10 @@ import sys
 
 import pytest
 
-from conftest import DEADLINE, ROOT, readline_within
+from conftest import DEADLINE, ROOT, readline_within, reset, tcp_pair
 import cli
 from clients import echo
+from clients.echo import ECHO_CLIENT, EchoState
 
 
 def client(*args, **kwargs):
@@ -54,6 +57,89 @@ def test_a_server_that_dies_while_the_user_is_typing_is_noticed_at_once(start_se
         proc.wait()
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             stream.close()
+
+
+def str_cli_here(sock, tmp_path, data=None, half_close=True, on_enter=None):
+    """Run str_cli in this process on ``data`` (from a file), or on a pipe nobody writes to.
+
+    ``on_enter(state)`` runs after each transition.  Returns (what was printed, the
+    (state, event) pairs seen, the ServerGone raised or None).
+    """
+    seen = set()
+
+    def tracer(old, event, new):
+        seen.add((old, event))
+        if on_enter is not None:
+            on_enter(new)
+
+    if data is None:
+        in_fd, writer = os.pipe()
+    else:
+        (tmp_path / "input").write_bytes(data)
+        in_fd, writer = os.open(tmp_path / "input", os.O_RDONLY), None
+    out, error = io.BytesIO(), None
+    try:
+        echo.str_cli(in_fd, sock, out, half_close, tracer)
+    except echo.ServerGone as exc:
+        error = str(exc)
+    finally:
+        os.close(in_fd)
+        if writer is not None:
+            os.close(writer)
+    return out.getvalue(), seen, error
+
+
+def fin(peer):
+    """The server's FIN, as a server that ends sends it."""
+    peer.shutdown(socket.SHUT_WR)
+
+
+def when(state, act):
+    """An ``on_enter`` for against_a_silent_peer: ``act(peer)`` once the client is in ``state``."""
+    return lambda entered, peer: act(peer) if entered is state else None
+
+
+def against_a_silent_peer(tmp_path, data, before=None, on_enter=None):
+    """str_cli_here against a peer that echoes nothing, after ``before(peer)``: (seen, error)."""
+    peer, ours = tcp_pair()
+    try:
+        if before is not None:
+            before(peer)
+        _out, seen, error = str_cli_here(
+            ours, tmp_path, data, on_enter=on_enter and (lambda state: on_enter(state, peer)))
+    finally:
+        ours.close()
+        peer.close()
+    return seen, error
+
+
+def test_every_row_of_the_clients_machine_is_reached(start_server, tmp_path, monkeypatch):
+    """Each transition of the echo client happens for the reason it names: a full window waits
+    for the echo, the end of input half-closes (or, with --linger-rst, ends once all is
+    echoed), and a server that ends first, by FIN or reset, at any stage, is reported."""
+    server = start_server()
+    big = os.urandom(3 * echo.WINDOW)
+    with socket.create_connection(server.address, timeout=DEADLINE) as sock:
+        out, seen, error = str_cli_here(sock, tmp_path, big)
+    assert (out == big, error) == (True, None)
+    with socket.create_connection(server.address, timeout=DEADLINE) as sock:
+        out, rows, error = str_cli_here(sock, tmp_path, b"x\nlast", half_close=False)
+    assert (out, error) == (b"x\nlast", None)
+    seen |= rows
+
+    monkeypatch.setattr(echo, "WINDOW", 1024)       # what a silent peer's buffers hold at once
+    premature = "server terminated prematurely"
+    was_reset = "server reset the connection (Connection reset by peer)"
+    for data, before, on_enter, expected in [
+        (None, fin, None, premature),               # it ends while the user is still typing
+        (None, reset, None, was_reset),             # ... or resets
+        (b"y" * 4096, None, when(EchoState.PAUSED, reset), was_reset),   # while the window is full
+        (b"abc\n", None, when(EchoState.INPUT_DONE, fin), premature),    # with echo still owed
+    ]:
+        rows, error = against_a_silent_peer(tmp_path, data, before, on_enter)
+        assert error == expected
+        seen |= rows
+    assert seen == set(ECHO_CLIENT.table)
 
 
 def test_plain_client_echoes_line_by_line(start_server):

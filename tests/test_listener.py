@@ -1,5 +1,7 @@
-"""The listener's IDLE/BUSY machine on real sockets: the quick guide's busy server (tier 3)."""
+"""The listener's machine on real sockets: the quick guide's busy server, and the pause when
+descriptors run out (tier 3)."""
 
+import contextlib
 import os
 import resource
 import selectors
@@ -10,10 +12,10 @@ import pytest
 import reactor.listener as listener_module
 
 from conftest import DEADLINE, recv_all, run_until
-from reactor.connection import Protocol
+from reactor.protocols import Protocol
 from reactor.loop import Reactor
 from reactor.server import StreamServer
-from reactor.states import LISTENER_TABLE, ListenerEvent, ListenerState
+from reactor.states import LISTENER, ListenerEvent, ListenerState
 from servers.sockets import open_listeners
 
 L, LE = ListenerState, ListenerEvent
@@ -109,18 +111,78 @@ def scenario_rows(g):
     recv_all(b)
 
 
-def test_every_listener_row_is_reached_by_real_clients(guide):
+@contextlib.contextmanager
+def no_descriptor_left():
+    """Lower RLIMIT_NOFILE to the lowest free descriptor: the next accept() fails with EMFILE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowest_free = os.dup(0)
+    os.close(lowest_free)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def scenario_exhausted_while_idle(g):
+    """IDLE-EXHAUSTED, PAUSED-SLOT_FREED, PAUSED-RETRY; returns the client that waited."""
+    first = g.connect()
+    g.until(lambda: len(g.server.connections) == 1)
+    waiting = g.connect()
+    with no_descriptor_left():
+        g.until(lambda: g.server.listener.paused)
+        assert g.server.listener.emfile_events == 1
+        assert g.reactor.events(g.server.listener.sockets[0]) == 0
+        for _ in range(20):         # paused: nothing wakes the loop, nothing is retried
+            g.reactor.run_once(timeout=0)
+        assert g.server.listener.emfile_events == 1
+        first.close()               # the server sees EOF and releases its descriptor
+        g.until(lambda: g.server.stats.accepted == 2)
+    assert not g.server.listener.paused
+    return waiting
+
+
+def scenario_exhausted_while_busy(g):
+    """BUSY-EXHAUSTED, then PAUSED-RETRY with every slot still taken; returns the third client."""
+    g.connect()
+    g.until(lambda: g.state() is L.BUSY)
+    rejected = g.connect()
+    g.until(lambda: g.server.stats.rejected_busy == 1)  # draining until its EOF: a descriptor held
+    waiting = g.connect()
+    with no_descriptor_left():
+        g.until(lambda: g.server.listener.paused)       # accepting it to reject it failed
+        rejected.close()            # the rejected connection ends and frees its descriptor
+        g.until(lambda: g.server.stats.rejected_busy + g.server.stats.accepted == 3)
+    return waiting
+
+
+def scenario_shutdown_while_paused(g):
+    """PAUSED-SHUTDOWN."""
+    g.connect()
+    g.until(lambda: len(g.server.connections) == 1)
+    g.connect()
+    with no_descriptor_left():
+        g.until(lambda: g.server.listener.paused)
+    g.server.listener.shutdown()
+    assert g.state() is L.CLOSED
+
+
+def test_every_listener_row_is_reached_by_real_clients(guide, monkeypatch):
     """Each transition of the listener happens for the reason it names, on real connections."""
-    g = guide(1)
-    scenario_rows(g)
-    g2 = guide(2)
+    monkeypatch.setattr(listener_module, "ACCEPT_RETRY_DELAY", 3600.0)
+    guides = [guide(1), guide(2), guide(None), guide(1), guide(None)]
+    scenario_rows(guides[0])
+    g2 = guides[1]
     d = g2.connect()
     g2.until(lambda: g2.server.connections)
     d.close()
     g2.until(lambda: not g2.server.connections)     # IDLE-SLOT_FREED
     g2.server.listener.shutdown()                   # IDLE-SHUTDOWN
-    seen = {(old, ev) for old, ev, _new in g.seen + g2.seen}
-    assert seen == set(LISTENER_TABLE)
+    scenario_exhausted_while_idle(guides[2])
+    scenario_exhausted_while_busy(guides[3])
+    scenario_shutdown_while_paused(guides[4])
+    seen = {(old, ev) for g in guides for old, ev, _new in g.seen}
+    assert seen == set(LISTENER.table)
 
 
 def test_a_closed_listener_refuses_new_clients(guide):
@@ -137,28 +199,35 @@ def test_out_of_descriptors_pauses_accepting_until_a_client_leaves(guide, monkey
     as soon as one of its clients releases a descriptor, without waiting out the retry delay."""
     monkeypatch.setattr(listener_module, "ACCEPT_RETRY_DELAY", 3600.0)
     g = guide(None)
-    first = g.connect()
-    g.until(lambda: len(g.server.connections) == 1)
-    waiting = g.connect()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    lowest_free = os.dup(0)
-    os.close(lowest_free)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))   # no descriptor left
-    try:
-        g.until(lambda: g.server.listener.paused)
-        assert g.server.listener.emfile_events == 1
-        assert g.reactor.events(g.server.listener.sockets[0]) == 0
-        for _ in range(20):         # paused: nothing wakes the loop, nothing is retried
-            g.reactor.run_once(timeout=0)
-        assert g.server.listener.emfile_events == 1
-        first.close()               # the server sees EOF and releases its descriptor
-        g.until(lambda: g.server.stats.accepted == 2)
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    assert not g.server.listener.paused
+    waiting = scenario_exhausted_while_idle(g)
     waiting.sendall(b"served\n")
     g.until(lambda: any(c.bytes_out for c in g.server.connections))
     assert waiting.recv(100) == b"served\n"
+
+
+def test_at_capacity_and_out_of_descriptors_clients_are_turned_away_not_admitted(guide,
+                                                                                  monkeypatch):
+    """A full server that runs out of descriptors while turning a client away pauses, and once
+    a descriptor is back it answers that client `busy\\n`: the pause never admits past capacity."""
+    monkeypatch.setattr(listener_module, "ACCEPT_RETRY_DELAY", 3600.0)
+    g = guide(1)
+    waiting = scenario_exhausted_while_busy(g)
+    assert (g.server.stats.accepted, g.server.stats.rejected_busy) == (1, 2)
+    assert recv_all(waiting) == b"busy\n" and g.state() is L.BUSY
+    assert (L.BUSY, LE.EXHAUSTED, L.PAUSED) in g.seen and (L.PAUSED, LE.RETRY, L.IDLE) in g.seen
+
+
+def test_stopping_while_paused_closes_the_port_and_drops_the_retry(guide, monkeypatch):
+    """A server stopped while out of descriptors closes its port at once, and the retry it had
+    planned never fires on the closed listener."""
+    monkeypatch.setattr(listener_module, "ACCEPT_RETRY_DELAY", 0.05)
+    g = guide(None)
+    scenario_shutdown_while_paused(g)
+    for _ in range(10):             # well past the retry delay
+        g.reactor.run_once(timeout=0.02)
+    assert g.state() is L.CLOSED
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(g.address, timeout=5)
 
 
 class ConnectionsFirst(selectors.DefaultSelector):

@@ -7,7 +7,8 @@ import socket
 import pytest
 
 from conftest import DEADLINE, ThreadedServer, recv_exactly, run_until, stuff
-from reactor.connection import OUTPUT_LIMIT, PROTOCOL_ERROR, Protocol
+from reactor.connection import OUTPUT_LIMIT, PROTOCOL_ERROR
+from reactor.protocols import Protocol
 from reactor.datagram import DatagramEndpoint, DatagramProtocol
 from reactor.loop import Reactor
 from reactor.server import StreamServer

@@ -13,9 +13,10 @@ import pytest
 from clients import udp_echo as udp_echo_client
 from conftest import DEADLINE, ROOT, recv_all, recv_exactly, run_until
 import cli
-from reactor.datagram import MAX_DATAGRAM, DatagramEndpoint
+from reactor.datagram import DatagramEndpoint
 from reactor.loop import Reactor
 from servers.udp_echo import UDP_ECHO
+from wire.streamio import MAX_DATAGRAM
 
 
 def udp_client():

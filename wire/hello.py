@@ -27,17 +27,15 @@ longer one.  Both servers frame with the shared ``LineFramer`` at
 the fork model through UNP's ``readline`` (``wire.streamio.Reader``).
 :meth:`HelloSession.feed` does the same framing for a caller that has bytes.
 
-The session is a two-state machine, as data (``TABLE``)::
-
-    TALKING --message/reply--> TALKING
-    TALKING --quit/goodbye-->  DONE      (goodbye: "Goodbye, ADDR\\n" or nothing)
-    TALKING --too long/refuse--> DONE    ("error: ...\\n")
-    TALKING --eof-->           DONE
+The session is a two-state machine, as data: ``SESSION``, a
+``reactor.states.Machine`` (sans-IO too), drawn in ``docs/architecture.md``.
+It is TALKING until ``quit``, a line too long, or the client's EOF makes it
+DONE.
 """
 
 import enum
 
-from reactor.states import IllegalTransition
+from reactor.states import Machine
 from wire.framing import MAX_LINE, LineFramer, LineTooLong, strip_eol
 
 GREETING = b"Hello, World!\n"    # 14 bytes, the worksheet's reply
@@ -72,6 +70,7 @@ TABLE = {
     (_S.TALKING, _E.EOF): (_S.DONE, None),
 }
 
+SESSION = Machine("hello session", HelloState, HelloEvent, HelloState.TALKING, TABLE)
 
 _END_REASONS = {_E.QUIT: "quit", _E.TOO_LONG: "line too long", _E.EOF: "peer eof"}
 
@@ -102,7 +101,7 @@ class HelloSession:
         self.max_line = max_line
         self.goodbye = goodbye
         self.echo = echo
-        self.state = HelloState.TALKING
+        self.state = SESSION.initial
         self.end_reason = None      # "quit", "line too long" or "peer eof", once DONE
         self._framer = LineFramer(maxdatasize - 1)
         self._line_so_far = 0       # bytes of the current line already taken in pieces
@@ -184,10 +183,7 @@ class HelloSession:
 
     def _fire(self, event):
         """Apply one transition; return the bytes its action sends.  The only code that assigns ``state``."""
-        try:
-            self.state, action = TABLE[self.state, event]
-        except KeyError:
-            raise IllegalTransition("hello session", self.state, event) from None
+        self.state, action = SESSION.apply(self.state, event)
         if self.state is HelloState.DONE:
             self.end_reason = _END_REASONS[event]
         if action is HelloAction.GOODBYE:

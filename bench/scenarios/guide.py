@@ -64,7 +64,7 @@ def busy(r):
     r.say(f"[client 1] sent b'again\\n', read {echo2!r}")
     r.expect(echo == b"hello\n" and echo2 == b"again\n",
              "the first client is echoed before and after, unaffected")
-    server.wait_for(r"#2 .*CLOSING --peer_eof--> CLOSED")
+    server.wait_for(r"#2 .*DRAINING --peer_eof--> CLOSED")
     rows = r.netstat(server.port, "client 1 served, client 2 gone")
     # Only the rejected connection's two ends: a TIME_WAIT from an earlier
     # server on the same port number is not this one.
@@ -83,7 +83,7 @@ def busy(r):
     server.wait_for(r"#3 .*--peer_eof--> CLOSED")
     trace = [line for line in server.output() if "-->" in line]
     order = [("listener IDLE --full--> BUSY",), ("listener BUSY --connection--> BUSY",),
-             ("#2 ", "IDLE --close--> CLOSING"), ("#2 ", "CLOSING --peer_eof--> CLOSED"),
+             ("#2 ", "IDLE --close--> DRAINING"), ("#2 ", "DRAINING --peer_eof--> CLOSED"),
              ("listener BUSY --slot_freed--> IDLE",)]
     position = 0
     for line in trace:
@@ -91,7 +91,7 @@ def busy(r):
             position += 1
     r.expect(position == len(order),
              "the trace shows the listener IDLE --full--> BUSY, BUSY --connection--> BUSY, the "
-             "rejected connection's IDLE --close--> CLOSING --peer_eof--> CLOSED, then BUSY "
+             "rejected connection's IDLE --close--> DRAINING --peer_eof--> CLOSED, then BUSY "
              "--slot_freed--> IDLE, in that order")
 
 
