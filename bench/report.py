@@ -116,7 +116,7 @@ def _notes(s, workload):
 
 
 def headline(summary):
-    """The comparisons the issue names, as (what, value) pairs; ``None`` where not measured."""
+    """The comparisons the report opens with, as (what, value) pairs; ``None`` where not measured."""
     def get(server, workload, key):
         s = _find(summary, server, workload)
         return s.get(key) if s else None
