@@ -162,12 +162,10 @@ class Reactor:
     def time():
         """The loop's clock (monotonic seconds), read now.
 
-        Handlers that only need "when did select() return", such as a
-        connection noting when it last saw activity, read :attr:`now`
-        instead: every handler of a turn shares that one reading rather than
-        reading the clock per event (libuv's ``uv_now``, Redis's cached
-        ``server.unixtime``).  The loop reads the clock twice more per turn,
-        to size its sleep and to find the timers that are due.
+        Handlers that only need "when did select() return" read :attr:`now`
+        instead, one reading shared by the turn's handlers (libuv's
+        ``uv_now``, Redis's cached ``server.unixtime``); the loop reads the
+        clock twice more per turn, to size its sleep and to find due timers.
         """
         return time.monotonic()
 
@@ -208,9 +206,9 @@ class Reactor:
         1. **Timeout**: sleep until the nearest timer (``timeout`` caps it);
            with no timer and no cap, sleep until a socket is ready.
         2. **Select**: wait for readiness; note the time (:attr:`now`).
-        3. **Dispatch**: for each ready socket, its read handler, then its
-           write handler, each only if the socket is still registered for
-           that event when its turn comes.
+        3. **Dispatch**: the signals noted so far, then for each ready
+           socket its read handler and its write handler, each only if the
+           socket is still registered for that event when its turn comes.
         4. **Timers**: run the callbacks that are due, in deadline order
            (skipping any that an earlier one of them cancelled); one that
            raises is logged and counted, and the others still run.
@@ -233,6 +231,8 @@ class Reactor:
             ready = self.selector.select(wait)
             self.now = time.monotonic()
             self.cycles += 1
+            if self._wakeup.pending:
+                self._wakeup.run_pending()
             self._dispatch([(key.fd, mask & EVENT_READ, mask & EVENT_WRITE)
                             for key, mask in ready])
 
@@ -285,6 +285,8 @@ class Reactor:
             ready = ()
         self.now = time.monotonic()
         self.cycles += 1
+        if self._wakeup.pending:
+            self._wakeup.run_pending()      # signals first, even if their byte came late
         for fd, bits in ready:
             handler = handlers.get(fd)
             if handler is None:

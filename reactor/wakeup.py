@@ -11,7 +11,10 @@ wakes the loop:
   handler, :meth:`Wakeup.note`, which CPython runs in the main thread soon
   after, records the signal too, and the loop dispatches from that record:
   each kind of signal once per turn, however many times it arrived, none
-  lost, and always between two handlers, never in the middle of one.
+  lost, and always between two handlers, never in the middle of one.  A
+  signal noted by the time ``select()`` returns is dispatched before that
+  turn's handlers, even when its byte came too late for that ``select()``:
+  a SIGTERM that arrives with a client stops the server first.
   (asyncio reads *which* signals arrived from the bytes instead.)
 * **stop()**, from a callback or a signal handler: one zero byte.
 * **Another thread**, through :meth:`Wakeup.call_soon_threadsafe` (the
@@ -72,6 +75,10 @@ class Wakeup:
         for _ in range(len(calls)):
             callback, args = calls.popleft()
             self._reactor._contained("thread call", callback, *args)
+        self.run_pending()
+
+    def run_pending(self):
+        """Run the callbacks of the signals noted so far, each once."""
         # A signal noted after this swap stays pending; its byte wakes the next turn.
         pending, self.pending = self.pending, {}
         for signum in pending:
