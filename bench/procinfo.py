@@ -11,43 +11,13 @@ import os
 import platform
 import sys
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat_fields(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        text = f.read()
-    return text[text.rindex(")") + 2:].split()  # fields[0] is field 3, the state
-
-
-def descendants(root):
-    """``root`` and every live process below it, from /proc."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(_stat_fields(entry)[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    tree, stack = [], [root]
-    while stack:
-        pid = stack.pop()
-        tree.append(pid)
-        stack.extend(children.get(pid, ()))
-    return tree
+from bench import process
 
 
 def tree_cpu_seconds(root):
     """CPU seconds (user + system, with reaped children's) of ``root`` and its descendants."""
-    total = 0
-    for pid in descendants(root):
-        try:
-            fields = _stat_fields(pid)
-        except (OSError, ValueError):
-            continue  # ended between the listing and the read
-        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    return total / CLK_TCK
+    ticks = sum(s.utime + s.stime + s.cutime + s.cstime for s in process.descendants(root))
+    return ticks / process.CLK_TCK
 
 
 def tree_pss_kib(root):
@@ -62,9 +32,9 @@ def tree_pss_kib(root):
     files, so it shifts when, say, a Python load generator starts.
     """
     total = anon = count = 0
-    for pid in descendants(root):
+    for s in process.descendants(root):
         try:
-            with open(f"/proc/{pid}/smaps_rollup") as f:
+            with open(f"/proc/{s.pid}/smaps_rollup") as f:
                 fields = dict(line.split(":", 1) for line in f if ":" in line and
                               line.startswith(("Pss:", "Pss_Anon:", "Pss_Shmem:")))
         except OSError:

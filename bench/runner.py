@@ -19,36 +19,34 @@ children that outlive it (they should not) are ended by pid after checking
 they are still the same processes.
 """
 
+import ipaddress
 import json
 import os
-import re
-import selectors
-import signal
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
-from bench import procinfo
+from bench import procinfo, process
+from bench.process import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"^listening on (127\.\d+\.\d+\.\d+):(\d+)\s*$")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
+
+# The only addresses a server is measured on.
+LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 
 
 class BenchError(Exception):
     """Something that stops the benchmark; the message says what and what to do."""
 
 
-def _start_time(pid):
+def _on_loopback(where):
+    """Whether a ``listening on`` address is TCP on 127.0.0.0/8."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-        return text[text.rindex(")") + 2:].split()[19]
-    except (OSError, IndexError):
-        return None
+        return not where.udp and ipaddress.IPv4Address(where.host) in LOOPBACK
+    except ValueError:      # a host name, or IPv6
+        return False
 
 
 class ServerProcess:
@@ -56,95 +54,51 @@ class ServerProcess:
 
     def __init__(self, argv, log_path, cpu):
         self.argv, self.log_path, self.cpu = list(argv), log_path, cpu
-        self.proc = None
+        self.child = None
         self.port = None
-        self._drainer = None
         self._stopped = False
 
     def start(self):
-        env = dict(os.environ, PYTHONUNBUFFERED="1",
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
-                                                            os.environ.get("PYTHONPATH")])))
-        self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=self.log, cwd=ROOT, env=env)
+        # Its log goes straight to the file; whatever it prints after its
+        # first line is appended there too, so a full pipe never stops it.
+        with open(self.log_path, "ab") as log:
+            self.child = process.Child(self.argv, stderr=log, copy_stdout=self.log_path,
+                                       env=process.python_env())
         if self.cpu is not None:
             # Pinned at once, before it has made a thread or a child: they
             # inherit it.  (Not in a preexec_fn: this driver runs threads.)
-            os.sched_setaffinity(self.proc.pid, {self.cpu})
-        line = self._first_line()
-        match = LISTENING.match(line)
-        if not match:
+            os.sched_setaffinity(self.child.pid, {self.cpu})
+        line = self.child.first_line(START_TIMEOUT)
+        where = process.parse_listening(line)
+        if where is None or not _on_loopback(where):
             self.stop()
             raise BenchError(f"{self.argv[0]} did not print 'listening on 127.0.0.1:PORT' "
                              f"(got {line!r}); see {self.log_path}")
-        self.port = int(match.group(2))
-        # Whatever else it prints goes to the log, so a full pipe never stops it.
-        self._drainer = threading.Thread(target=self._drain, daemon=True)
-        self._drainer.start()
+        self.port = where.port
         return self
 
-    def _first_line(self):
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline, data = time.monotonic() + START_TIMEOUT, b""
-        try:
-            while b"\n" not in data and time.monotonic() < deadline:
-                if sel.select(0.2):
-                    chunk = os.read(self.proc.stdout.fileno(), 4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                elif self.proc.poll() is not None:
-                    break
-        finally:
-            sel.close()
-        first, _, self._rest = data.partition(b"\n")
-        return first.decode(errors="replace")
-
-    def _drain(self):
-        self.log.write(self._rest)
-        for line in self.proc.stdout:
-            self.log.write(line)
-
     def cpu_seconds(self):
-        return procinfo.tree_cpu_seconds(self.proc.pid)
+        return procinfo.tree_cpu_seconds(self.child.pid)
 
     def memory(self):
         """((PSS KiB, anonymous PSS KiB), processes) of the server's family."""
-        return procinfo.tree_pss_kib(self.proc.pid)
+        return procinfo.tree_pss_kib(self.child.pid)
 
     def stop(self):
         """SIGTERM, wait, SIGKILL if it must; then end any descendant it left behind.
 
         Once only: after the server is reaped its pid may belong to someone else.
         """
-        if self.proc is None or self._stopped:
-            return None if self.proc is None else self.proc.returncode
+        if self.child is None or self._stopped:
+            return None if self.child is None else self.child.popen.returncode
         self._stopped = True
-        family = {}
-        if self.proc.poll() is None:
-            family = {pid: _start_time(pid) for pid in procinfo.descendants(self.proc.pid)
-                      if pid != self.proc.pid}
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                print(f"bench: {self.argv[0]} (pid {self.proc.pid}) ignored SIGTERM for "
-                      f"{STOP_TIMEOUT:.0f} s; killing it", file=sys.stderr)
-                self.proc.kill()
-                self.proc.wait()
-        for pid, started in family.items():
-            if started is not None and _start_time(pid) == started:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        if self._drainer is not None:
-            self._drainer.join(5)
-        self.log.close()
-        return self.proc.returncode
+        self.child.terminate()
+        if self.child.wait(STOP_TIMEOUT) is None:
+            print(f"bench: {self.argv[0]} (pid {self.child.pid}) ignored SIGTERM for "
+                  f"{STOP_TIMEOUT:.0f} s; killing it", file=sys.stderr)
+        self.child.kill()
+        self.child.close()
+        return self.child.popen.returncode
 
 
 def loadgen_argv(loadgen, workload, port, seconds, warmup):

@@ -9,18 +9,19 @@ import re
 import resource
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 
 import pytest
 
+from bench.process import LISTENING as LISTENING_TEXT, Child, parse_listening, stat
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEADLINE = 20.0     # seconds any single wait in a test may take before it fails
 
-LISTENING = re.compile(
-    rb"^listening on (?:\[(?P<v6>[^\]]+)\]|(?P<v4>[^:]+)):(?P<port>\d+)(?P<udp> \(UDP\))?$")
+# The one 'listening on' pattern, for tests that read a child's stdout as bytes.
+LISTENING = re.compile(LISTENING_TEXT.pattern.encode())
 
 
 def _raise_fd_limit():
@@ -57,57 +58,38 @@ STATS_LINE = re.compile(r" stats: (.*)$", re.M)
 class ServerProcess:
     """A server started with ``python -m MODULE ... 0``, its port read from its first line.
 
-    Its stderr (the log) comes through a pipe that a reader thread copies to
-    ``log_path`` and to memory, waking :meth:`wait_for_log` on every chunk:
-    tests wait for the line they expect, never for time to pass.
-    ``fd_limit`` lowers the server's descriptor limit (soft and hard, so it
-    cannot raise it back).
+    Its stderr (the log) is read as it comes into memory and ``log_path``,
+    waking :meth:`wait_for_log` on every chunk: tests wait for the line they
+    expect, never for time to pass.  ``fd_limit`` lowers the server's
+    descriptor limit (soft and hard, so it cannot raise it back).
     """
 
     def __init__(self, module, *args, log_path, fd_limit=None):
         self.log_path = log_path
-        self._text = ""
-        self._changed = threading.Condition()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            preexec_fn=fd_limit_setter(fd_limit))
-        self._reader = threading.Thread(target=self._read_log, daemon=True)
-        self._reader.start()
-        line = readline_within(self.proc.stdout).rstrip(b"\n")
-        match = LISTENING.match(line)
-        if not match:
+        self.child = Child([sys.executable, "-m", module, *args], copy_stderr=log_path,
+                           preexec_fn=fd_limit_setter(fd_limit))
+        self.proc = self.child.popen
+        line = self.child.first_line(DEADLINE)
+        where = parse_listening(line)
+        if where is None:
             self.kill()
             raise AssertionError(f"no 'listening on' line, got {line!r}; log:\n{self.log()}")
-        self.host = (match["v4"] or match["v6"]).decode()
-        self.port = int(match["port"])
-        self.udp = bool(match["udp"])
-
-    def _read_log(self):
-        with open(self.log_path, "wb") as copy:
-            while chunk := self.proc.stderr.read1(65536):
-                copy.write(chunk)
-                copy.flush()
-                with self._changed:
-                    self._text += chunk.decode(errors="replace")
-                    self._changed.notify_all()
+        self.host, self.port, self.udp = where
 
     @property
     def address(self):
         return ("127.0.0.1", self.port)
 
     def log(self):
-        with self._changed:
-            return self._text
+        return self.child.stderr.text()
 
     def wait_for_log(self, condition, what=None):
         """Block until ``condition(log)`` is true (a str: until it appears); return its value."""
         if isinstance(condition, str):
             text, condition = condition, lambda log: text in log
-        with self._changed:
-            found = self._changed.wait_for(lambda: condition(self._text), DEADLINE)
-            assert found, f"never logged: {what or text}; log:\n{self._text[-2000:]}"
-            return found
+        found = self.child.stderr.wait(lambda: condition(self.log()), DEADLINE)
+        assert found, f"never logged: {what or text}; log:\n{self.log()[-2000:]}"
+        return found
 
     def signal(self, signum):
         self.proc.send_signal(signum)
@@ -123,25 +105,18 @@ class ServerProcess:
 
     def cpu_seconds(self):
         """User plus system CPU time the server has used so far, from /proc."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return stat(self.proc.pid).cpu_seconds
 
     def wait(self, timeout=DEADLINE):
         """Wait for the server to exit; then its last log lines are in :meth:`log` too."""
-        status = self.proc.wait(timeout=timeout)
-        # The reader thread may not have read the last lines yet: let it reach
-        # EOF (a fork server's child still holding the pipe only delays this 1 s).
-        self._reader.join(1.0)
+        status = self.child.wait(timeout)
+        assert status is not None, f"still running after {timeout} s; log:\n{self.log()[-2000:]}"
         return status
 
     def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=DEADLINE)
-        self.proc.stdout.close()
-        # A fork server's children may still hold the log pipe; the reader is a daemon.
-        self._reader.join(1.0)
+        """SIGKILL, at once, the server and the children of it still running."""
+        self.child.kill()
+        self.child.close()
 
 
 def wait_exited(pids):

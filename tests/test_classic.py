@@ -9,23 +9,13 @@ import time
 
 import pytest
 
+from bench import process
 from conftest import DEADLINE, recv_all, recv_exactly, reset, wait_exited
 
 
 def children_of(pid):
     """{child pid: state letter} for the processes whose parent is ``pid``."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found[int(entry)] = fields[0]
-    return found
+    return {child.pid: child.state for child in process.children(pid)}
 
 
 def zombies(pid):
@@ -239,6 +229,7 @@ def test_iterative_serves_the_second_client_only_after_the_first_leaves(start_se
     second.sendall(b"2")
     first.sendall(b"1")
     assert recv_exactly(first, 1) == b"1"     # still the first client's server
+    server.wait_for_log(" open")              # the first client's line is in the log by now
     assert server.log().count(" open") == 1
     first.close()
     assert recv_exactly(second, 1) == b"2"

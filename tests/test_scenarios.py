@@ -4,8 +4,10 @@ reports contradictions, bounds each scenario in time and cleans up what it start
 import io
 import re
 import resource
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -101,16 +103,59 @@ def test_a_contradicted_observation_fails_the_run(fake):
     assert "[CONTRADICTED] this did not" in out and "Verdict: CONTRADICTS" in out
 
 
-def test_a_scenario_past_its_limit_is_stopped_and_fails(fake):
-    """A scenario that runs past its limit is interrupted and counted as unfinished."""
+@pytest.mark.parametrize("wait", ["until", "wait_for", "wait"])
+def test_a_wait_past_the_limit_stops_the_scenario_and_fails_it(fake, wait):
+    """A wait of the harness that would outlast the scenario's limit ends at the limit, and the
+    scenario is counted as unfinished, saying what it was waiting for; an ``except Exception``
+    in the scenario does not take the limit for a failed wait."""
     def func(r):
         r.expect(True, "started")
-        while True:
-            pass
-    fake(func, limit=0.3)
+        try:
+            if wait == "until":
+                r.until(lambda: False, timeout=600)
+            else:
+                # The guide's UDP client: one line, then it blocks in recvfrom for ever.
+                client = r.client("bench.scenarios.texts", "udpcli", "127.0.0.1", "9",
+                                  label="udpcli")
+                if wait == "wait_for":
+                    client.wait_for("^never printed$", timeout=600)
+                else:
+                    client.wait(timeout=600)
+        except Exception:
+            r.expect(False, "the limit was caught as an error")
+    fake(func, limit=1.0)
     status, out = run_main(["run", "fake"])
     assert status == 1
-    assert "did not finish within its limit of 0.3 s" in out
+    doing = {"until": "polling in until()", "wait_for": "waiting for udpcli to print",
+             "wait": "waiting for udpcli to exit"}[wait]
+    assert f"did not finish within its limit of 1 s ({doing}" in out, out
+    assert "caught as an error" not in out
+
+
+def test_a_scenario_that_returns_past_its_limit_fails(fake):
+    """Code of the scenario's own (here a sleep) is not interrupted, but a scenario that returns
+    past its limit is counted as unfinished all the same."""
+    def func(r):
+        r.expect(True, "started")
+        time.sleep(0.5)
+    fake(func, limit=0.2)
+    status, out = run_main(["run", "fake"])
+    assert status == 1
+    assert "did not finish within its limit of 0.2 s (it ran 0." in out, out
+
+
+def test_the_limit_takes_no_signal(fake):
+    """The limit is kept by the harness's waits, not by a signal: while a scenario runs,
+    SIGALRM's handler is the one it was before (a hang guard such as pytest-timeout's)."""
+    seen = []
+
+    def func(r):
+        seen.append(signal.getsignal(signal.SIGALRM))
+        r.expect(True, "ran")
+    fake(func)
+    before = signal.getsignal(signal.SIGALRM)
+    assert run_main(["run", "fake"])[0] == 0
+    assert seen == [before]
 
 
 def test_everything_a_scenario_started_is_ended_even_when_it_fails(fake):
@@ -168,4 +213,6 @@ def test_a_server_that_never_starts_is_ended_when_the_limit_strikes(fake, monkey
     fake(func, limit=1.0)
     status, out = run_main(["run", "fake"])
     assert status == 1 and "did not finish within its limit of 1 s" in out
+    seconds = float(re.search(r"Verdict: could not be completed \((\d+\.\d) s\)", out)[1])
+    assert seconds < harness.START_TIMEOUT, "the limit, not the start timeout, ended the wait"
     assert len(seen) == 1 and observe.process(seen[0]) is None

@@ -18,16 +18,8 @@ import time
 import traceback
 
 from bench.scenarios import REGISTRY, find
-from bench.scenarios.harness import Run, ScenarioError
+from bench.scenarios.harness import OverTime, Run, ScenarioError
 import cli
-
-
-class _OverTime(BaseException):
-    """The scenario's time limit (a BaseException, so no ``except Exception`` swallows it)."""
-
-
-def _over_time(signum, frame):
-    raise _OverTime()
 
 
 def _terminated(signum, frame):
@@ -55,7 +47,11 @@ def list_scenarios(out):
 
 
 def run_one(sc, out=sys.stdout):
-    """Run one scenario with its time limit; True if it went as the text predicts."""
+    """Run one scenario with its time limit; True if it went as the text predicts.
+
+    The limit is the harness's: each of its waits ends at the limit with
+    OverTime, and a scenario that returns past it is failed too.
+    """
     print(f"\n{'=' * 78}\n{sc.ident} {sc.name}: {sc.title}\n{'=' * 78}", file=out)
     print(f"Prediction ({sc.source}):", file=out)
     for line in sc.prediction.strip().splitlines():
@@ -63,29 +59,17 @@ def run_one(sc, out=sys.stdout):
     print("\nTranscript:", file=out)
     r = Run(sc, out)
     problem = None
-    previous = signal.signal(signal.SIGALRM, _over_time)
-    # An outer timer (pytest-timeout's hang guard) is put back afterwards.
-    outer, _ = signal.setitimer(signal.ITIMER_REAL, sc.limit)
     try:
         try:
-            try:
-                sc.func(r)
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-        except _OverTime:
-            problem = f"did not finish within its limit of {sc.limit:g} s"
-        except ScenarioError as exc:
+            sc.func(r)
+            r.check_time(f"it ran {time.monotonic() - r.start:.1f} s")
+        except (OverTime, ScenarioError) as exc:
             problem = str(exc)
         except Exception:       # a bug in the scenario: show it, count it as a failure
             problem = "the scenario itself failed:\n" + traceback.format_exc()
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
         r.flush_all()
         r.cleanup()
-        if outer:
-            signal.setitimer(signal.ITIMER_REAL,
-                             max(0.01, outer - (time.monotonic() - r.start)))
     print("\nChecks:", file=out)
     for ok, what in r.checks:
         print(f"  [{'ok' if ok else 'CONTRADICTED'}] {what}", file=out)

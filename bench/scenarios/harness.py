@@ -7,27 +7,24 @@ writes the transcript, takes ``netstat``/``ps`` snapshots, and states what it
 expected with :meth:`Run.expect`.  The verdict is "as predicted" when every
 expectation held, and a contradiction otherwise (exit status 1).
 
-Bounds: every wait here has a deadline, and a scenario that runs past
-``Scenario.limit`` seconds is failed.  Cleanup: every process a scenario
-started is ended by its pid at the end, whatever happened, and its children
-too (a fork server's), once each, only while they are still the processes it
-started (same start time).
+Bounds: every wait here has a deadline, and none lasts past the scenario's
+limit (``Scenario.limit`` seconds): the wait that reaches it raises
+:class:`OverTime`, and the runner fails the scenario.  The limit is
+cooperative: code of the scenario's own (a socket read) is bounded by its own
+timeout, and the limit is found at the next wait here or when it returns.
+Cleanup: every process a scenario started is ended by its pid at the end,
+whatever happened, and its children too (a fork server's), once each, only
+while they are still the processes it started (same start time).
 """
 
-import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
+from bench import process
 from bench.scenarios import observe
-
-ROOT = Path(__file__).resolve().parent.parent.parent
-
-LISTENING = re.compile(r"listening on (127\.0\.0\.1|\[::1\]):(\d+)")
 
 # How long a process may take to start, and to stop once told.
 START_TIMEOUT = 10.0
@@ -67,128 +64,107 @@ class ScenarioError(Exception):
     """Something the scenario needed did not happen in time (a failed observation, not a bug)."""
 
 
-def _start_time(pid):
-    """When ``pid`` started (clock ticks since boot), or None: with the pid, it names one process."""
-    p = observe.process(pid)
-    return p.start if p else None
+class OverTime(BaseException):
+    """The scenario's time limit ran out during one of its waits.
+
+    A BaseException, so that neither a scenario's ``except ScenarioError`` (a
+    wait it expects may fail) nor an ``except Exception`` swallows it.
+    """
+
+    def __init__(self, limit, doing):
+        super().__init__(f"did not finish within its limit of {limit:g} s ({doing})")
 
 
 class Proc:
     """A process the scenario started: its output, line by line, as it comes.
 
-    stdout and stderr are read together (in the order written), by a thread,
-    into ``lines``; :meth:`wait_for` waits for a line matching a pattern.
+    stdout and stderr are read together (in the order written) into
+    ``child.stdout``; :meth:`wait_for` waits for a line matching a pattern.
+    Each process gets its own session: cleanup ends whatever is left in it,
+    children included.
     """
 
     def __init__(self, run, label, argv, stdin):
+        run.check_time(f"starting {label}")
         self.run, self.label, self.argv = run, label, argv
-        env = dict(os.environ, PYTHONUNBUFFERED="1",
-                   PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT),
-                                                            os.environ.get("PYTHONPATH")])))
-        # Started and tracked with the time limit's SIGALRM held back, so that
-        # no process exists that cleanup does not know of.  Each gets its own
-        # session: cleanup ends whatever is left in it, children included.
-        self.lines = []
+        self.child = process.Child(argv, stdin=stdin, stderr=subprocess.STDOUT,
+                                   env=process.python_env(), new_session=True)
+        self.pid = self.child.pid
         self._seen = 0            # lines already copied to the transcript
-        self._cond = threading.Condition()
-        self._eof = False
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
-        try:
-            self.popen = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-                                          start_new_session=True)
-            self.pid = self.popen.pid
-            # The reader inherits the mask: the limit's SIGALRM goes to the main thread.
-            self._reader = threading.Thread(target=self._read, daemon=True)
-            self._reader.start()
-            run._track(self)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        run.procs.append(self)
 
-    def _read(self):
-        for raw in self.popen.stdout:
-            with self._cond:
-                self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-                self._cond.notify_all()
-        with self._cond:
-            self._eof = True
-            self._cond.notify_all()
+    def wait_for(self, pattern, timeout=5.0, what=None):
+        """The first line (from the start) matching ``pattern``; ScenarioError after ``timeout``.
 
-    def wait_for(self, pattern, timeout=5.0):
-        """The first line (from the start) matching ``pattern``; ScenarioError after ``timeout``."""
+        ``what``: the line as the messages name it (default: the pattern).
+        """
         regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines:
-                    match = regex.search(line)
-                    if match:
-                        break
-                else:
-                    match = None
-                if match:
-                    break
-                left = deadline - time.monotonic()
-                if left <= 0 or self._eof:
-                    raise ScenarioError(f"{self.label} did not print a line matching "
-                                        f"{pattern!r} within {timeout:g} s")
-                self._cond.wait(left)
+        out = self.child.stdout
+        what = what or f"a line matching {pattern!r}"
+
+        def found():
+            return next(filter(None, map(regex.search, out.lines())), None)
+        match = out.wait(found, self.run.within(timeout))
+        if not match:
+            self.run.ran_out(f"{self.label} did not print {what} within {timeout:g} s",
+                             f"waiting for {self.label} to print {what}")
         self.flush()
         return match
 
     def has(self, pattern):
         """Whether a line so far matches ``pattern``."""
         regex = re.compile(pattern)
-        with self._cond:
-            return any(regex.search(line) for line in self.lines)
+        return any(regex.search(line) for line in self.child.stdout.lines())
 
     def output(self):
-        with self._cond:
-            return list(self.lines)
+        return self.child.stdout.lines()
 
     def send(self, text):
         """Type ``text`` into the process's stdin (as a user at its terminal), shown in the transcript."""
         self.run.say(f"[{self.label}] (typed) {text.rstrip()}")
-        self.popen.stdin.write(text.encode())
-        self.popen.stdin.flush()
+        self.child.popen.stdin.write(text.encode())
+        self.child.popen.stdin.flush()
 
     def close_stdin(self):
         """Ctrl-D: end of input."""
         self.run.say(f"[{self.label}] (typed) ^D")
-        self.popen.stdin.close()
+        self.child.popen.stdin.close()
 
     def wait(self, timeout=5.0):
         """The exit status (negative: killed by that signal); ScenarioError after ``timeout``."""
-        try:
-            status = self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise ScenarioError(f"{self.label} did not exit within {timeout:g} s") from None
-        self._reader.join(2)
+        status = self.child.wait(self.run.within(timeout))
+        if status is None:
+            self.run.ran_out(f"{self.label} did not exit within {timeout:g} s",
+                             f"waiting for {self.label} to exit")
         return status
 
     def alive(self):
-        return self.popen.poll() is None
+        return self.child.running()
 
     def flush(self):
         """Copy the lines printed since the last flush into the transcript."""
-        with self._cond:
-            new, self._seen = self.lines[self._seen:], len(self.lines)
+        lines = self.child.stdout.lines()
+        new, self._seen = lines[self._seen:], len(lines)
         for line in new:
             self.run.say(f"[{self.label}] {line}")
 
     def signal(self, signum):
         """Send ``signum`` to this process (one the scenario started), shown in the transcript."""
         self.run.say(f"$ kill -{signal.Signals(signum).name[3:]} {self.pid}    # {self.label}")
-        if self.popen.poll() is None:
-            os.kill(self.pid, signum)
+        self.child.popen.send_signal(signum)      # not once it has been reaped
 
 
 class Server(Proc):
-    """A server on 127.0.0.1, port 0; ``port`` is read back from its ``listening on`` line."""
+    """A server on loopback, port 0; ``port`` is read back from its ``listening on`` line."""
 
     def __init__(self, run, label, argv):
         super().__init__(run, label, argv, subprocess.DEVNULL)
-        self.port = int(self.wait_for(LISTENING.pattern, START_TIMEOUT).group(2))
+        line = self.wait_for(process.LISTENING.pattern, START_TIMEOUT,
+                             what="'listening on HOST:PORT'").group(0)
+        where = process.parse_listening(line)
+        if where.host not in ("127.0.0.1", "::1"):
+            raise ScenarioError(f"{label} listens on {where.host}, not on loopback")
+        self.port = where.port
 
     @property
     def address(self):
@@ -205,7 +181,6 @@ class Run:
         self.checks = []          # (ok, what)
         self.start = time.monotonic()
         self.deadline = self.start + sc.limit
-        self._family = {}         # pid -> start time, of every process we started and its children
         # (local, remote) -> (inode, when its TIME_WAIT ends) of TCP sockets
         # older than our servers.
         self._stale = {}
@@ -283,8 +258,8 @@ class Run:
         names = {p.pid: p.label for p in procs}
         for line in observe.format_ps(rows, names):
             self.say(line)
-        for p in rows:
-            self._family.setdefault(p.pid, _start_time(p.pid))
+        for proc in procs:
+            proc.child.remember_family()
         return rows
 
     def flush_all(self):
@@ -321,14 +296,9 @@ class Run:
         self.command(argv)
         return Proc(self, label or module.rsplit(".", 1)[-1], argv, stdin)
 
-    def _track(self, proc):
-        self.procs.append(proc)
-        self._family[proc.pid] = _start_time(proc.pid)
-
     def remember_children(self, proc):
         """Note ``proc``'s children now, so that cleanup can end them (fork servers)."""
-        for row in observe.family([proc.pid]):
-            self._family.setdefault(row.pid, _start_time(row.pid))
+        proc.child.remember_family()
 
     def cleanup(self):
         """End every process started here and everything left in their sessions, by pid.
@@ -338,37 +308,13 @@ class Run:
         seen, so a reused pid is never touched.
         """
         for proc in self.procs:
-            if proc.alive():
-                self.remember_children(proc)
-                os.kill(proc.pid, signal.SIGTERM)
+            proc.child.terminate()
         end = time.monotonic() + STOP_TIMEOUT
         for proc in self.procs:
-            try:
-                proc.popen.wait(max(0.1, end - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait()
-        sessions = {p.pid: self._family.get(p.pid) for p in self.procs}
-        for p in observe.all_processes():
-            if p.zombie:
-                continue
-            ours = (self._family.get(p.pid) == p.start
-                    or (p.session in sessions and sessions[p.session] is not None
-                        and p.start >= sessions[p.session]))
-            if ours:
-                try:
-                    os.kill(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            proc.child.wait(max(0.1, end - time.monotonic()))
         for proc in self.procs:
-            if proc.popen.stdin:
-                try:
-                    proc.popen.stdin.close()
-                except OSError:
-                    pass
-            proc._reader.join(2)
-            if not proc._reader.is_alive():     # close() would wait for a reader still reading
-                proc.popen.stdout.close()
+            proc.child.kill()
+            proc.child.close()
 
     # --- checks ----------------------------------------------------------
 
@@ -387,9 +333,27 @@ class Run:
 
     def until(self, condition, timeout=5.0, interval=0.02):
         """Poll ``condition()`` (/proc state, which sends no event) until true or ``timeout``."""
-        end = min(time.monotonic() + timeout, self.deadline)
+        end = time.monotonic() + timeout
         while True:
             value = condition()
-            if value or time.monotonic() >= end:
+            now = time.monotonic()
+            if value or now >= end:
                 return value
-            time.sleep(interval)
+            self.check_time("polling in until()")
+            time.sleep(min(interval, end - now, self.deadline - now))
+
+    # --- the time limit ----------------------------------------------------
+
+    def check_time(self, doing):
+        """Raise :class:`OverTime` if the scenario is past its limit (``doing``: what it was doing)."""
+        if time.monotonic() >= self.deadline:
+            raise OverTime(self.scenario.limit, doing)
+
+    def within(self, timeout):
+        """How long a wait of ``timeout`` s may last: less if the scenario's limit comes first."""
+        return max(0.0, min(timeout, self.deadline - time.monotonic()))
+
+    def ran_out(self, problem, doing):
+        """A wait ended unanswered: OverTime if the limit is what ended it, else ScenarioError."""
+        self.check_time(doing)
+        raise ScenarioError(problem)

@@ -3,7 +3,7 @@
 * :func:`tcp_sockets`: every TCP socket with a given port at either end, from
   ``/proc/net/tcp`` and ``/proc/net/tcp6`` (what ``netstat -a | grep 9877``
   shows in UNP 5.6), with its state, Recv-Q and Send-Q.
-* :func:`processes`: a process family (a server and its children, the
+* :func:`family`: a process family (a server and its children, the
   clients), with PPID, STAT (``Z`` for a zombie, shown ``<defunct>`` as ``ps``
   does) and WCHAN, the kernel function a sleeping process waits in (UNP
   5.6's ``ps -o pid,ppid,tty,stat,args,wchan``).
@@ -13,6 +13,8 @@ import ipaddress
 import os
 import socket
 import sys
+
+from bench.process import children, descendants, stat
 
 # /proc/net/tcp's "st" column (include/net/tcp_states.h).
 TCP_STATES = {
@@ -120,12 +122,10 @@ def timewait_overflows():
 class Process:
     """One process from /proc: pid, ppid, state letter, wchan, command line."""
 
-    __slots__ = ("pid", "ppid", "stat", "wchan", "args", "session", "start")
+    __slots__ = ("pid", "ppid", "stat", "wchan", "args")
 
-    def __init__(self, pid, ppid, stat, wchan, args, session=None, start=None):
+    def __init__(self, pid, ppid, stat, wchan, args):
         self.pid, self.ppid, self.stat, self.wchan, self.args = pid, ppid, stat, wchan, args
-        self.session = session      # the session id (setsid)
-        self.start = start          # start time in clock ticks since boot: with pid, unique
 
     @property
     def zombie(self):
@@ -134,28 +134,30 @@ class Process:
 
 def process(pid):
     """The :class:`Process` ``pid`` is now, or None if there is none."""
+    return _described(stat(pid))
+
+
+def _described(s):
+    """The :class:`Process` of a :class:`bench.process.Stat`, with its wchan and command line."""
+    if s is None:
+        return None
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
+        with open(f"/proc/{s.pid}/cmdline", "rb") as f:
             cmdline = f.read()
     except (FileNotFoundError, ProcessLookupError):
         return None
-    name = text[text.index("(") + 1:text.rindex(")")]
-    fields = text[text.rindex(")") + 2:].split()
     try:
-        with open(f"/proc/{pid}/wchan") as f:
+        with open(f"/proc/{s.pid}/wchan") as f:
             wchan = f.read().strip()
     except OSError:
         wchan = ""
-    if fields[0] == "Z":
-        args = f"[{name}] <defunct>"
+    if s.zombie:
+        args = f"[{s.name}] <defunct>"
     else:
         args = " ".join(_short(a) for a in cmdline.decode(errors="replace").split("\0") if a)
     if wchan in ("", "0"):
         wchan = "-"
-    return Process(pid, int(fields[1]), fields[0], wchan, args, session=int(fields[3]),
-                   start=int(fields[19]))
+    return Process(s.pid, s.ppid, s.state, wchan, args)
 
 
 def _short(arg):
@@ -164,42 +166,14 @@ def _short(arg):
     return "python" if base.startswith("python") else arg
 
 
-def all_processes():
-    """Every process now, from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            p = process(int(entry))
-            if p is not None:
-                found.append(p)
-    return found
-
-
 def children_of(pid):
     """The pids whose parent is ``pid`` (zombies included), from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            p = process(int(entry))
-            if p is not None and p.ppid == pid:
-                found.append(p.pid)
-    return sorted(found)
+    return [s.pid for s in children(pid)]
 
 
 def family(pids):
     """Each of ``pids`` that still exists and all its descendants, parents first."""
-    seen, rows, queue = set(), [], list(pids)
-    while queue:
-        pid = queue.pop(0)
-        if pid in seen:
-            continue
-        seen.add(pid)
-        p = process(pid)
-        if p is None:
-            continue
-        rows.append(p)
-        queue.extend(children_of(pid))
-    return rows
+    return [p for p in map(_described, descendants(*pids)) if p is not None]
 
 
 def format_ps(rows, names=None):
