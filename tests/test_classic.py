@@ -70,7 +70,7 @@ def test_fork_100_clients_closing_at_once_leave_no_zombie(start_server):
     assert len(kids) == 100
     for c in clients:
         c.close()
-    # How fast is for the benchmark and the issue note (about 50 ms here), not for a test.
+    # How fast is for the benchmark (about 50 ms here), not for a test.
     wait_exited(kids)
     server.wait_for_log(lambda log: log.count("terminated (exit 0)") == 100, "100 exits")
     assert children_of(pid) == {} and zombies(pid) == []
