@@ -194,11 +194,8 @@ class Reactor:
     def run(self):
         """Run turns of the loop until :meth:`stop` is called."""
         self._running = True
-        try:
-            while self._running:
-                self.run_once()
-        finally:
-            self._running = False
+        while self._running:
+            self.run_once()
 
     def run_once(self, timeout=None):
         """One turn of the loop, in five phases.
