@@ -11,7 +11,7 @@ rule: never block on logs, count what is dropped.
   once if the destination takes it; what it refuses waits in a buffer of at
   most ``LOG_BUFFER`` bytes.  With a reactor attached (:meth:`attach`), the
   writer asks the loop for WRITE on the destination and flushes when it is
-  writable; without one (the classic servers, a program with no loop) it
+  writable; without one (the thread server, a program with no loop) it
   tries again, without waiting, at each new line.  Each write is at most
   ``PIPE_BUF`` bytes and ends at a line's end where it can, so that lines
   stay whole in a pipe shared with other writers (a fork server's children).
@@ -39,7 +39,8 @@ rule: never block on logs, count what is dropped.
 
 One thread: a writer attached to a reactor registers with that reactor
 from whichever thread logs, and the reactor is not thread-safe; attach it
-only to a loop whose thread does the logging (every server here).
+only to a loop whose thread does all the logging (every server here but
+the thread-per-connection one, which does not attach it).
 
 The date in each line is formatted once per second, not once per line
 (:class:`LineFormatter`): ``time.strftime`` was a third of a log line's cost.

@@ -228,8 +228,8 @@ class Reactor:
             ready = self.selector.select(wait)
             self.now = time.monotonic()
             self.cycles += 1
-            if self._wakeup.pending:
-                self._wakeup.run_pending()
+            if self._wakeup.pending or self._wakeup.calls:
+                self._wakeup.run_ready()
             self._dispatch([(key.fd, mask & EVENT_READ, mask & EVENT_WRITE)
                             for key, mask in ready])
 
@@ -282,8 +282,8 @@ class Reactor:
             ready = ()
         self.now = time.monotonic()
         self.cycles += 1
-        if self._wakeup.pending:
-            self._wakeup.run_pending()      # signals first, even if their byte came late
+        if self._wakeup.pending or self._wakeup.calls:
+            self._wakeup.run_ready()        # signals first, even if their byte came late
         for fd, bits in ready:
             handler = handlers.get(fd)
             if handler is None:

@@ -55,7 +55,7 @@ class Wakeup:
         self.pending = {}           # signum -> None, in order of arrival
         self._callbacks = {}        # signum -> (callback, previous Python handler)
         self._previous_fd = None
-        self._calls = collections.deque()   # (callback, args) queued by other threads
+        self.calls = collections.deque()    # (callback, args) queued by other threads
         self._blocking = False
         self._outer_handler = None  # SIGALRM's handler before run_blocking
         self._outer_at = None       # when the alarm set before run_blocking is due
@@ -68,17 +68,19 @@ class Wakeup:
                 pass
         except (BlockingIOError, InterruptedError):
             pass
-        # Calls from threads first: what a thread reported before a signal
-        # came (a client's end, before SIGUSR1 asks for the counters) is in
-        # by the time the signal's callback runs.
-        calls = self._calls
+        self.run_ready()
+
+    def run_ready(self):
+        """Run what other threads queued, then the callbacks of the signals noted so far.
+
+        Calls from threads first: what a thread reported before a signal came
+        (a client's end, before SIGUSR1 asks for the counters) is in by the
+        time the signal's callback runs.
+        """
+        calls = self.calls
         for _ in range(len(calls)):
             callback, args = calls.popleft()
             self._reactor._contained("thread call", callback, *args)
-        self.run_pending()
-
-    def run_pending(self):
-        """Run the callbacks of the signals noted so far, each once."""
         # A signal noted after this swap stays pending; its byte wakes the next turn.
         pending, self.pending = self.pending, {}
         for signum in pending:
@@ -96,7 +98,7 @@ class Wakeup:
 
     def call_soon_threadsafe(self, callback, *args):
         """From any thread: have the loop run ``callback(*args)`` in its next turn."""
-        self._calls.append((callback, args))    # deque.append is atomic
+        self.calls.append((callback, args))     # deque.append is atomic
         self.wake()
 
     # --- signals ---------------------------------------------------------
@@ -143,6 +145,7 @@ class Wakeup:
         self._outer_at = self._reactor.time() + outer if outer else None
         self._blocking = True
         try:
+            self.run_ready()    # what was noted before: from here on, signals run at once
             self._arm_alarm()
             return func(*args)
         finally:
@@ -188,6 +191,6 @@ class Wakeup:
         self._callbacks.clear()
         self._previous_fd = None
         self.pending.clear()
-        self._calls.clear()
+        self.calls.clear()
         self._r.close()
         self._w.close()

@@ -97,10 +97,6 @@ def run_one(serve, sock, addr, who="", report=None):
     failed = False
     try:
         bytes_in, bytes_out, reason = serve(sock, addr)
-    except GraceOver:
-        # Raised into ``serve`` by the loop (the iterative server's grace
-        # period): this client is cut off, the server goes on stopping.
-        reason = "grace period over"
     except OSError as exc:
         if errors.classify(exc) is errors.Kind.PEER_GONE:
             reason = errors.describe(exc)
@@ -121,14 +117,6 @@ def run_one(serve, sock, addr, who="", report=None):
         client_log.info("%s%s closed (%s): in %d B, out %d B, %.3f s", who, peer, reason,
                         bytes_in, bytes_out, seconds)
     return bytes_in, bytes_out, seconds, failed
-
-
-class GraceOver(BaseException):
-    """The grace period is over, or a second stop signal came: cut the clients off.
-
-    A BaseException, like KeyboardInterrupt, so that no ``except Exception``
-    on its way (logging's, for one) can swallow it.
-    """
 
 
 class ConnectionStats:
@@ -157,9 +145,15 @@ class ConnectionStats:
         self.bytes_out += bytes_out
         self.protocol_errors += failed
 
-    def snapshot(self):
-        """The counters as a stats line shows them: ``current=0 completed=1 average_seconds=...``."""
+    def snapshot(self, with_bytes=True):
+        """The counters as a stats line shows them: ``current=0 completed=1 average_seconds=...``.
+
+        ``with_bytes=False`` leaves out the bytes, which a fork server's parent never sees.
+        """
         average = self.total_seconds / self.completed if self.completed else 0.0
-        return {"current": self.current, "completed": self.completed,
-                "average_seconds": f"{average:.3f}", "bytes_in": self.bytes_in,
-                "bytes_out": self.bytes_out, "protocol_errors": self.protocol_errors}
+        counters = {"current": self.current, "completed": self.completed,
+                    "average_seconds": f"{average:.3f}", "bytes_in": self.bytes_in,
+                    "bytes_out": self.bytes_out, "protocol_errors": self.protocol_errors}
+        if not with_bytes:
+            del counters["bytes_in"], counters["bytes_out"]
+        return counters

@@ -3,7 +3,7 @@
 The parent of every classic server is a reactor like the select server's:
 a :class:`~reactor.listener.Listener` accepts (without a rejection hook, so
 clients beyond a design's capacity wait in the kernel's backlog), the loop
-delivers SIGINT, SIGTERM and SIGCHLD, and the grace period is a loop timer;
+delivers SIGINT, SIGTERM, SIGUSR1 and SIGCHLD, and the grace period is a loop timer;
 :class:`~servers.service.Service` runs it and stops it, as it does the
 select server.  What differs is a small *design* object, which says what
 to do with an accepted socket and how to end its clients:
@@ -12,7 +12,7 @@ to do with an accepted socket and how to end its clients:
   (guide task 10, Comer ch. 10); capacity 1, so the others wait in the
   backlog.  While it serves, signals and timers still run (see
   ``Reactor.run_blocking``): the grace period can end a client that never
-  finishes.
+  finishes, by shutting its socket down.
 * :class:`Threading`: a new thread serves it (Comer ch. 12); the thread
   tells the loop when it is done (``Reactor.call_soon_threadsafe``).
 * :class:`~servers.forking.Forking`: a child process serves it (UNP
@@ -37,7 +37,7 @@ import threading
 import cli
 from reactor.listener import Listener
 from reactor.states import ListenerState
-from servers.blocking import ConnectionStats, GraceOver, run_one
+from servers.blocking import ConnectionStats, run_one
 from servers.limits import raise_fd_limit
 from servers.service import Service, make_reactor
 from servers.sockets import open_listeners
@@ -53,6 +53,8 @@ class Design:
     """What a classic design decides: who serves an accepted connection, and how clients end."""
 
     capacity = None         # clients at once; the rest wait in the backlog
+    counts_bytes = True     # whether this process sees its clients' bytes
+    threads = False         # whether clients are served (and log) on other threads
 
     def attach(self, server):
         """Called once by :class:`ClassicServer`, before any client."""
@@ -96,6 +98,7 @@ class ClassicServer:
         self.stats = ConnectionStats()
         self._on_stopped = None
         self._timer = None
+        self.waiting = set()        # accepted, not yet handed to the design (a child closes them)
         design.attach(self)
         self.listener = Listener(reactor, socks, self._accepted, None, design.capacity,
                                  tracer=self._listener_changed)
@@ -110,23 +113,43 @@ class ClassicServer:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # From a timer: after this turn's signal callbacks, so that a stop
         # signal that came with this client wins.
+        self.waiting.add(sock)
         self.reactor.call_later(0, self._take, sock, addr)
 
+    @property
+    def stopping(self):
+        """True once the server has stopped accepting."""
+        return self.listener.state is ListenerState.CLOSED
+
     def _take(self, sock, addr):
-        if self.listener.state is ListenerState.CLOSED:
-            sock.close()            # stopped in the same turn: not taken on
-            self.listener.slot_freed()
+        self.waiting.discard(sock)
+        if self.stopping:
+            self.not_taken(sock)        # stopped in the same turn
             return
         self.stats.opened()
-        self.design.serve(sock, addr)
+        try:
+            self.design.serve(sock, addr)
+        except Exception:
+            log.exception("%s could not serve a client; dropping it", type(self.design).__name__)
+            sock.close()
+            self.client_done(failed=True)
+
+    def not_taken(self, sock):
+        """A client accepted as the server stopped: closed without being served."""
+        sock.close()
+        self.listener.slot_freed()
+        self._check_stopped()
 
     def _listener_changed(self, listener, old, event, new):
         if new is ListenerState.BUSY and old is not ListenerState.BUSY:
             self.design.at_capacity()
 
-    def client_done(self, bytes_in=0, bytes_out=0, seconds=0.0, failed=False):
-        """A client has been served (from the loop's thread)."""
-        self.stats.closed(bytes_in, bytes_out, seconds, failed)
+    def client_done(self, bytes_in=0, bytes_out=0, seconds=0.0, failed=False, served=True):
+        """A client has been served (from the loop's thread); ``served=False``: it never was."""
+        if served:
+            self.stats.closed(bytes_in, bytes_out, seconds, failed)
+        else:
+            self.stats.current -= 1
         self.listener.slot_freed()
         self._check_stopped()
 
@@ -136,7 +159,7 @@ class ClassicServer:
         return self.design.client_count()
 
     def stats_snapshot(self):
-        return self.stats.snapshot()
+        return self.stats.snapshot(self.design.counts_bytes)
 
     def shutdown(self, grace, on_stopped):
         """Stop accepting; ``on_stopped()`` once every client is gone (cut off after ``grace``)."""
@@ -146,7 +169,7 @@ class ClassicServer:
         self._timer = self.reactor.call_later(grace, self._grace_over)
         self._check_stopped()
 
-    def abort_all(self, reason):
+    def abort_all(self, _reason):
         """Cut every client off now (a second stop signal)."""
         self._cut_off()
 
@@ -193,29 +216,44 @@ class Iterative(Design):
 
     def __init__(self, serve):
         self._serve = serve
-        self._serving = False
+        self._sock = None           # the client being served
 
     def serve(self, sock, addr):
-        self._serving = True
+        self._sock = sock
         try:
-            result = self.server.reactor.run_blocking(run_one, self._serve, sock, addr)
-        except GraceOver:       # between two lines of run_one's own: it is over
-            sock.close()
-            result = (0, 0, 0.0, False)
+            result = self.server.reactor.run_blocking(self._serve_one, sock, addr)
         finally:
-            self._serving = False
-        self.server.client_done(*result)
+            self._sock = None
+        if result is None:
+            self.server.client_done(served=False)
+        else:
+            self.server.client_done(*result)
+
+    def _serve_one(self, sock, addr):
+        # A stop signal noted just before the blocking call has run by now.
+        if self.server.stopping:
+            sock.close()
+            return None
+        return run_one(self._serve, sock, addr)
 
     def client_count(self):
-        return int(self._serving)
+        return int(self._sock is not None)
 
     def end_clients(self):
-        if self._serving:
-            raise GraceOver()   # out of the blocking recv, through the signal or timer
+        # From a signal's or a timer's callback, while the loop's thread is in
+        # recv or send: shut the socket down, and that call returns (b"" or
+        # EPIPE), through str_echo's own ending, as a thread's does.
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class Threading(Design):
     """A thread per connection (Comer ch. 12), with Comer's monitor counters."""
+
+    threads = True
 
     def __init__(self, serve):
         self._serve = serve
@@ -257,6 +295,7 @@ def run_classic(args, design, stats_interval=None):
     reactor = make_reactor(args)
     server = ClassicServer(reactor, socks, design)
     try:
-        return Service(reactor, server, log_writer=writer).run(args.grace, stats_interval)
+        service = Service(reactor, server, log_writer=writer, attach_log=not design.threads)
+        return service.run(args.grace, stats_interval)
     finally:
         design.close()

@@ -4,9 +4,10 @@
 
 Each accepted client gets a thread running
 :func:`servers.blocking.serve_connection`, the same echo loop as the fork and
-iterative servers.  ``--stats SECS`` starts Comer's monitor thread, which logs
+iterative servers.  ``--stats SECS`` logs what Comer's monitor thread does:
 the current and completed connections, their average duration and the bytes
-moved every SECS seconds; SIGUSR1 logs the same line at any time.
+moved, every SECS seconds (from a timer of the parent's loop, not a thread
+of its own); SIGUSR1 logs the same line at any time.
 
 Python's threads take turns on one interpreter lock, so this design cannot
 use a second core for echoing; it pays a thread (stack, scheduling) per
@@ -26,7 +27,7 @@ def build_parser():
     add_server_arguments(parser, SERV_PORT, trace=False)
     parser.add_argument("--stats", type=cli.positive_float, default=None, metavar="SECS",
                         help="log current and completed connections, average connection time "
-                             "and bytes every SECS seconds (Comer's monitor thread)")
+                             "and bytes every SECS seconds (what Comer's monitor thread logs)")
     return parser
 
 

@@ -31,7 +31,9 @@ ignored in every Python process, so a child writing to a vanished client gets
 ``EPIPE`` and ends normally instead of being killed.
 
 A child ignores SIGINT, so that Ctrl-C in the terminal (sent to the whole
-process group) is the parent's to handle; SIGTERM ends a child at once.  On
+process group) is the parent's to handle, and SIGUSR1, which
+``pkill -USR1 -f`` sends to children too; SIGTERM ends a child at once.
+The parent's counters count children: their bytes are the children's own.  On
 the first SIGINT/SIGTERM the parent stops accepting, then, with ``--children
 wait`` (the default), gives its children ``--grace`` seconds to finish before
 sending them SIGTERM, or with ``--children term`` sends it at once; either
@@ -109,6 +111,8 @@ class Forking(Design):
         ``"wait"`` or ``"term"``: what stopping does with the children.
     """
 
+    counts_bytes = False
+
     def __init__(self, serve, reap="waitpid", max_children=None, children="wait"):
         if reap not in REAP_MODES:
             raise ValueError(f"reap must be one of {REAP_MODES}")
@@ -153,7 +157,9 @@ class Forking(Design):
                 return
             self._unreaped.discard(pid)
             log.info("child %d terminated (%s)", pid, describe_exit(status))
-            self._ended(pid, failed=status != 0)
+            # Exit 1 is a bug in the per-client code; a child killed at the
+            # end of the grace period is not.
+            self._ended(pid, failed=os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0)
             if not every:
                 return
 
@@ -251,9 +257,12 @@ class Forking(Design):
             self.server.reactor.close_in_child()    # its signals back to their defaults
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGUSR1, signal.SIG_IGN)   # pkill -USR1 -f asks the parent
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             for listening in self.server.sockets:
                 listening.close()       # UNP: close(listenfd)
+            for other in self.server.waiting:
+                other.close()           # clients accepted with ours, the parent's to hand out
             for watcher in self._pidfds.values():
                 os.close(watcher.fd)
             failed = run_one(self._serve, sock, addr, who=f"[{os.getpid()}] ")[3]

@@ -40,7 +40,6 @@ from wire.streamio import Reader, writen
 log = logging.getLogger("selectlab")
 
 
-
 def _log_messages(messages):
     for message in messages:
         log.info("Message received: %s", message.decode("utf-8", "backslashreplace"))

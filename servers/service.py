@@ -96,6 +96,10 @@ class Service:
         the handler the logs go through (``cli.setup_logging`` returns it):
         while the service runs, the loop flushes it, and its dropped lines
         are counted in :meth:`snapshot`.
+    attach_log : bool
+        False when other threads log too (the thread server): the writer is
+        then not given to the loop, which is not thread-safe, and retries at
+        each new line instead.
 
     :meth:`run` announces the sockets and runs the loop until SIGINT/SIGTERM
     or :meth:`stop`.  The first signal stops gracefully (no new clients;
@@ -106,11 +110,12 @@ class Service:
     through its wakeup socket: nothing here polls.
     """
 
-    def __init__(self, reactor, server=None, endpoints=(), log_writer=None):
+    def __init__(self, reactor, server=None, endpoints=(), log_writer=None, attach_log=True):
         self.reactor = reactor
         self.server = server
         self.endpoints = list(endpoints)
         self.log_writer = log_writer
+        self._attach_log = attach_log and log_writer is not None
         self.status = 0
         self.grace = DEFAULT_GRACE
         self.state = ServiceState.RUNNING
@@ -159,7 +164,7 @@ class Service:
                 reactor.call_later(stats_interval, every_interval)  # first: log_stats may raise
                 self.log_stats()
             reactor.call_later(stats_interval, every_interval)
-        if self.log_writer is not None:
+        if self._attach_log:
             self.log_writer.attach(reactor)
         # The handlers are in place before the lines are printed, so whoever
         # waits for them may signal at once.
@@ -169,7 +174,7 @@ class Service:
         try:
             reactor.run()
         finally:
-            if self.log_writer is not None:
+            if self._attach_log:
                 self.log_writer.detach()
             reactor.close()
         log.info("stopped: %s", format_stats(self.snapshot()))

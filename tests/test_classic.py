@@ -135,6 +135,38 @@ def test_fork_children_term_ends_children_at_once(start_server):
         c.close()
 
 
+def test_a_fork_child_holds_no_other_clients_socket(start_server):
+    """Two clients accepted in one turn: the first one's child must not keep the second's
+    socket open, or the second never sees its FIN while the first stays connected."""
+    server = start_server("servers.echo_fork")
+    server.signal(signal.SIGSTOP)       # both connect before the parent accepts either
+    try:
+        first = socket.create_connection(server.address, timeout=DEADLINE)
+        second = socket.create_connection(server.address, timeout=DEADLINE)
+    finally:
+        server.signal(signal.SIGCONT)
+    with first, second:
+        for c in (first, second):
+            c.sendall(b"x")
+            assert recv_exactly(c, 1) == b"x"
+        second.shutdown(socket.SHUT_WR)
+        assert recv_all(second) == b""     # the hang guard: it would wait for first to leave
+
+
+def test_fork_children_ignore_sigusr1(start_server):
+    """SIGUSR1 is for the parent's counters; `pkill -USR1 -f servers.echo_fork` reaches the
+    children too, and must not end their clients."""
+    server = start_server("servers.echo_fork")
+    with socket.create_connection(server.address, timeout=DEADLINE) as c:
+        c.sendall(b"1")
+        assert recv_exactly(c, 1) == b"1"
+        (kid,) = children_of(server.proc.pid)
+        os.kill(kid, signal.SIGUSR1)
+        c.sendall(b"2")
+        assert recv_exactly(c, 1) == b"2"
+    server.wait_for_log(f"child {kid} terminated (exit 0)")
+
+
 @pytest.mark.parametrize("children", ["wait", "term"])
 def test_fork_stop_leaves_no_process_behind(start_server, children):
     """On SIGTERM the parent ends its children (at once with --children term, after --grace

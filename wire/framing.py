@@ -27,7 +27,6 @@ lines are bytes.
 # UNP's MAXLINE (unp.h).  Servers with their own limit pass max_length.
 MAX_LINE = 4096
 
-_LF = 0x0A
 _CR = 0x0D
 
 
