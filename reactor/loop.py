@@ -13,10 +13,9 @@ in Python:
   ``select()`` sleeps, and with no timers it sleeps until something happens.
   There is no poll interval anywhere.
 * ``stop()``, signals and other threads wake ``select()`` through a
-  socketpair (``reactor.wakeup``); the callbacks given to
-  :meth:`Reactor.add_signal_handler` run when the loop dispatches the
-  wakeup socket's read event: between two handlers, never in the middle of
-  one.
+  socketpair (``reactor.wakeup``); signal callbacks run first in a turn,
+  between two handlers, never in the middle of one (but see
+  :meth:`Reactor.run_blocking`).
 * A handler never closes a socket under the loop's feet: it asks for
   :meth:`Reactor.close_later`, and the loop unregisters and then closes at
   the end of the turn, after every handler of the turn has run.  Before
@@ -27,13 +26,13 @@ in Python:
 An exception from a timer callback scheduled with :meth:`Reactor.call_later`
 or :meth:`Reactor.call_at`, or from a signal's callback, is logged with its
 traceback and counted (:attr:`Reactor.callback_errors`), and the loop goes
-on; the reactor's own timers (closing deadlines, idle checks, accept back-off) are scheduled with
-``_call_later``, and an exception there is a bug of the loop: it propagates.
-(What the loop does with a protocol's exceptions is ``reactor.connection``'s.)
+on; the reactor's own timers (closing deadlines, idle checks, accept
+back-off) use ``_call_later``, and an exception there propagates: a bug of
+the loop.  (A protocol's exceptions are ``reactor.connection``'s.)
 
-What it leaves out: threads (one method, :meth:`Reactor.call_soon_threadsafe`,
-may be called from another thread; ``stop()`` may be called from a signal
-handler), child process watching, and any kind of future/coroutine.
+What it leaves out: threads (only :meth:`Reactor.call_soon_threadsafe` may
+be called from another thread, and ``stop()`` from a signal handler), child
+process watching, and any kind of future/coroutine.
 """
 
 import logging
@@ -81,14 +80,12 @@ class Reactor:
     def register(self, fileobj, events, handler):
         """Watch ``fileobj`` for ``events``; ``handler.on_readable()`` / ``on_writable()`` run when ready.
 
-        Raises ValueError for a descriptor the selector cannot watch (on
-        select(), FD_SETSIZE and up), here rather than in every later
-        ``select()`` call.  Servers avoid it by keeping their open-file limit
-        at FD_SETSIZE on select (see ``servers.limits.fd_limit_for``).
-
-        On epoll the loop registers with its epoll instance itself, and
-        :meth:`events` answers what ``selector.get_key`` would (see
-        ``reactor.selection`` for why).  Nothing is returned.
+        Raises ValueError for a descriptor select() cannot watch (FD_SETSIZE
+        and up), here rather than in every later ``select()``; servers keep
+        their open-file limit below it (``servers.limits.fd_limit_for``).  On
+        epoll the loop registers with its epoll instance itself, and
+        :meth:`events` answers what ``selector.get_key`` would
+        (``reactor.selection`` says why).  Nothing is returned.
         """
         fd = fileobj if isinstance(fileobj, int) else fileobj.fileno()
         if self.fd_limit is not None and fd >= self.fd_limit:
@@ -240,13 +237,18 @@ class Reactor:
             self._close_released()
 
     def _run_timers(self):
-        for timer in self._timers.pop_due(time.monotonic()):
+        due = self._timers.pop_due(time.monotonic())
+        for i, timer in enumerate(due):
             if timer.cancelled:         # an earlier callback of this batch cancelled it
                 continue
-            if timer.contained:
-                self._contained("timer", timer.callback, *timer.args)
-            else:
-                timer.callback(*timer.args)
+            try:
+                if timer.contained:
+                    self._contained("timer", timer.callback, *timer.args)
+                else:
+                    timer.callback(*timer.args)
+            except BaseException:
+                self._timers.put_back(due[i + 1:])  # the rest of the batch is not lost
+                raise
 
     def _contained(self, kind, callback, *args):
         """Run a user's callback: an exception is logged with its traceback and counted, and the loop goes on."""

@@ -91,6 +91,13 @@ class TimerQueue:
             due.append(timer)
         return due
 
+    def put_back(self, timers):
+        """Return timers taken with :meth:`pop_due` but not run (a callback before them raised)."""
+        for timer in timers:
+            if not timer.cancelled:
+                timer._queue = self
+                heapq.heappush(self._heap, (timer.when, next(self._seq), timer))
+
     def _drop_top(self):
         heapq.heappop(self._heap)[2]._queue = None
         self._cancelled -= 1

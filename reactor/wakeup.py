@@ -137,16 +137,24 @@ class Wakeup:
 
         SIGALRM and the real-time interval timer are the loop's meanwhile.
         An alarm set before (a test's hang guard) still goes off when it is
-        due, to the handler it was meant for, and is set again afterwards
-        for the time it had left.
+        due, to the handler it was meant for (its default action, if it had
+        none), and is set again afterwards for the time it had left.  Calls
+        do not nest: ``func`` must not call it again.
         """
-        self._outer_handler = signal.signal(signal.SIGALRM, self._on_alarm)
-        outer, _interval = signal.getitimer(signal.ITIMER_REAL)
-        self._outer_at = self._reactor.time() + outer if outer else None
-        self._blocking = True
+        if self._blocking:
+            raise RuntimeError("run_blocking() does not nest")
+        # SIGALRM is blocked while it changes hands, so that no alarm is lost between.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        try:
+            self._outer_handler = signal.signal(signal.SIGALRM, self._on_alarm)
+            outer, interval = signal.getitimer(signal.ITIMER_REAL)
+            self._outer_at = self._reactor.time() + outer if outer else None
+            self._blocking = True
+            self._arm_alarm()
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
         try:
             self.run_ready()    # what was noted before: from here on, signals run at once
-            self._arm_alarm()
             return func(*args)
         finally:
             self._blocking = False
@@ -154,7 +162,7 @@ class Wakeup:
             signal.signal(signal.SIGALRM, self._outer_handler)
             if self._outer_at is not None:
                 left = self._outer_at - self._reactor.time()
-                signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3))
+                signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), interval)
 
     def _arm_alarm(self):
         now = self._reactor.time()
@@ -171,6 +179,9 @@ class Wakeup:
             self._outer_at = None
             if callable(self._outer_handler):
                 self._outer_handler(signum, frame)
+            elif self._outer_handler == signal.SIG_DFL:
+                signal.signal(signal.SIGALRM, signal.SIG_DFL)
+                signal.raise_signal(signal.SIGALRM)     # the default action: the end
         self._reactor._run_timers()
         self._arm_alarm()
 

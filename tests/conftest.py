@@ -96,12 +96,16 @@ class ServerProcess:
 
     def stats(self):
         """Ask for the counters (SIGUSR1) and return them as a dict of ints."""
+        return {k: int(v) for k, v in (f.split("=") for f in self.stats_line().split())}
+
+    def stats_line(self):
+        """Ask for the counters (SIGUSR1) and return the line logged in answer, as text."""
         before = len(STATS_LINE.findall(self.log()))
         self.signal(signal.SIGUSR1)
         lines = self.wait_for_log(
             lambda log: (found := STATS_LINE.findall(log))[before:] and found,
             "a stats line after SIGUSR1")
-        return {k: int(v) for k, v in (f.split("=") for f in lines[before].split())}
+        return lines[before]
 
     def cpu_seconds(self):
         """User plus system CPU time the server has used so far, from /proc."""

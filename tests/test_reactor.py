@@ -283,12 +283,19 @@ def test_a_timer_due_during_a_blocking_call_fires_and_can_end_it(reactor):
     a, b = socket.socketpair()
     try:
         reactor.call_later(0.05, grace_over)
+        later = reactor.call_later(0.05, fired.append, "due with it")
         with pytest.raises(Cut):
             reactor.run_blocking(a.recv, 1)
     finally:
         a.close()
         b.close()
     assert len(fired) == 1
+    # The timer due in the same batch was not lost with the exception: it runs next turn.
+    assert not later.cancelled
+    reactor.call_later(DEADLINE, reactor.stop)
+    reactor.call_later(0.01, reactor.stop)
+    reactor.run()
+    assert fired[1:] == ["due with it"]
     # SIGALRM given back, and an alarm that was set before (pytest-timeout's) still set.
     assert signal.getsignal(signal.SIGALRM) is before[0]
     assert bool(signal.getitimer(signal.ITIMER_REAL)[0]) == bool(before[1])

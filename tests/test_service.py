@@ -17,6 +17,13 @@ def test_a_first_stop_drains_a_second_aborts_and_both_end_the_loop():
     state, action = SERVICE.apply(S.STOPPING, E.STOP)
     assert (state, action) == (S.ABORTING, A.ABORT)
     assert SERVICE.apply(S.ABORTING, E.DRAINED) == (S.STOPPED, A.END)
+    # A third signal while the fork server waits for its children changes nothing.
+    assert SERVICE.apply(S.ABORTING, E.STOP) == (S.ABORTING, None)
+
+
+def test_nothing_left_to_serve_ends_the_loop():
+    """A UDP-only server whose every socket failed stops (exit status 1) rather than idle."""
+    assert SERVICE.apply(S.RUNNING, E.FAILED) == (S.STOPPED, A.END)
 
 
 def test_stopped_is_final_and_missing_rows_are_errors():
