@@ -1,4 +1,5 @@
-"""What a server does with a connection's bytes: :class:`Protocol`, and :class:`LineProtocol` for lines.
+"""What a server does with a connection's bytes: :class:`Protocol`, :class:`LineProtocol` for lines,
+and :class:`ProxyHeaderReceiver` for connections relayed by a balancer.
 
 A :class:`Protocol` gets bytes as ``recv`` returned
 them: half a line, or three.  Most text protocols (the Hello server, a chat
@@ -26,7 +27,15 @@ clients and servers read with (``wire.streamio``):
 What it leaves out: other terminators, and decoding (lines are bytes).
 """
 
+import ipaddress
+import logging
+
+from reactor import proxy_protocol
+from wire.addresses import peer_host
 from wire.framing import MAX_LINE, LineFramer, LineTooLong, strip_eol
+
+log = logging.getLogger("selectlab")
+client_log = logging.getLogger("selectlab.clients")
 
 
 class Protocol:
@@ -117,3 +126,80 @@ class LineProtocol(Protocol):
         connection, never the server's memory.
         """
         conn.close(reason="line too long")
+
+
+# How long a balancer may take to send the PROXY header (HAProxy sends it
+# with the connection; a client that dribbles is not a balancer).
+PROXY_HEADER_TIMEOUT = 3.0
+
+# Who may send a header by default: the same host (a balancer beside us).
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+
+class ProxyHeaderReceiver(Protocol):
+    """Read a PROXY protocol header first, then hand the connection to the real protocol.
+
+    The header's source address becomes ``conn.address``, so every later
+    log line, the counters and the protocol itself (the Hello server's
+    ``Goodbye, ADDR``) see the client, not the balancer.  A connection
+    from outside ``trusted`` (networks, default loopback), or whose header
+    is malformed, too long or later than ``timeout`` seconds, is closed
+    with one log line; nothing it sent reaches the protocol.  Once the
+    header is read, the real protocol replaces this one on the connection.
+    """
+
+    def __init__(self, protocol_factory, trusted=LOOPBACK, timeout=PROXY_HEADER_TIMEOUT):
+        self._factory = protocol_factory
+        self._trusted = trusted
+        self._timeout = timeout
+        self._buf = b""
+        self._timer = None
+
+    def connection_made(self, conn):
+        host = _host(conn.address)
+        if host is None or not any(host in net for net in self._trusted):
+            self._refuse(conn, "not from a trusted balancer (see --proxy-from)")
+            return
+        self._timer = conn.reactor.call_later(self._timeout, self._too_slow, conn)
+
+    def data_received(self, conn, data):
+        self._buf += data
+        try:
+            header = proxy_protocol.parse(self._buf)
+        except proxy_protocol.HeaderError as exc:
+            self._refuse(conn, str(exc))
+            return
+        if header is None:
+            return
+        self._timer.cancel()
+        rest, self._buf = self._buf[header.length:], b""
+        balancer = conn.peer
+        if header.source is not None:
+            conn.address = header.source
+        client_log.info("#%d %s: PROXY v%d from %s", conn.ident, conn.peer, header.version,
+                        balancer)
+        conn.protocol = protocol = self._factory()
+        protocol.connection_made(conn)
+        if rest and not conn.is_closing():
+            protocol.data_received(conn, rest)
+
+    def eof_received(self, conn):
+        self._refuse(conn, "closed before its PROXY header was complete")
+
+    def connection_lost(self, conn, reason):
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _too_slow(self, conn):
+        self._refuse(conn, f"no complete PROXY header within {self._timeout:g} s")
+
+    def _refuse(self, conn, why):
+        log.warning("%s: refused: %s", conn, why)
+        conn.abort("bad PROXY header")
+
+
+def _host(address):
+    try:
+        return ipaddress.ip_address(peer_host(address))
+    except ValueError:
+        return None     # a Unix socket's address

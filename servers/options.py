@@ -4,12 +4,16 @@
 * :func:`add_server_arguments`: ``[port]``, ``-b/--bind``, ``--backlog``,
   ``--grace``, ``--trace``, ``-v/-q``, the same on every server.
 * :func:`add_reactor_arguments`: ``--max-clients``, ``--idle-timeout``,
-  ``--max-output``, ``--stats`` and ``--selector``, the same on every
-  server that runs on the reactor.
+  ``--max-output``, ``--stats``, ``--selector`` and the PROXY protocol's
+  options, the same on every server that runs on the reactor.
 """
+
+import argparse
+import ipaddress
 
 from cli import Parser, add_verbosity, byte_size, port, positive_float, positive_int
 from reactor.connection import MAX_OUTPUT
+from reactor.protocols import LOOPBACK, PROXY_HEADER_TIMEOUT
 from reactor.selection import FD_SETSIZE, SELECTORS
 from servers.limits import RESERVED_FDS, fd_limit
 
@@ -77,6 +81,32 @@ def add_reactor_arguments(parser, default_max_clients=None):
                              "idle_timeouts, protocol_errors, log_lines_dropped, bytes...) "
                              "every SECS seconds; SIGUSR1 logs them at any time")
     add_selector_argument(parser)
+    add_proxy_arguments(parser)
+
+
+def networks(text):
+    """argparse type: ``ADDR[,ADDR...]``, each an address or a network (``10.0.0.0/8``)."""
+    try:
+        return tuple(ipaddress.ip_network(part.strip(), strict=False)
+                     for part in text.split(",") if part.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid address or network: {exc}") from None
+
+
+def add_proxy_arguments(parser):
+    """``--proxy-protocol``, ``--proxy-from``, ``--proxy-timeout``: serving behind a balancer."""
+    parser.add_argument("--proxy-protocol", action="store_true",
+                        help="every connection starts with a PROXY protocol header, version 1 "
+                             "or 2, as HAProxy's send-proxy and send-proxy-v2 send it; the "
+                             "client's address in it is the one logged and served")
+    parser.add_argument("--proxy-from", type=networks, default=LOOPBACK, metavar="ADDR[,ADDR]",
+                        help="with --proxy-protocol, the balancers' addresses or networks "
+                             "allowed to send a header (default 127.0.0.0/8 and ::1); "
+                             "connections from anywhere else are refused")
+    parser.add_argument("--proxy-timeout", type=positive_float, default=PROXY_HEADER_TIMEOUT,
+                        metavar="SECS",
+                        help=f"with --proxy-protocol, how long a connection may take to send "
+                             f"its whole header (default {PROXY_HEADER_TIMEOUT:g})")
 
 
 def add_selector_argument(parser):

@@ -21,6 +21,7 @@ import signal
 import cli
 from reactor.datagram import DatagramEndpoint
 from reactor.loop import Reactor
+from reactor.protocols import ProxyHeaderReceiver
 from reactor.selection import FD_SETSIZE, make_selector
 from reactor.server import StreamServer, format_stats
 from reactor.states import Machine
@@ -272,6 +273,8 @@ def build_stream_service(args, protocol_factory, datagram_protocol=None):
     if ceiling is not None:
         log.info("waiting in select(): open-file limit %d, since select() cannot watch "
                  "descriptors past %d", fd_limit, FD_SETSIZE - 1)
+    if getattr(args, "proxy_protocol", False):
+        protocol_factory = _behind_a_balancer(protocol_factory, args)
     server = StreamServer(reactor, socks, protocol_factory, capacity=capacity,
                           reject_message=BUSY_MESSAGE, idle_timeout=args.idle_timeout,
                           trace=args.trace, max_output=args.max_output)
@@ -279,6 +282,14 @@ def build_stream_service(args, protocol_factory, datagram_protocol=None):
         log.info("closing clients idle for %g s", args.idle_timeout)
     endpoints = [DatagramEndpoint(reactor, sock, datagram_protocol) for sock in udp_socks]
     return Service(reactor, server, endpoints, writer)
+
+
+def _behind_a_balancer(protocol_factory, args):
+    """``protocol_factory``'s protocols, each behind a PROXY header read first."""
+    trusted, timeout = args.proxy_from, args.proxy_timeout
+    log.info("expecting a PROXY protocol header on every connection, from %s only",
+             ", ".join(map(str, trusted)))
+    return lambda: ProxyHeaderReceiver(protocol_factory, trusted, timeout)
 
 
 def run_stream_server(args, protocol_factory, datagram_protocol=None):
