@@ -13,6 +13,7 @@
 
 import argparse
 import logging
+import math
 import os
 import sys
 
@@ -63,14 +64,29 @@ def positive_int(text):
 
 
 def positive_float(text):
-    """argparse type: a number of seconds greater than zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
+    """argparse type: a number of seconds greater than zero (and not infinite)."""
+    value = _seconds(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a positive number")
     return value
+
+
+def seconds_from_zero(text):
+    """argparse type: a number of seconds, 0 or more (``--grace 0``: at once)."""
+    value = _seconds(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected 0 or a positive "
+                                         f"number")
+    return value
+
+
+def _seconds(text):
+    try:
+        value = float(text)
+    except ValueError:
+        return -1.0
+    # inf would reach select() as a timeout it cannot take; nan compares false.
+    return value if math.isfinite(value) else -1.0
 
 
 def byte_size(text):

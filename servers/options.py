@@ -11,7 +11,9 @@
 import argparse
 import ipaddress
 
-from cli import Parser, add_verbosity, byte_size, port, positive_float, positive_int
+from cli import (
+    Parser, add_verbosity, byte_size, port, positive_float, positive_int, seconds_from_zero,
+)
 from reactor.connection import MAX_OUTPUT
 from reactor.protocols import LOOPBACK, PROXY_HEADER_TIMEOUT
 from reactor.selection import FD_SETSIZE, SELECTORS
@@ -39,12 +41,14 @@ def add_server_arguments(parser, default_port, trace=True, protocols="TCP"):
     parser.add_argument("-b", "--bind", metavar="HOST", default=None,
                         help="address or host name to listen on (default: every interface, "
                              "IPv4 and IPv6 where the host has both)")
-    parser.add_argument("--backlog", type=int, default=DEFAULT_BACKLOG, metavar="N",
+    parser.add_argument("--backlog", type=positive_int, default=DEFAULT_BACKLOG, metavar="N",
                         help=f"listen() backlog: connections the kernel queues before we accept "
                              f"them (default {DEFAULT_BACKLOG}, UNP's LISTENQ)")
-    parser.add_argument("--grace", type=positive_float, default=DEFAULT_GRACE, metavar="SECS",
+    parser.add_argument("--grace", type=seconds_from_zero, default=DEFAULT_GRACE, metavar="SECS",
                         help=f"on SIGINT/SIGTERM, how long to let clients take their pending "
-                             f"output before dropping them (default {DEFAULT_GRACE:g})")
+                             f"output before dropping them (default {DEFAULT_GRACE:g}; 0: at "
+                             f"once). Exit status 0 either way; a second signal drops them at "
+                             f"once with exit status 1")
     if trace:
         parser.add_argument("--trace", action="store_true",
                             help="log every state transition of the listener and the "

@@ -137,6 +137,34 @@ def test_sigusr1_logs_the_counters_and_the_server_goes_on(start_server, kind):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_grace_0_stops_at_once_with_status_0(start_server, kind):
+    """--grace 0 drops the clients as soon as SIGTERM comes, and that is still a clean stop
+    (exit 0): the client sees its connection end, not a hang."""
+    server = start_server(kind, "--grace", "0", "-q")
+    with socket.create_connection(server.address, timeout=DEADLINE) as c:
+        c.sendall(b"x")
+        assert recv_exactly(c, 1) == b"x"
+        server.signal(signal.SIGTERM)
+        assert server.wait() == 0, server.log()
+        try:
+            assert recv_all(c) == b""
+        except ConnectionResetError:
+            pass        # dropped: a reset is as good an end as a FIN here
+
+
+@pytest.mark.parametrize("option, value", [("--backlog", "0"), ("--backlog", "-1"),
+                                           ("--grace", "-1"), ("--grace", "nan"),
+                                           ("--grace", "inf")])
+def test_a_value_no_server_can_use_is_one_line_on_stderr(option, value):
+    """A backlog below 1 or a grace period that is negative, not a number or infinite is
+    refused before anything starts: one line naming the option, exit status 2."""
+    proc = subprocess.run([sys.executable, "-m", "servers.echo_select", option, value, "0"],
+                          capture_output=True, cwd=ROOT, timeout=DEADLINE)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and err.count("\n") == 1 and option in err, err
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_an_address_in_use_is_one_line_on_stderr(kind):
     """Every kind reports a busy port the same way: one line, what to do, exit 1."""
     with socket.create_server(("127.0.0.1", 0)) as taken:
