@@ -12,6 +12,7 @@
 """
 
 import argparse
+import errno
 import logging
 import math
 import os
@@ -171,15 +172,31 @@ def setup_logging(args, trace=False):
 
 
 def run(main, argv=None):
-    """Run ``main(argv)`` and exit with its status, turning :class:`Fatal` into one line."""
+    """Run ``main(argv)`` and exit with its status, turning :class:`Fatal` into one line.
+
+    So is an output that cannot be written (``> /dev/full``, a full disk).
+    """
     try:
         status = main(argv)
+        sys.stdout.flush()
     except Fatal as exc:
         sys.stderr.write(f"{_prog_name()}: error: {exc}\n")
         status = exc.status
     except KeyboardInterrupt:
         status = EXIT_INTERRUPTED
+    except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRNOS or exc.filename is not None:
+            raise
+        sys.stderr.write(f"{_prog_name()}: error: cannot write the output: "
+                         f"{exc.strerror}\n")
+        # What is still buffered cannot be written either: no second error at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 1
     sys.exit(status or 0)
+
+
+# Errors that only writing the output gives here: a full disk or device, a quota, I/O.
+_OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO}
 
 
 def _prog_name():

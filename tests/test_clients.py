@@ -1,6 +1,7 @@
 """The blocking clients against selectlab's servers, on loopback (tier 4): msgclient,
 daytime, time, hostinfo, and the echo client's --udp, --connections and --linger-rst."""
 
+import os
 import socket
 import struct
 import subprocess
@@ -229,3 +230,16 @@ def test_echo_client_linger_rst_keeps_a_last_line_without_newline(start_server):
     out, err = proc.stdout.read(), proc.stderr.read()
     assert proc.returncode == 0, err
     assert out == b"two-without-newline"      # after the "one\n" read above
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_an_output_that_cannot_be_written_is_one_line_not_a_traceback(start_server):
+    """`clients.echo ... > /dev/full` (a full disk) says so in one line and exits 1."""
+    server = start_server()
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run([sys.executable, "-m", "clients.echo", "127.0.0.1",
+                               str(server.port)], input=b"hello\n", stdout=full,
+                              stderr=subprocess.PIPE, cwd=ROOT, timeout=DEADLINE)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1 and err.count("\n") == 1, err
+    assert "cannot write the output: No space left on device" in err and "Traceback" not in err
