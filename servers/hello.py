@@ -146,8 +146,26 @@ def _maxdatasize(text):
     return value
 
 
+def _model_only(parser, args):
+    """Options of the other model given anyway: one line saying so, rather than ignored.
+
+    (argparse has no public way to list a group's options: ``_group_actions``.)
+    """
+    groups = {group.title: group for group in parser._action_groups}
+    other = groups["--model select" if args.model == "fork" else "--model fork"]
+    given = [action.option_strings[0] for action in other._group_actions
+             if getattr(args, action.dest) != action.default]
+    if args.trace and args.model == "fork":
+        given.append("--trace")
+    if given:
+        parser.error(f"{', '.join(given)}: for {other.title} only, and the model is "
+                     f"{args.model}")
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _model_only(parser, args)
     options = dict(maxdatasize=args.maxdatasize, goodbye=args.goodbye, echo=args.echo)
     if args.model == "select":
         return run_stream_server(args, lambda: HelloProtocol(options))

@@ -172,3 +172,17 @@ def test_a_client_that_resets_is_not_a_server_error(start_server, model):
     # The three resets have been dealt with.
     server.wait_for_log(lambda log: log.count(" closed (") >= 4, "four connections closed")
     assert "Traceback" not in server.log() and "ERROR" not in server.log()
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--proxy-protocol"], "--proxy-protocol: for --model select only"),
+    (["--idle-timeout", "1"], "--idle-timeout: for --model select only"),
+    (["--model", "select", "--reap", "none"], "--reap: for --model fork only"),
+])
+def test_an_option_of_the_other_model_is_a_usage_error(args, named):
+    """An option the chosen model does not have is refused in one line, not silently ignored
+    (a fork-model server behind HAProxy would otherwise take the PROXY header for a message)."""
+    proc = subprocess.run([sys.executable, "-m", "servers.hello", *args, "0"], cwd=ROOT,
+                          capture_output=True, timeout=DEADLINE)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and err.count("\n") == 1 and named in err, err
