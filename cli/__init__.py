@@ -40,69 +40,60 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
+def _checked(text, parse, ok, what, expected):
+    """``parse(text)`` if it succeeds and ``ok`` of it holds, else argparse's one-line error."""
+    try:
+        value = parse(text)
+    except (ValueError, OverflowError):
+        value = None
+    if value is None or not ok(value):
+        raise argparse.ArgumentTypeError(f"invalid {what} {text!r}: expected {expected}")
+    return value
+
+
 def port(text):
     """argparse type: a TCP/UDP port number, 0 meaning "any free port"."""
-    try:
-        value = int(text, 10)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(
-            f"invalid port {text!r}: expected a number from 0 to 65535")
-    return value
+    return _checked(text, _whole, lambda v: 0 <= v <= 65535, "port", "a number from 0 to 65535")
 
 
 def positive_int(text):
     """argparse type: a whole number greater than zero."""
-    try:
-        value = int(text, 10)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a whole number "
-                                         f"from 1 up")
-    return value
+    return _checked(text, _whole, lambda v: v >= 1, "value", "a whole number from 1 up")
 
 
 def positive_float(text):
     """argparse type: a number of seconds greater than zero (and not infinite)."""
-    value = _seconds(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a positive number")
-    return value
+    return _checked(text, _seconds, lambda v: v > 0, "value", "a positive number")
 
 
 def seconds_from_zero(text):
     """argparse type: a number of seconds, 0 or more (``--grace 0``: at once)."""
-    value = _seconds(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected 0 or a positive "
-                                         f"number")
-    return value
-
-
-def _seconds(text):
-    try:
-        value = float(text)
-    except ValueError:
-        return -1.0
-    # inf would reach select() as a timeout it cannot take; nan compares false.
-    return value if math.isfinite(value) else -1.0
+    return _checked(text, _seconds, lambda v: v >= 0, "value", "0 or a positive number")
 
 
 def byte_size(text):
     """argparse type: a number of bytes from 1 up, optionally with K, M or G (KiB, MiB, GiB)."""
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return _checked(text, _bytes, lambda v: v >= 1, "size",
+                    "a number of bytes from 1 up, such as 65536, 64K or 8M")
+
+
+def _whole(text):
+    return int(text, 10)
+
+
+def _seconds(text):
+    value = float(text)
+    # inf would reach select() as a timeout it cannot take; nan compares false anyway.
+    return value if math.isfinite(value) else None
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _bytes(text):
     number = text.strip().upper().removesuffix("IB").removesuffix("B")
     unit = number[-1:] if number[-1:] in ("K", "M", "G") else ""
-    try:
-        value = int(number[:len(number) - len(unit)], 10) * units[unit]
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid size {text!r}: expected a number of bytes "
-                                         f"from 1 up, such as 65536, 64K or 8M")
-    return value
+    return int(number[:len(number) - len(unit)], 10) * _UNITS[unit]
 
 
 def add_verbosity(parser):

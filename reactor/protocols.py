@@ -31,7 +31,7 @@ import ipaddress
 import logging
 
 from reactor import proxy_protocol
-from wire.addresses import peer_host
+from wire.addresses import format_address, peer_host
 from wire.framing import MAX_LINE, LineFramer, LineTooLong, strip_eol
 
 log = logging.getLogger("selectlab")
@@ -173,11 +173,12 @@ class ProxyHeaderReceiver(Protocol):
             return
         self._timer.cancel()
         rest, self._buf = self._buf[header.length:], b""
-        balancer = conn.peer
+        balancer = conn.address
         if header.source is not None:
             conn.address = header.source
-        client_log.info("#%d %s: PROXY v%d from %s", conn.ident, conn.peer, header.version,
-                        balancer)
+        if client_log.isEnabledFor(logging.INFO):
+            client_log.info("%s: PROXY v%d from %s", conn, header.version,
+                            format_address(balancer))
         conn.protocol = protocol = self._factory()
         protocol.connection_made(conn)
         if rest and not conn.is_closing():

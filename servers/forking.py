@@ -71,14 +71,12 @@ def describe_exit(status):
     return f"status {status:#x}"
 
 
-def process_state(pid):
-    """``(state, ppid)`` of ``pid`` from ``/proc``, or None if there is no such process."""
+def has_ended(pid):
+    """Whether our child ``pid`` has ended, without reaping it (``waitid`` with ``WNOWAIT``)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return fields[0], int(fields[1])
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True     # reaped already, or not ours
 
 
 class _ChildExit:
@@ -168,8 +166,7 @@ class Forking(Design):
         if self.reap == "waitpid":
             return
         for pid in list(self.children):
-            state = process_state(pid)
-            if state is None or state[1] != os.getpid() or state[0] == "Z":
+            if has_ended(pid):
                 self._unreaped.add(pid)
                 self._ended(pid)
 

@@ -146,19 +146,21 @@ def _maxdatasize(text):
     return value
 
 
-def _model_only(parser, args):
-    """Options of the other model given anyway: one line saying so, rather than ignored.
+# Each model's own options, and their defaults.
+_MODEL_OPTIONS = {"fork": add_fork_arguments, "select": add_reactor_arguments}
 
-    (argparse has no public way to list a group's options: ``_group_actions``.)
-    """
-    groups = {group.title: group for group in parser._action_groups}
-    other = groups["--model select" if args.model == "fork" else "--model fork"]
-    given = [action.option_strings[0] for action in other._group_actions
-             if getattr(args, action.dest) != action.default]
+
+def _model_only(parser, args):
+    """Options of the other model given anyway: one line saying so, rather than ignored."""
+    other = "select" if args.model == "fork" else "fork"
+    alone = argparse.ArgumentParser(add_help=False)
+    _MODEL_OPTIONS[other](alone)
+    given = [f"--{dest.replace('_', '-')}" for dest, default in vars(alone.parse_args([])).items()
+             if getattr(args, dest) != default]
     if args.trace and args.model == "fork":
         given.append("--trace")
     if given:
-        parser.error(f"{', '.join(given)}: for {other.title} only, and the model is "
+        parser.error(f"{', '.join(given)}: for --model {other} only, and the model is "
                      f"{args.model}")
 
 

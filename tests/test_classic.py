@@ -1,7 +1,9 @@
 """The classic designs' own behaviour: fork reaping and zombies, thread cleanup, iterative
 queueing (tier 4).  The process table is read from /proc, as `ps` would show it."""
 
+import errno
 import os
+import select
 import signal
 import socket
 import threading
@@ -34,16 +36,39 @@ def status_field(pid, name):
     raise KeyError(name)
 
 
-def wait_for_threads(pid, count):
-    """Wait until ``pid`` runs ``count`` threads.
+# pidfd_open's flag for a thread's own descriptor (Linux 6.9): readable once that thread ends.
+PIDFD_THREAD = os.O_EXCL
 
-    The one wait here that polls: a thread's exit, after it has logged its
-    last line, is visible only in /proc, and nothing can block on that.
+
+def wait_for_threads(pid, count):
+    """Wait until ``pid`` runs ``count`` threads: the others' ends, on a pidfd each.
+
+    A thread's exit, after it has logged its last line, shows nowhere but
+    in the kernel; a thread's pidfd is readable once it has exited.  Kernels
+    before 6.9 have no thread pidfds: there, /proc is read until it agrees.
     """
     end = time.monotonic() + DEADLINE
-    while status_field(pid, "Threads") != count:
-        assert time.monotonic() < end, f"{status_field(pid, 'Threads')} threads, not {count}"
-        time.sleep(0.01)
+    while len(tids := os.listdir(f"/proc/{pid}/task")) > count:
+        assert time.monotonic() < end, f"{len(tids)} threads, not {count}"
+        fds = []
+        try:
+            for tid in tids:
+                if int(tid) != pid:
+                    try:
+                        fds.append(os.pidfd_open(int(tid), PIDFD_THREAD))
+                    except ProcessLookupError:
+                        pass        # gone already
+            waiting = set(fds)
+            while len(waiting) + 1 > count and time.monotonic() < end:
+                ready, _, _ = select.select(list(waiting), [], [], end - time.monotonic())
+                waiting -= set(ready)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            time.sleep(0.01)        # no thread pidfds on this kernel
+        finally:
+            for fd in fds:
+                os.close(fd)
 
 
 def served_clients(address, n):

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not HAPROXY, reason="HAProxy is not installed "
 CONFIG = """\
 global
     maxconn 1000
-    stats socket {admin} level admin
+    stats socket fd@{admin} level admin
 defaults
     mode tcp
     timeout connect 2s
@@ -42,37 +42,43 @@ def haproxy(tmp_path):
     """Start HAProxy in front of ``instances`` (servers started with --proxy-protocol).
 
     The frontend's listening socket is made here, on port 0, and handed to HAProxy
-    (``bind fd@N``), so the port is known and nothing races for it.
+    (``bind fd@N``), so the port is known and nothing races for it; so is the runtime API's
+    Unix socket (``stats socket fd@N``), which then takes commands before HAProxy is up.
     """
     started = []
 
     def start(instances):
         listener = socket.create_server(("127.0.0.1", 0))
+        control = socket.socket(socket.AF_UNIX)
+        control.bind(str(start.admin))
+        control.listen()
+        fds = (listener.fileno(), control.fileno())
         lines = [f"    server s{i} 127.0.0.1:{s.port} send-proxy-v2 check inter 200ms"
                  for i, s in enumerate(instances)]
         config = tmp_path / "haproxy.cfg"
         config.write_text(CONFIG.format(fd=listener.fileno(), servers="\n".join(lines),
-                                        admin=tmp_path / "admin.sock"))
+                                        admin=control.fileno()))
         check = subprocess.run([HAPROXY, "-c", "-f", str(config)], capture_output=True,
-                               pass_fds=(listener.fileno(),), timeout=DEADLINE)
+                               pass_fds=fds, timeout=DEADLINE)
         assert check.returncode == 0, check.stdout + check.stderr
         log = open(tmp_path / "haproxy.log", "wb")
         proc = subprocess.Popen([HAPROXY, "-db", "-f", str(config)], stdout=log, stderr=log,
-                                stdin=subprocess.DEVNULL, pass_fds=(listener.fileno(),))
-        started.append((proc, listener, log))
+                                stdin=subprocess.DEVNULL, pass_fds=fds)
+        started.append((proc, (listener, control), log))
         return listener.getsockname()
 
     start.admin = tmp_path / "admin.sock"
 
     yield start
-    for proc, listener, log in started:
+    for proc, sockets, log in started:
         proc.terminate()
         try:
             proc.wait(DEADLINE)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        listener.close()
+        for sock in sockets:
+            sock.close()
         log.close()
 
 
@@ -107,18 +113,11 @@ def test_the_hello_server_behind_haproxy_says_goodbye_to_the_real_client(start_s
 
 def admin(path, command):
     """One command on HAProxy's runtime API (its stats socket); its answer."""
-    end = time.monotonic() + DEADLINE
-    while True:
-        try:
-            with socket.socket(socket.AF_UNIX) as s:
-                s.settimeout(DEADLINE)
-                s.connect(str(path))
-                s.sendall(command.encode() + b"\n")
-                return recv_all(s).decode()
-        except (FileNotFoundError, ConnectionRefusedError):
-            if time.monotonic() > end:      # HAProxy not up yet: it creates the socket
-                raise
-            time.sleep(0.05)
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(DEADLINE)
+        s.connect(str(path))
+        s.sendall(command.encode() + b"\n")
+        return recv_all(s).decode()
 
 
 def sessions(path, server):
@@ -139,6 +138,7 @@ def test_a_rolling_restart_behind_haproxy_loses_no_connection(start_server, hapr
     front = haproxy(instances)
     stop = threading.Event()
     done, failures = [], []
+    progress = threading.Condition()
 
     def clients():
         end = time.monotonic() + 60         # bounded in time and count
@@ -151,6 +151,8 @@ def test_a_rolling_restart_behind_haproxy_loses_no_connection(start_server, hapr
                 done.append(1)
             except (OSError, AssertionError) as exc:
                 failures.append(repr(exc))
+            with progress:
+                progress.notify_all()
 
     loop = threading.Thread(target=clients)
     loop.start()
@@ -158,11 +160,13 @@ def test_a_rolling_restart_behind_haproxy_loses_no_connection(start_server, hapr
         for i, old in enumerate(list(instances)):
             admin(haproxy.admin, f"set server instances/s{i} state maint")
             # Its last clients finish first: SIGTERM closes at once a connection with
-            # nothing pending, and an echo client between two messages is one.
-            for _ in range(500):
-                if sessions(haproxy.admin, f"s{i}") == 0:
-                    break
-                time.sleep(0.01)
+            # nothing pending, and an echo client between two messages is one. The loop
+            # is one client at a time: once the one in flight and the next have ended, no
+            # client of it is left on this instance.
+            mark = len(done) + len(failures)
+            with progress:
+                assert progress.wait_for(lambda: len(done) + len(failures) >= mark + 2,
+                                         DEADLINE)
             assert sessions(haproxy.admin, f"s{i}") == 0
             old.signal(signal.SIGTERM)
             assert old.wait() == 0

@@ -13,7 +13,7 @@ import pytest
 from bench.process import Child, Listening, children, descendants, parse_listening, stat
 from conftest import DEADLINE, wait_exited
 
-SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
+SLEEPER = [sys.executable, "-c", "import signal; signal.pause()"]   # until a signal ends it
 
 
 def python(code):
@@ -93,7 +93,7 @@ def test_a_process_that_exits_without_a_line_is_noticed_at_once_and_its_session_
     """When the process exits without a first line, the wait ends then, even though a child
     it left holds the pipe open; with a session of its own, that orphan is ended by kill()."""
     leaver = ("import subprocess, sys; kid = subprocess.Popen([sys.executable, '-c', "
-              "'import time; time.sleep(600)']); print(kid.pid, file=sys.stderr)")
+              "'import signal; signal.pause()']); print(kid.pid, file=sys.stderr)")
     child = Child(python(leaver), new_session=True)
     try:
         began = time.monotonic()
@@ -110,8 +110,8 @@ def test_a_process_that_exits_without_a_line_is_noticed_at_once_and_its_session_
 def test_a_child_that_writes_more_than_a_pipe_holds_is_never_stopped_by_it(tmp_path):
     """1 MiB on stdout (a pipe holds 64 KiB) does not block the child: it goes on to write its
     stderr; all of stdout is kept, and copied to the file asked for."""
-    noisy = ("import sys, time; sys.stdout.write('x' * (1 << 20)); sys.stdout.flush(); "
-             "print('done', file=sys.stderr, flush=True); time.sleep(600)")
+    noisy = ("import signal, sys; sys.stdout.write('x' * (1 << 20)); sys.stdout.flush(); "
+             "print('done', file=sys.stderr, flush=True); signal.pause()")
     child = Child(python(noisy), copy_stdout=tmp_path / "out")
     try:
         assert child.stderr.wait(lambda: child.stderr.text() == "done\n", DEADLINE)
@@ -126,8 +126,8 @@ def test_stopping_ends_the_children_it_started_and_no_process_of_the_same_name()
     """terminate() then kill() end the process and the child it made (which SIGTERM to its
     parent does not reach), by pid: a process with the same command line that it did not
     start is left running."""
-    parent = ("import subprocess, sys, time; kid = subprocess.Popen([sys.executable, '-c', "
-              "'import time; time.sleep(600)']); print(kid.pid, flush=True); time.sleep(600)")
+    parent = ("import signal, subprocess, sys; kid = subprocess.Popen([sys.executable, '-c', "
+              "'import signal; signal.pause()']); print(kid.pid, flush=True); signal.pause()")
     bystander = subprocess.Popen(SLEEPER)
     child = Child(python(parent))
     try:
@@ -149,8 +149,8 @@ def test_stopping_ends_the_children_it_started_and_no_process_of_the_same_name()
 def test_proc_stat_is_read_right_whatever_the_program_name():
     """/proc/PID/stat is parsed from its last ')': a name with spaces and parentheses leaves
     the state, parent, session and start time right; children() and descendants() find it."""
-    named = ("import time; open('/proc/self/comm', 'w').write('a (b) c'); print('named', "
-             "flush=True); time.sleep(600)")
+    named = ("import signal; open('/proc/self/comm', 'w').write('a (b) c'); print('named', "
+             "flush=True); signal.pause()")
     child = Child(python(named))
     try:
         assert child.first_line(DEADLINE) == "named"

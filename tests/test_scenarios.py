@@ -5,9 +5,9 @@ import io
 import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -133,11 +133,16 @@ def test_a_wait_past_the_limit_stops_the_scenario_and_fails_it(fake, wait):
 
 
 def test_a_scenario_that_returns_past_its_limit_fails(fake):
-    """Code of the scenario's own (here a sleep) is not interrupted, but a scenario that returns
-    past its limit is counted as unfinished all the same."""
+    """Code of the scenario's own (here a blocking read with its own timeout, as the scenarios'
+    socket reads have) is not interrupted, but a scenario that returns past its limit is
+    counted as unfinished all the same."""
     def func(r):
         r.expect(True, "started")
-        time.sleep(0.5)
+        mine, other = socket.socketpair()
+        with mine, other:
+            mine.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                mine.recv(1)        # nothing ever comes
     fake(func, limit=0.2)
     status, out = run_main(["run", "fake"])
     assert status == 1
