@@ -6,6 +6,12 @@ use, runs on the other.  Every echoed byte is checked.  The results go to a
 folder (default ``bench-results/``): ``results.json`` (every run, the machine),
 ``results.md`` (tables with ratios to echo_fork and asyncio, also printed on
 stdout) and, with matplotlib installed, ``pingpong.png`` and ``memory.png``.
+
+``--multicore`` pins nothing instead: servers (``echo_select --workers N``
+among them) and the load generator share every CPU the driver may use.  Its
+runs go to ``multicore.json`` and ``multicore.png`` in the same folder, so
+they never overwrite the default mode's; ``results.md`` reports whichever of
+the two files the folder holds.
 """
 
 import datetime
@@ -17,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import build, catalog, procinfo, report, runner
+from bench import build, catalog, multicore, procinfo, report, runner
 from cli import Fatal, Parser, positive_float, positive_int, run
 
 QUICK = {"reps": 1, "seconds": 0.5, "warmup": 0.2, "prime": 0.2, "quiet_wait": 0.0}
@@ -31,12 +37,20 @@ def build_parser():
                     "thread and iterative servers and peers (asyncio, uvloop if installed, "
                     "socketserver, a C epoll server), side by side on loopback. A full run "
                     "takes about 20 minutes on 2 cores; --quick about 30 seconds.",
-        epilog="Servers: " + ", ".join(s.name for s in catalog.SERVERS) + ". Workloads: "
-               + ", ".join(w.id for w in catalog.WORKLOADS) + ". Plots need matplotlib: "
+        epilog="Servers: " + ", ".join(s.name for s in catalog.SERVERS) + "; with "
+               "--multicore: " + ", ".join(catalog.MULTICORE_SERVERS) + ". Workloads: "
+               + ", ".join(w.id for w in catalog.WORKLOADS) + "; with --multicore: "
+               + ", ".join(catalog.MULTICORE_WORKLOADS) + ". Plots need matplotlib: "
                "pip install -e '.[bench]'.")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run: fewer servers and workloads, 1 short repetition "
                              "(under a minute); its numbers are not for comparing")
+    parser.add_argument("--multicore", action="store_true",
+                        help="pin nothing: every server (echo_select --workers 1, 2 and auto "
+                             "among them) and the load generator may run on every CPU this "
+                             "process may use, and share them; reports echoes/s, server CPU "
+                             "per request and the load generator's share of the CPU, into "
+                             "multicore.json and multicore.png (about 7 minutes on 2 cores)")
     parser.add_argument("--servers", metavar="A,B", help="only these servers")
     parser.add_argument("--workloads", metavar="A,B", help="only these workloads")
     parser.add_argument("--reps", type=positive_int, metavar="N",
@@ -50,12 +64,12 @@ def build_parser():
                         help="the C load generator (default; compiled on first use) or the "
                              "Python one, whose results are a lower bound")
     parser.add_argument("--out", metavar="DIR", default="bench-results",
-                        help="folder for results.json, results.md and the plots "
-                             "(default bench-results)")
+                        help="folder for results.json (multicore.json with --multicore), "
+                             "results.md and the plots (default bench-results)")
     parser.add_argument("--list", action="store_true", help="list servers and workloads and exit")
     parser.add_argument("--render", metavar="JSON",
                         help="run nothing: write the tables and plots again from a results.json "
-                             "into --out")
+                             "or multicore.json into --out")
     return parser
 
 
@@ -102,14 +116,6 @@ def _loadgen(kind):
     return [sys.executable, "-m", "bench.pyload"], True
 
 
-def _cpus():
-    """(server CPU, load generator CPU), or (None, None) with fewer than two usable CPUs."""
-    usable = sorted(os.sched_getaffinity(0))
-    if len(usable) < 2:
-        return None, None
-    return usable[0], usable[1]
-
-
 def _stop_on_sigterm():
     def handler(signum, frame):
         raise KeyboardInterrupt
@@ -120,9 +126,11 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.list:
         for s in catalog.SERVERS:
-            print(f"server   {s.name:16} {s.label}")
+            print(f"server   {s.name:17} {s.label}")
+        for s in catalog.WORKER_SERVERS:
+            print(f"server   {s.name:17} {s.label} (--multicore only)")
         for w in catalog.WORKLOADS:
-            print(f"workload {w.id:16} {w.title}")
+            print(f"workload {w.id:17} {w.title}")
         return 0
     if args.render:
         return _render(Path(args.render), Path(args.out))
@@ -130,10 +138,18 @@ def main(argv=None):
     for key in ("reps", "seconds", "warmup"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    servers = _pick(args.servers, list(catalog.SERVER), "server") or (
-        catalog.QUICK_SERVERS if args.quick else list(catalog.SERVER))
-    workloads = _pick(args.workloads, list(catalog.WORKLOAD), "workload") or (
-        catalog.QUICK_WORKLOADS if args.quick else [w.id for w in catalog.WORKLOADS])
+    if args.multicore:
+        known_servers = catalog.MULTICORE_SERVER
+        servers = _pick(args.servers, list(known_servers), "server") or catalog.MULTICORE_SERVERS
+        # Memory is a per-connection cost: where the cores are changes nothing in it.
+        workloads = _pick(args.workloads, catalog.PINGPONG, "workload (with --multicore)") or (
+            catalog.QUICK_MULTICORE_WORKLOADS if args.quick else catalog.MULTICORE_WORKLOADS)
+    else:
+        known_servers = catalog.SERVER
+        servers = _pick(args.servers, list(known_servers), "server") or (
+            catalog.QUICK_SERVERS if args.quick else list(catalog.SERVER))
+        workloads = _pick(args.workloads, list(catalog.WORKLOAD), "workload") or (
+            catalog.QUICK_WORKLOADS if args.quick else [w.id for w in catalog.WORKLOADS])
     out_dir = Path(args.out)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -148,7 +164,7 @@ def main(argv=None):
         pass
     plan = []
     for name in servers:
-        server = catalog.SERVER[name]
+        server = known_servers[name]
         why = catalog.missing(server, c_echo is not None)
         if why:
             skipped[name] = why
@@ -160,14 +176,19 @@ def main(argv=None):
     if not plan:
         raise Fatal("nothing to run: no chosen server runs any chosen workload (see --list)")
 
-    server_cpu, client_cpu = _cpus()
-    if client_cpu is not None:
-        os.sched_setaffinity(0, {client_cpu})   # this driver sits with the load generator
+    where = runner.placement(os.sched_getaffinity(0), args.multicore)
+    if where.client is not None:
+        os.sched_setaffinity(0, where.client)   # this driver sits with the load generator
     meta = {
+        "mode": "multicore" if args.multicore else "single-core",
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": " ".join(["python -m bench", *map(shlex.quote, sys.argv[1:] if argv is None
                                                      else argv)]),
-        "machine": procinfo.machine(), "server_cpu": server_cpu, "client_cpu": client_cpu,
+        "machine": procinfo.machine(),
+        # One CPU each in the default mode (server_cpu, client_cpu: what the report names).
+        "server_cpu": min(where.server) if where.separate else None,
+        "client_cpu": min(where.client) if where.separate else None,
+        "server_cpus": sorted(where.server or ()), "client_cpus": sorted(where.client or ()),
         "loadgen": "Python (bench/pyload.py), a lower bound" if lower_bound
                    else "C epoll (bench/loadgen.c)",
         "lower_bound": lower_bound, "quick": args.quick, "skipped": skipped, **settings,
@@ -177,7 +198,6 @@ def main(argv=None):
     _stop_on_sigterm()
     progress = Progress(len(plan) * settings["reps"])
     runs, failed = [], meta.setdefault("failed", {})
-    cpus = (server_cpu, client_cpu)
     try:
         for workload in dict.fromkeys(w for _, w in plan):
             servers_here = [s for s, w in plan if w is workload]
@@ -185,12 +205,12 @@ def main(argv=None):
                 for server in servers_here:
                     try:
                         runs += _measure(server, workload, settings, loadgen, c_echo, log_path,
-                                         cpus, progress)
+                                         where, progress)
                     except runner.BenchError as exc:
                         _failed(failed, server, workload, exc)
             else:
                 runs += _measure_interleaved(servers_here, workload, settings, loadgen, c_echo,
-                                             log_path, cpus, progress, failed)
+                                             log_path, where, progress, failed)
     except KeyboardInterrupt:
         progress.end()
         print("bench: interrupted; every server it started is stopped. Results so far are "
@@ -199,7 +219,7 @@ def main(argv=None):
         return 130
     progress.end()
     summary = _write(out_dir, meta, runs)
-    print(report.markdown(summary, meta))
+    print(_markdown(summary, meta))
     bad = [s for s in summary if s["errors"]]
     if bad:
         print("bench: broken echoes from " + ", ".join(s["server"] for s in bad), file=sys.stderr)
@@ -215,7 +235,7 @@ def _failed(failed, server, workload, exc):
     print(f"bench: {server.name} · {workload.id}: {exc}", file=sys.stderr)
 
 
-def _measure_interleaved(servers, workload, settings, loadgen, c_echo, log_path, cpus,
+def _measure_interleaved(servers, workload, settings, loadgen, c_echo, log_path, where,
                          progress, failed):
     """Every repetition of a rate workload, taking the servers in turn: rep 1 of each, rep 2...
 
@@ -225,17 +245,16 @@ def _measure_interleaved(servers, workload, settings, loadgen, c_echo, log_path,
     over the same stretches of time.  Each server process is started and
     primed once, and idles (using no CPU) while the others run.
     """
-    server_cpu, client_cpu = cpus
     procs = {}
     runs = []
     try:
         for server in servers:
             argv = [c_echo if a == "{c_echo}" else a for a in server.argv]
             try:
-                procs[server] = proc = runner.ServerProcess(argv, log_path, server_cpu).start()
+                procs[server] = proc = runner.ServerProcess(argv, log_path, where.server).start()
                 if settings["prime"]:
                     progress.say(f"{server.name} · {workload.id}: priming")
-                    runner.run_load(proc, workload, loadgen, settings["prime"], 0.1, client_cpu)
+                    runner.run_load(proc, workload, loadgen, settings["prime"], 0.1, where)
             except runner.BenchError as exc:
                 _failed(failed, server, workload, exc)
                 progress.done += settings["reps"]
@@ -244,12 +263,12 @@ def _measure_interleaved(servers, workload, settings, loadgen, c_echo, log_path,
         for rep in range(settings["reps"]):
             for server, proc in list(procs.items()):
                 label = f"{server.name} · {workload.id}"
-                if settings["quiet_wait"] and client_cpu is not None:
-                    runner.wait_quiet(cpus, report.NOISE_PCT, settings["quiet_wait"])
+                if settings["quiet_wait"] and where.cpus:
+                    runner.wait_quiet(where.cpus, report.NOISE_PCT, settings["quiet_wait"])
                 progress.say(f"{label}: repetition {rep + 1}/{settings['reps']}")
                 try:
                     result = runner.run_load(proc, workload, loadgen, settings["seconds"],
-                                             settings["warmup"], client_cpu)
+                                             settings["warmup"], where)
                 except runner.BenchError as exc:
                     _failed(failed, server, workload, exc)
                     progress.done += settings["reps"] - rep
@@ -265,24 +284,23 @@ def _measure_interleaved(servers, workload, settings, loadgen, c_echo, log_path,
     return runs
 
 
-def _measure(server, workload, settings, loadgen, c_echo, log_path, cpus, progress):
+def _measure(server, workload, settings, loadgen, c_echo, log_path, where, progress):
     """All repetitions of a memory workload on one server, on a fresh server process each time.
 
     Memory is read against each fresh server's own baseline.
     """
-    server_cpu, client_cpu = cpus
     argv = [c_echo if a == "{c_echo}" else a for a in server.argv]
     label = f"{server.name} · {workload.id}"
     runs = []
     for rep in range(settings["reps"]):
-        proc = runner.ServerProcess(argv, log_path, server_cpu).start()
+        proc = runner.ServerProcess(argv, log_path, where.server).start()
         try:
             before = proc.memory()[0]
-            if settings["quiet_wait"] and client_cpu is not None:
-                runner.wait_quiet(cpus, report.NOISE_PCT, settings["quiet_wait"])
+            if settings["quiet_wait"] and where.cpus:
+                runner.wait_quiet(where.cpus, report.NOISE_PCT, settings["quiet_wait"])
             progress.say(f"{label}: repetition {rep + 1}/{settings['reps']}")
             result = runner.run_load(proc, workload, loadgen, settings["seconds"],
-                                     settings["warmup"], client_cpu)
+                                     settings["warmup"], where)
         finally:
             proc.stop()
         result.update(server=server.name, workload=workload.id, rep=rep + 1)
@@ -308,28 +326,76 @@ def _render(source, out_dir):
         meta, runs = data["meta"], data["runs"]
     except (OSError, ValueError, KeyError) as exc:
         raise Fatal(f"cannot read results from {source}: {exc}; give a results.json "
-                    "written by python -m bench")
+                    "or multicore.json written by python -m bench")
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = _write(out_dir, meta, runs)
-    print(report.markdown(summary, meta))
+    print(_markdown(summary, meta))
     return 0
 
 
+def _markdown(summary, meta):
+    """One run's report, as printed on stdout."""
+    if multicore.is_multicore(meta):
+        return multicore.markdown(summary, meta, level=1)
+    return report.markdown(summary, meta)
+
+
 def _write(out_dir, meta, runs):
+    """Write one run's JSON and plots into ``out_dir``, then results.md for the whole folder.
+
+    The default mode's runs go to results.json, the multi-core mode's to
+    multicore.json: neither mode overwrites the other's results.
+    """
     summary = report.summarise(runs)
-    with open(out_dir / "results.json", "w") as f:
+    mode = multicore.is_multicore(meta)
+    with open(out_dir / (multicore.RESULTS if mode else "results.json"), "w") as f:
         json.dump({"meta": meta, "summary": summary, "runs": runs}, f, indent=1)
-    (out_dir / "results.md").write_text(report.markdown(summary, meta) + "\n")
+    text = folder_markdown(out_dir)
+    (out_dir / "results.md").write_text(text + "\n")
     if runs:
         try:
-            paths = report.plot(summary, meta, out_dir)
+            paths = [multicore.plot(summary, meta, out_dir)] if mode else \
+                report.plot(summary, meta, out_dir)
             print("bench: plots in " + ", ".join(map(str, paths)), file=sys.stderr)
         except ImportError:
             print("bench: no plots: matplotlib is not installed; pip install -e '.[bench]' "
                   "to get them", file=sys.stderr)
-    print(f"bench: results in {out_dir / 'results.json'} and {out_dir / 'results.md'}",
+    written = multicore.RESULTS if mode else "results.json"
+    print(f"bench: results in {out_dir / written} and {out_dir / 'results.md'}",
           file=sys.stderr)
     return summary
+
+
+def folder_markdown(out_dir):
+    """results.md for ``out_dir``: the default mode's report from its results.json, then the
+    multi-core section from its multicore.json, for whichever of the two is there."""
+    parts = {}
+    for name in ("results.json", multicore.RESULTS):
+        try:
+            data = json.loads((out_dir / name).read_text())
+            parts[name] = (report.summarise(data["runs"]), data["meta"])
+        except (OSError, ValueError, KeyError):
+            continue
+    lines = []
+    if "results.json" in parts:
+        lines.append(report.markdown(*parts["results.json"]).rstrip("\n"))
+        if multicore.RESULTS in parts:
+            # The pointer goes under the machine line, where a reader starts.
+            head, sep, rest = lines[0].partition("\n\nLoad generator:")
+            lines[0] = (head + f"\n\nA run with no server pinned, every server on every core, "
+                        f"is the last section: [{multicore.TITLE}](#{_anchor(multicore.TITLE)})."
+                        + sep + rest)
+    else:
+        lines.append("# selectlab benchmark")
+    if multicore.RESULTS in parts:
+        lines.append(multicore.markdown(*parts[multicore.RESULTS], level=2))
+    return "\n\n".join(lines)
+
+
+def _anchor(title):
+    """The id GitHub gives a Markdown heading."""
+    kept = "".join(c for c in title.lower() if c.isalnum() or c in " -_")
+    return kept.replace(" ", "-")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,10 @@ Every server is started the same way: a command that binds 127.0.0.1 on port 0
 and prints ``listening on 127.0.0.1:PORT`` as its first line on stdout.
 """
 
+import functools
 import importlib.util
+import re
+import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -68,7 +71,7 @@ class Server:
     argv: tuple
     workloads: tuple = tuple(ALL)
     skipped: str = ""
-    needs: str = ""           # a module to import, or "cc" for a C compiler
+    needs: str = ""           # a module to import, "cc" for a C compiler, or "--option"
 
 
 def _ours(module):
@@ -125,11 +128,56 @@ SERVERS = [
 ]
 SERVER = {s.name: s for s in SERVERS}
 
+# --- the multi-core mode (python -m bench --multicore) ----------------------------
+#
+# Nothing is pinned: each server, and the load generator, may run on every CPU
+# the driver may use.  The workloads are those with enough connections at once
+# to keep several cores busy, and churn, where a fork server's children run in
+# parallel.
+
+MULTICORE_WORKLOADS = ["pingpong-1k-100", "pingpong-1k-1000", "churn-10"]
+QUICK_MULTICORE_WORKLOADS = ["pingpong-1k-100", "churn-10"]
+
+
+_WORKERS = {1: "one reactor process", 2: "two reactor processes on the port",
+            "auto": "a reactor process per usable CPU"}
+
+
+def _workers(count):
+    return Server(f"echo_select_w{count}",
+                  f"selectlab reactor, {_WORKERS[count]} (servers.echo_select -q --workers "
+                  f"{count})",
+                  (PY, "-m", "servers.echo_select", "-q", "--workers", str(count),
+                   "-b", "127.0.0.1", "0"), tuple(MULTICORE_WORKLOADS), needs="--workers")
+
+
+#: Servers only the multi-core mode runs: --workers means nothing on one pinned core.
+WORKER_SERVERS = [_workers(1), _workers(2), _workers("auto")]
+MULTICORE_SERVERS = ["echo_select", *(s.name for s in WORKER_SERVERS), "echo_fork",
+                     "echo_thread", "asyncio", "uvloop", "c_epoll"]
+#: Every server the multi-core mode can run (--servers may name any of them).
+MULTICORE_SERVER = {**{s.name: s for s in WORKER_SERVERS}, **SERVER}
+
+
+@functools.lru_cache(maxsize=None)
+def offers(module, option):
+    """Whether ``python -m module --help`` lists ``option``."""
+    try:
+        done = subprocess.run([PY, "-m", module, "--help"], capture_output=True, text=True,
+                              timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return re.search(rf"(^|[\s\[,]){re.escape(option)}\b", done.stdout) is not None
+
 
 def missing(server, have_cc):
     """Why ``server`` cannot run here, or ``""`` if it can."""
     if server.needs == "cc":
         return "" if have_cc else "no C compiler"
+    if server.needs.startswith("--"):
+        module = server.argv[2]     # (PY, "-m", module, ...)
+        return "" if offers(module, server.needs) else \
+            f"{module} has no {server.needs} option (yet): its --help does not list it"
     if server.needs and importlib.util.find_spec(server.needs) is None:
         return f"{server.needs} is not installed (pip install {server.needs})"
     return ""

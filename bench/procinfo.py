@@ -67,6 +67,62 @@ def busy_percent(before, after, cpu):
     return 100.0 * busy / total if total else 0.0
 
 
+def cpu_split(server_cpu_s, client_cpu_s, window_s, before, after, cpus):
+    """How the CPUs ``cpus`` were spent during a window of ``window_s`` seconds.
+
+    ``before`` and ``after`` are :func:`core_ticks` readings at the window's
+    edges; ``server_cpu_s`` and ``client_cpu_s`` the CPU seconds the server
+    (with its descendants) and the load generator used in it.  Returns, in
+    percent of everything the cores could have done in the window (``window_s``
+    times their number):
+
+    * ``server_share_pct``, ``client_share_pct``: the server's and the load
+      generator's shares;
+    * ``busy_pct``: how busy the cores were, all work counted;
+    * ``idle_pct``: what nobody used;
+
+    and ``other_pct``: busy time that neither the server nor the load
+    generator accounts for (the driver, another job on the machine), in
+    percent of *one* core, the unit :data:`bench.report.NOISE_PCT` is in.
+    """
+    cpus = sorted(cpus)
+    capacity_s = window_s * len(cpus)
+    busy = sum(after[c][0] - before[c][0] for c in cpus)
+    ticks = sum(after[c][1] - before[c][1] for c in cpus)
+    busy_pct = 100.0 * busy / ticks if ticks else 0.0
+    # The cores' busy time in CPU seconds, from the same tick counts.
+    busy_s = busy_pct / 100.0 * capacity_s
+    return {
+        "cpus": cpus,
+        "server_share_pct": 100.0 * server_cpu_s / capacity_s,
+        "client_share_pct": 100.0 * client_cpu_s / capacity_s,
+        "busy_pct": busy_pct,
+        "idle_pct": 100.0 - busy_pct,
+        "other_pct": max(0.0, 100.0 * (busy_s - server_cpu_s - client_cpu_s) / window_s),
+    }
+
+
+def tree_affinity(root):
+    """The CPUs that every process and thread of ``root``'s family may run on, sorted.
+
+    One thread pinned to fewer CPUs than the rest narrows it; a task that
+    ends while it is read is left out.
+    """
+    common = None
+    for s in process.descendants(root):
+        try:
+            tasks = os.listdir(f"/proc/{s.pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                mask = os.sched_getaffinity(int(tid))
+            except OSError:
+                continue
+            common = set(mask) if common is None else common & mask
+    return sorted(common or ())
+
+
 def machine():
     """What a reader needs to judge the numbers: CPU, cores, memory, kernel, Python."""
     model = "unknown"

@@ -37,8 +37,14 @@ def summarise(runs):
             "noisy": sum(1 for r in reps if (r.get("other_pct") or 0) > NOISE_PCT),
         }
         for key in ("server_us_per_req", "server_cpu_pct", "client_cpu_pct",
-                    "client_core_busy_pct", "p50_us", "p99_us"):
+                    "client_core_busy_pct", "p50_us", "p99_us", "server_share_pct",
+                    "client_share_pct", "busy_pct", "idle_pct"):
             s[key] = _median([r.get(key) for r in reps])
+        if any("server_processes" in r for r in reps):
+            s["server_processes"] = max(r.get("server_processes", 0) for r in reps)
+            # The CPUs every thread of the server could use in every repetition.
+            masks = [set(r["affinity"]) for r in reps if r.get("affinity")]
+            s["affinity"] = sorted(set.intersection(*masks)) if masks else []
         if any("anon_pss_kib" in r for r in reps):
             for key in ("pss_before_kib", "pss_kib", "processes"):
                 s[key] = _median([r.get(key) for r in reps])

@@ -1,10 +1,11 @@
 """Start a server, drive it with the load generator, and measure both from /proc.
 
-The method (see README's benchmark section for why):
+The method (see docs/benchmark.md for why):
 
 * the server, and every process or thread it makes, runs on one CPU and the
   load generator on the other (``sched_setaffinity`` before exec), so neither
-  steals the other's core;
+  steals the other's core; in the multi-core mode both may run on every CPU
+  this process may use, and share them (:func:`placement`);
 * each server process first gets an unrecorded priming run, which takes it
   past one-off start-up costs (glibc's malloc thresholds, lazy imports);
 * each measurement is one load generator run: a warm-up that is not counted,
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import NamedTuple
 
 from bench import procinfo, process
 from bench.process import ROOT
@@ -49,11 +51,52 @@ def _on_loopback(where):
         return False
 
 
-class ServerProcess:
-    """One server under test: started, read back its port, stopped by pid."""
+class Placement(NamedTuple):
+    """The CPUs the server may run on, and those of the load generator and this driver.
 
-    def __init__(self, argv, log_path, cpu):
-        self.argv, self.log_path, self.cpu = list(argv), log_path, cpu
+    None: not set (fewer than two CPUs: everything runs where it is started).
+    """
+    server: frozenset = None
+    client: frozenset = None
+
+    @property
+    def cpus(self):
+        """Every CPU the measurement uses (empty if none was set)."""
+        return frozenset().union(*(c for c in self if c is not None))
+
+    @property
+    def separate(self):
+        """Whether the server and the load generator each have cores of their own."""
+        return self.server is not None and self.client is not None \
+            and not self.server & self.client
+
+
+def placement(usable, multicore=False):
+    """Where the server and the load generator run, from the CPUs this process may use.
+
+    By default the server gets the first CPU and the load generator the
+    second, so neither steals the other's core.  ``multicore``: the server,
+    every process and thread it makes, and the load generator may all run on
+    every CPU in ``usable`` (on two cores, then, they compete for them).
+    """
+    usable = sorted(usable)
+    if multicore:
+        return Placement(frozenset(usable), frozenset(usable))
+    if len(usable) < 2:
+        return Placement()
+    return Placement(frozenset(usable[:1]), frozenset(usable[1:2]))
+
+
+class ServerProcess:
+    """One server under test: started, read back its port, stopped by pid.
+
+    ``cpus``: the CPUs it (and all it starts) may run on; None leaves it
+    with this process's.
+    """
+
+    def __init__(self, argv, log_path, cpus):
+        self.argv, self.log_path = list(argv), log_path
+        self.cpus = None if cpus is None else frozenset(cpus)
         self.child = None
         self.port = None
         self._stopped = False
@@ -64,10 +107,10 @@ class ServerProcess:
         with open(self.log_path, "ab") as log:
             self.child = process.Child(self.argv, stderr=log, copy_stdout=self.log_path,
                                        env=process.python_env())
-        if self.cpu is not None:
-            # Pinned at once, before it has made a thread or a child: they
+        if self.cpus is not None:
+            # Set at once, before it has made a thread or a child: they
             # inherit it.  (Not in a preexec_fn: this driver runs threads.)
-            os.sched_setaffinity(self.child.pid, {self.cpu})
+            os.sched_setaffinity(self.child.pid, self.cpus)
         line = self.child.first_line(START_TIMEOUT)
         where = process.parse_listening(line)
         if where is None or not _on_loopback(where):
@@ -79,6 +122,11 @@ class ServerProcess:
 
     def cpu_seconds(self):
         return procinfo.tree_cpu_seconds(self.child.pid)
+
+    def family(self):
+        """(processes, the CPUs every one of their threads may run on) now."""
+        return (len(process.descendants(self.child.pid)),
+                procinfo.tree_affinity(self.child.pid))
 
     def memory(self):
         """((PSS KiB, anonymous PSS KiB), processes) of the server's family."""
@@ -111,17 +159,21 @@ def loadgen_argv(loadgen, workload, port, seconds, warmup):
     return argv
 
 
-def run_load(server, workload, loadgen, seconds, warmup, client_cpu):
+def run_load(server, workload, loadgen, seconds, warmup, where):
     """Run the load generator once against ``server``; return its result with our readings.
 
-    Added to the load generator's own JSON: ``server_cpu_s`` and per request,
-    the server's CPU in percent of one core, the load generator's CPU in
-    percent, both cores' busy percent, ``other_pct`` (busy time on either core
-    that neither process accounts for: another job on the machine), and for
-    memory runs the server's PSS when the idle connections were all open.
+    ``where`` is the run's :class:`Placement`.  Added to the load generator's
+    own JSON: ``server_cpu_s`` and per request, the server's CPU in percent of
+    one core, the load generator's CPU in percent of one core; the shares of
+    the CPUs used (:func:`procinfo.cpu_split`: server, load generator, busy,
+    idle); with separate cores, each core's busy percent; ``other_pct`` (busy
+    time that neither process accounts for: another job on the machine); at
+    the window's end the server's processes and the CPUs all its threads may
+    run on (``server_processes``, ``affinity``); and for memory runs the
+    server's PSS when the idle connections were all open.
     """
     argv = loadgen_argv(loadgen, workload, server.port, seconds, warmup)
-    # It inherits this driver's CPU (the load generator's, see bench.__main__).
+    # It inherits this driver's CPUs (see bench.__main__).
     gen = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE,
                            env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT)
@@ -145,6 +197,8 @@ def run_load(server, workload, loadgen, seconds, warmup, client_cpu):
             elif line.startswith("MARK "):
                 readings[line[5:]] = (server.cpu_seconds(), procinfo.core_ticks(),
                                       time.monotonic())
+                if line == "MARK end":      # after the edge's readings: they come first
+                    readings["family"] = server.family()
             else:
                 said.append(line)
         out = gen.stdout.read()
@@ -171,13 +225,19 @@ def run_load(server, workload, loadgen, seconds, warmup, client_cpu):
         result["server_us_per_req"] = (cpu1 - cpu0) * 1e6 / served if served else None
         result["server_cpu_pct"] = 100.0 * (cpu1 - cpu0) / window
         result["client_cpu_pct"] = 100.0 * result["client_cpu_s"] / window
-        if client_cpu is not None:
-            server_core = server.cpu
+        if where.cpus:
+            result.update(procinfo.cpu_split(cpu1 - cpu0, result["client_cpu_s"], window,
+                                             ticks0, ticks1, where.cpus))
+        if where.separate:
+            # One core each: other work shows on either core on its own.
+            (server_core,), (client_core,) = where.server, where.client
             result["server_core_busy_pct"] = procinfo.busy_percent(ticks0, ticks1, server_core)
-            result["client_core_busy_pct"] = procinfo.busy_percent(ticks0, ticks1, client_cpu)
+            result["client_core_busy_pct"] = procinfo.busy_percent(ticks0, ticks1, client_core)
             result["other_pct"] = max(
                 result["server_core_busy_pct"] - result["server_cpu_pct"],
                 result["client_core_busy_pct"] - result["client_cpu_pct"])
+    if "family" in readings:
+        result["server_processes"], result["affinity"] = readings["family"]
     return result
 
 

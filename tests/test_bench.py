@@ -42,7 +42,8 @@ def test_quick_run_produces_every_result_with_every_byte_checked(tmp_path):
     """`python -m bench --quick` (what CI runs) measures every planned pair and finds no broken echo.
 
     It also shows that memory is read over the whole process family: the fork
-    server holding 1,000 idle clients is 1,001 processes.
+    server holding 1,000 idle clients is 1,001 processes; and that every
+    process and thread of each server was held to the server's one CPU.
     """
     done = _bench("--quick", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
@@ -66,6 +67,10 @@ def test_quick_run_produces_every_result_with_every_byte_checked(tmp_path):
     assert all(r["failures"] == r["stalled"] == r["idle_lost"] == 0 for r in ours), ours
     machine = results["meta"]["machine"]
     assert machine["python"] and machine["kernel"] and machine["cores"]
+    server_cpu = results["meta"]["server_cpu"]
+    if server_cpu is not None:      # two CPUs or more: every server family on its one CPU
+        assert all(r["affinity"] == [server_cpu] for r in results["runs"] if "affinity" in r)
+        assert any("affinity" in r for r in results["runs"])
     table = (tmp_path / "results.md").read_text()
     assert "## 1 KiB ping-pong, 10 connections" in table and "÷ echo_fork" in table
     assert done.stdout.strip() == table.strip()

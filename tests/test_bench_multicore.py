@@ -1,0 +1,270 @@
+"""``python -m bench --multicore``: nothing pinned, the CPU split measured, its report rendered.
+
+The pure parts are tested from numbers made up here: where the mode puts the
+server and the load generator, the arithmetic of the CPU split, the report
+from a results dict, and ``--render`` beside the default mode's results.  One
+short run on loopback checks that the mode's servers, their children and
+threads included, really may run on every CPU.  No test looks at a speed.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench import catalog, multicore, procinfo, report, runner
+from tests.conftest import ROOT
+
+TWO_CORES = len(os.sched_getaffinity(0)) >= 2
+
+
+def _bench(*args, timeout=170):
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# --- where things run --------------------------------------------------------------
+
+def test_multicore_gives_the_server_and_the_load_generator_every_usable_cpu():
+    """--multicore lets the server and the load generator use every CPU the driver may use;
+    the default mode gives each one CPU of its own, and with one CPU pins nothing."""
+    where = runner.placement({3, 0, 1, 2}, multicore=True)
+    assert where.server == where.client == {0, 1, 2, 3}
+    assert not where.separate and where.cpus == {0, 1, 2, 3}
+
+    pinned = runner.placement({5, 7}, multicore=False)
+    assert (pinned.server, pinned.client) == ({5}, {7})
+    assert pinned.separate and pinned.cpus == {5, 7}
+
+    alone = runner.placement({0}, multicore=False)
+    assert alone.server is None and alone.client is None and not alone.cpus
+
+
+# --- the CPU split -----------------------------------------------------------------
+
+def _ticks(*busy_total):
+    return {cpu: pair for cpu, pair in enumerate(busy_total)}
+
+
+def test_cpu_split_is_in_percent_of_all_the_cores():
+    """The load generator's share is its CPU time over everything the cores could do in the
+    window: on 2 cores, one whole core is 50%; idle is what the tick counts say nobody used."""
+    before = _ticks((1000, 5000), (2000, 6000))
+    # 2 s at 100 ticks/s: 200 ticks per core; core 0 busy 180 of them, core 1 150.
+    after = _ticks((1180, 5200), (2150, 6200))
+    split = procinfo.cpu_split(server_cpu_s=1.5, client_cpu_s=1.0, window_s=2.0,
+                               before=before, after=after, cpus={1, 0})
+    assert split["cpus"] == [0, 1]
+    assert split["server_share_pct"] == pytest.approx(37.5)
+    assert split["client_share_pct"] == pytest.approx(25.0)
+    assert split["busy_pct"] == pytest.approx(82.5)
+    assert split["idle_pct"] == pytest.approx(17.5)
+    # Busy 3.3 core-seconds, of which 2.5 are the pair's: 0.8 s over 2 s is 40% of one core.
+    assert split["other_pct"] == pytest.approx(40.0)
+
+
+def test_cpu_split_never_reports_negative_other_work():
+    """Tick counts are coarse: when the pair's own CPU time exceeds what the ticks show busy,
+    the unaccounted work is 0, not negative (it would read as negative noise)."""
+    before, after = _ticks((0, 0), (0, 0)), _ticks((100, 200), (100, 200))
+    split = procinfo.cpu_split(1.2, 0.9, 2.0, before, after, [0, 1])
+    assert split["busy_pct"] == pytest.approx(50.0)
+    assert split["other_pct"] == 0.0
+
+
+def test_one_core_of_a_single_thread_load_generator_is_one_over_the_cores():
+    """The report's limit paragraph names the share at which a one-thread load generator is the
+    limit: 50% on 2 cores, 25% on 4, and says plainly what the machine cannot show about 16."""
+    meta = _meta()
+    text = multicore.limits(meta)
+    assert "near 50% (a whole core)" in text and "about 16" in text
+    assert "cannot get a core each" in text and "**server CPU per request**" in text
+    meta["server_cpus"] = [0, 1, 2, 3]
+    assert "near 25% (a whole core)" in multicore.limits(meta)
+
+
+# --- the report from a results dict --------------------------------------------------
+
+def _meta(**extra):
+    return {
+        "mode": "multicore", "started": "2026-12-01T10:00:00+00:00",
+        "command": "python -m bench --multicore",
+        "machine": {"cpu_model": "Test CPU 9000", "cores": 2, "usable_cores": [0, 1],
+                    "memory_gib": 4.0, "kernel": "6.1.0", "python": "3.11.7",
+                    "python_implementation": "CPython"},
+        "server_cpu": None, "client_cpu": None, "server_cpus": [0, 1], "client_cpus": [0, 1],
+        "loadgen": "C epoll (bench/loadgen.c)", "lower_bound": False, "quick": False,
+        "reps": 3, "seconds": 2.0, "warmup": 0.5, "failed": {},
+        "skipped": {"echo_select_wauto": "servers.echo_select has no --workers option (yet)"},
+        **extra,
+    }
+
+
+def _run(server, workload, per_s, us, shares, rep=1, processes=1):
+    """One run as run_load records it, with made-up figures."""
+    server_share, client_share, idle = shares
+    return {
+        "server": server, "workload": workload, "rep": rep, "mode": "pingpong", "size": 1024,
+        "per_s": per_s, "requests": int(per_s * 2), "errors": 0, "failures": 0,
+        "bytes_checked": int(per_s * 2) * 2048, "established": 100, "served": 100,
+        "stalled": 0, "ready_s": 0.01, "ready_timeout": 0, "idle_lost": 0, "other_pct": 2.0,
+        "server_us_per_req": us, "server_cpu_pct": server_share * 2,
+        "client_cpu_pct": client_share * 2, "server_share_pct": server_share,
+        "client_share_pct": client_share, "busy_pct": 100 - idle, "idle_pct": idle,
+        "p50_us": 700.0, "p99_us": 1400.0, "server_processes": processes, "affinity": [0, 1],
+    }
+
+
+def _runs():
+    runs = []
+    for rep, wobble in enumerate((0.98, 1.0, 1.02), 1):
+        runs += [
+            _run("echo_select", "pingpong-1k-100", 120000 * wobble, 8.25, (49, 45, 4), rep),
+            _run("echo_select_w2", "pingpong-1k-100", 110000 * wobble, 9.5, (60, 35, 3), rep, 3),
+            _run("echo_fork", "churn-10", 700 * wobble, 2600.0, (95, 3, 1), rep, 11),
+        ]
+    return runs
+
+
+def test_report_has_the_machine_the_limits_and_every_figure_beside_each_other():
+    """The multi-core section names the machine (CPU model, cores, Python), says what the cores
+    cannot show, and gives for every server echoes/s, server CPU per request and the load
+    generator's share side by side, medians of the repetitions."""
+    text = multicore.markdown(report.summarise(_runs()), _meta())
+    assert text.startswith(f"## {multicore.TITLE}\n")
+    assert "Machine: Test CPU 9000, 2 cores (CPUs 0, 1 usable)" in text
+    assert "CPython 3.11.7" in text and "`python -m bench --multicore`" in text
+    assert multicore.limits(_meta()) in text
+    lines = text.splitlines()
+    # The overview: one row per server, in the mode's order, – where it did not run.
+    assert "| echo_select | 120,000 | 8.25 | 45% | – | – | – |" in lines
+    assert "| echo_select_w2 | 110,000 | 9.50 | 35% | – | – | – |" in lines
+    assert "| echo_fork | – | – | – | 700 | 2600.00 | 3% |" in lines
+    assert lines.index("| echo_select | 120,000 | 8.25 | 45% | – | – | – |") < \
+        lines.index("| echo_select_w2 | 110,000 | 9.50 | 35% | – | – | – |")
+    # The workload's own table: processes, spread, cores, the split, latency.
+    assert ("| echo_select_w2 | 3 | 110,000 | 2% | 9.50 | 1.20 | 60% / 35% / 3% | 700 | 1,400 |  |"
+            in lines)
+    assert "### 1 KiB ping-pong, 100 connections" in lines
+    assert "| server | processes | connections/s |" in text      # churn counts connections
+    # Why a server is missing is said, not left to guess.
+    assert "- echo_select_wauto: servers.echo_select has no --workers option (yet)" in lines
+
+
+def test_report_says_when_the_python_load_generator_made_the_numbers():
+    """A multi-core run measured with the Python load generator says its rates are a lower bound."""
+    text = multicore.markdown(report.summarise(_runs()), _meta(lower_bound=True))
+    assert "every rate here is a lower bound" in text
+
+
+def _single_core_results():
+    """A default-mode results.json as older runs wrote it: no "mode" in meta."""
+    meta = {k: v for k, v in _meta().items() if k != "mode"}
+    meta.update(server_cpu=0, client_cpu=1, skipped={})
+    runs = [_run("echo_select", "pingpong-1k-10", 140000, 6.9, (50, 45, 3))]
+    return {"meta": meta, "summary": report.summarise(runs), "runs": runs}
+
+
+def test_render_writes_the_multicore_section_without_touching_the_single_core_results(tmp_path):
+    """--render of a multicore.json into a folder that holds results.json leaves that file as it
+    was, and results.md then reports both runs: the pinned one first, the multi-core section
+    last, with a pointer to it under the machine line."""
+    single = tmp_path / "results.json"
+    single.write_text(json.dumps(_single_core_results()))
+    before = single.read_bytes()
+    source = tmp_path / "in.json"
+    source.write_text(json.dumps({"meta": _meta(), "runs": _runs()}))
+    done = _bench("--render", str(source), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert single.read_bytes() == before
+    written = json.loads((tmp_path / multicore.RESULTS).read_text())
+    assert written["runs"] == _runs() and written["meta"]["mode"] == "multicore"
+    md = (tmp_path / "results.md").read_text()
+    assert md.index("## 1 KiB ping-pong, 10 connections") < md.index(f"## {multicore.TITLE}")
+    assert f"is the last section: [{multicore.TITLE}](#multi-core-no-server-pinned)" in md
+    # Stdout is the rendered run's own report.
+    assert done.stdout.startswith(f"# {multicore.TITLE}\n")
+    if "no plots" not in done.stderr:
+        assert (tmp_path / multicore.PLOT).stat().st_size > 0
+
+    # Rendering the default mode's file again keeps the multi-core section too.
+    done = _bench("--render", str(single), "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert f"## {multicore.TITLE}" in (tmp_path / "results.md").read_text()
+
+
+def test_render_of_multicore_results_alone(tmp_path):
+    """Into an empty folder, --render of multicore results writes multicore.json and a
+    results.md with only the multi-core section, and no results.json."""
+    source = tmp_path / "in.json"
+    source.write_text(json.dumps({"meta": _meta(), "runs": _runs()}))
+    out = tmp_path / "out"
+    done = _bench("--render", str(source), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert not (out / "results.json").exists()
+    md = (out / "results.md").read_text()
+    assert md.startswith(f"# selectlab benchmark\n\n## {multicore.TITLE}\n")
+
+
+# --- the workers rows ----------------------------------------------------------------
+
+def test_a_workers_row_runs_once_echo_select_offers_the_option_and_says_why_not_before():
+    """The --workers rows need servers.echo_select to list --workers in its --help; a program
+    that lacks an option gets a reason in the report instead of a failed run."""
+    assert catalog.offers("servers.echo_select", "--backlog")
+    assert not catalog.offers("bench.peers.asyncio_echo", "--workers")
+    lacking = catalog.Server("x", "x", (sys.executable, "-m", "bench.peers.asyncio_echo", "0"),
+                             needs="--workers")
+    assert catalog.missing(lacking, True) == (
+        "bench.peers.asyncio_echo has no --workers option (yet): its --help does not list it")
+    for server in catalog.WORKER_SERVERS:
+        assert server.needs == "--workers" and server.name in catalog.MULTICORE_SERVERS
+        assert server.name not in catalog.SERVER      # never in the pinned run
+        i = server.argv.index("--workers")
+        assert server.argv[i + 1] in ("1", "2", "auto")
+
+
+def test_help_names_the_mode_and_its_servers():
+    """`python -m bench --help` documents --multicore and the servers it compares."""
+    out = _bench("--help").stdout
+    assert "--multicore" in out
+    for name in ("echo_select_w1", "echo_select_w2", "echo_select_wauto"):
+        assert name in out
+
+
+def test_multicore_refuses_a_memory_workload():
+    """Memory per connection does not depend on the cores; --multicore says so in one line."""
+    done = _bench("--multicore", "--workloads", "idle-1000")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "unknown workload (with --multicore): idle-1000" in done.stderr
+
+
+# --- one short run on loopback ---------------------------------------------------------
+
+@pytest.mark.skipif(not TWO_CORES, reason="needs two CPUs to tell pinned from not")
+@pytest.mark.timeout(120)
+def test_multicore_servers_their_children_and_threads_may_run_on_every_cpu(tmp_path):
+    """In a --multicore run every process and thread of each server (a fork server's children,
+    a thread server's threads) may run on every CPU this process may use, and the CPU split
+    and the server's processes are recorded for each run; the single-core results are not
+    written."""
+    done = _bench("--multicore", "--quick", "--servers", "echo_select,echo_fork,echo_thread",
+                  "--workloads", "pingpong-1k-100", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not (tmp_path / "results.json").exists()
+    results = json.loads((tmp_path / multicore.RESULTS).read_text())
+    assert results["meta"]["mode"] == "multicore"
+    everything = sorted(os.sched_getaffinity(0))
+    assert results["meta"]["server_cpus"] == results["meta"]["client_cpus"] == everything
+    runs = {r["server"]: r for r in results["runs"]}
+    assert set(runs) == {"echo_select", "echo_fork", "echo_thread"}
+    for run in runs.values():
+        assert run["affinity"] == everything, run["server"]
+        assert run["errors"] == 0 and run["requests"] > 0
+        assert run["cpus"] == everything
+        shares = run["server_share_pct"] + run["client_share_pct"] + run["idle_pct"]
+        assert 0 < run["client_share_pct"] and shares <= 100 + 5     # ticks are coarse
+    assert runs["echo_fork"]["server_processes"] > 1      # its children were read too
+    assert f"## {multicore.TITLE}" in (tmp_path / "results.md").read_text()
