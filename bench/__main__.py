@@ -378,8 +378,9 @@ def folder_markdown(out_dir):
             continue
     lines = []
     if "results.json" in parts:
-        lines.append(report.markdown(*parts["results.json"]).rstrip("\n"))
+        lines.append(report.markdown(*parts["results.json"]))
         if multicore.RESULTS in parts:
+            lines[0] = lines[0].rstrip("\n")
             # The pointer goes under the machine line, where a reader starts.
             head, sep, rest = lines[0].partition("\n\nLoad generator:")
             lines[0] = (head + f"\n\nA run with no server pinned, every server on every core, "

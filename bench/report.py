@@ -37,9 +37,12 @@ def summarise(runs):
             "noisy": sum(1 for r in reps if (r.get("other_pct") or 0) > NOISE_PCT),
         }
         for key in ("server_us_per_req", "server_cpu_pct", "client_cpu_pct",
-                    "client_core_busy_pct", "p50_us", "p99_us", "server_share_pct",
-                    "client_share_pct", "busy_pct", "idle_pct"):
+                    "client_core_busy_pct", "p50_us", "p99_us"):
             s[key] = _median([r.get(key) for r in reps])
+        # The CPU split of all the cores (older results lack it).
+        for key in ("server_share_pct", "client_share_pct", "busy_pct", "idle_pct"):
+            if any(key in r for r in reps):
+                s[key] = _median([r.get(key) for r in reps])
         if any("server_processes" in r for r in reps):
             s["server_processes"] = max(r.get("server_processes", 0) for r in reps)
             # The CPUs every thread of the server could use in every repetition.
