@@ -106,7 +106,7 @@ def add_verbosity(parser):
                        help="log only warnings and errors")
 
 
-def setup_logging(args, trace=False):
+def setup_logging(args, trace=False, prefix=""):
     """Send the ``selectlab`` logs to stderr at the level asked for; return the writer.
 
     The handler is a :class:`~reactor.logwriter.LogWriter` (returned, for the
@@ -125,6 +125,8 @@ def setup_logging(args, trace=False):
     The counters (``selectlab.stats``: ``--stats``, SIGUSR1) are always
     shown, since they are only logged when asked for.
 
+    ``prefix`` starts every message (a worker process names itself).
+
     Meant for a command's ``main()``: it replaces (and closes) any handler
     the ``selectlab`` logger had, and it sets logging's process-wide flags
     so that records skip the caller's frame and thread and process names.
@@ -142,7 +144,7 @@ def setup_logging(args, trace=False):
         # fill up, so it is written as it is.
         writer = None
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(LineFormatter())
+    handler.setFormatter(LineFormatter(prefix))
     root = logging.getLogger("selectlab")
     for old in root.handlers:
         old.close()

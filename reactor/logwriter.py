@@ -74,10 +74,14 @@ _WRITE = 2      # selectors.EVENT_WRITE
 
 
 class LineFormatter(logging.Formatter):
-    """The servers' line format, ``2026-12-01 18:41:38.123 INFO ...``, with the date cached per second."""
+    """The servers' line format, ``2026-12-01 18:41:38.123 INFO ...``, with the date cached per second.
 
-    def __init__(self):
-        super().__init__(FORMAT, DATE_FORMAT)
+    ``prefix`` goes before each message: a worker's ``worker 2 (pid 4242): ``.
+    """
+
+    def __init__(self, prefix=""):
+        fmt = FORMAT.replace("%(message)s", prefix.replace("%", "%%") + "%(message)s")
+        super().__init__(fmt, DATE_FORMAT)
         self._second = None
         self._date = ""
 

@@ -180,7 +180,7 @@ def build_parser():
         "does not read is cut off (see --max-output and --slow-timeout) and never slows the "
         "room. -v also logs every line said.")
     add_server_arguments(parser, CHAT_PORT)
-    add_reactor_arguments(parser)
+    add_reactor_arguments(parser, workers=False)   # one room: its members in one process
     parser.add_argument("--slow-timeout", type=cli.positive_float, default=SLOW_TIMEOUT,
                         metavar="SECS",
                         help=f"cut off a member whose unread output stays above the high-water "

@@ -8,6 +8,7 @@ a descriptor past it.
 """
 
 import logging
+import os
 import resource
 
 from cli import Fatal
@@ -19,6 +20,11 @@ log = logging.getLogger("selectlab")
 # the server's own (selector, wakeup socketpair, listening sockets, logs) and
 # for answering "busy" to clients beyond capacity.
 RESERVED_FDS = 32
+
+
+def cpu_count():
+    """The CPUs this process may run on (its affinity mask), as ``--workers auto`` counts them."""
+    return len(os.sched_getaffinity(0))
 
 
 def fd_limit():
@@ -77,17 +83,21 @@ def choose_max_clients(requested, fd_limit):
     return allowed
 
 
-def log_capacity(requested, capacity, fd_limit, on_select=False):
-    """Say how many clients will be served, and warn if the descriptors cannot cover them."""
+def log_capacity(requested, capacity, fd_limit, on_select=False, per_worker=False):
+    """Say how many clients will be served, and warn if the descriptors cannot cover them.
+
+    ``per_worker``: each of several worker processes has that capacity.
+    """
+    each = " by each worker" if per_worker else ""
     allowed = fd_limit - RESERVED_FDS
     remedy = ("use --selector poll or epoll, which have no such limit" if on_select
               else "raise ulimit -n to avoid this")
     if requested is None:
-        log.info("serving at most %d clients at once (open-file limit %d minus %d kept "
-                 "for the server)", capacity, fd_limit, RESERVED_FDS)
+        log.info("serving at most %d clients at once%s (open-file limit %d minus %d kept "
+                 "for the server)", capacity, each, fd_limit, RESERVED_FDS)
     elif capacity > allowed:
         log.warning("--max-clients %d is more than the open-file limit (%d) allows: past "
                     "about %d clients, accepting will pause until clients leave (%s)",
                     capacity, fd_limit, max(allowed, 0), remedy)
     else:
-        log.info("serving at most %d client(s) at once", capacity)
+        log.info("serving at most %d client(s) at once%s", capacity, each)

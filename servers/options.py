@@ -4,8 +4,9 @@
 * :func:`add_server_arguments`: ``[port]``, ``-b/--bind``, ``--backlog``,
   ``--grace``, ``--trace``, ``-v/-q``, the same on every server.
 * :func:`add_reactor_arguments`: ``--max-clients``, ``--idle-timeout``,
-  ``--max-output``, ``--stats``, ``--selector`` and the PROXY protocol's
-  options, the same on every server that runs on the reactor.
+  ``--max-output``, ``--stats``, ``--selector``, the PROXY protocol's
+  options and ``--workers``, the same on every server that runs on the
+  reactor.
 """
 
 import argparse
@@ -17,7 +18,7 @@ from cli import (
 from reactor.connection import MAX_OUTPUT
 from reactor.protocols import LOOPBACK, PROXY_HEADER_TIMEOUT
 from reactor.selection import FD_SETSIZE, SELECTORS
-from servers.limits import RESERVED_FDS, fd_limit
+from servers.limits import RESERVED_FDS, cpu_count, fd_limit
 
 # UNP's LISTENQ.  The kernel caps it at net.core.somaxconn.
 DEFAULT_BACKLOG = 1024
@@ -57,11 +58,12 @@ def add_server_arguments(parser, default_port, trace=True, protocols="TCP"):
     add_verbosity(parser)
 
 
-def add_reactor_arguments(parser, default_max_clients=None):
+def add_reactor_arguments(parser, default_max_clients=None, workers=True):
     """The options of every server on the reactor: admission control, idle timeout, counters.
 
     ``default_max_clients`` None means Redis's default: as many clients as
-    the descriptor limit allows, minus ``RESERVED_FDS``.
+    the descriptor limit allows, minus ``RESERVED_FDS``.  ``workers=False``
+    leaves out ``--workers`` (a server whose clients share state in memory).
     """
     if default_max_clients is None:
         default_text = (f"the open-file limit minus {RESERVED_FDS} descriptors kept for the "
@@ -70,8 +72,9 @@ def add_reactor_arguments(parser, default_max_clients=None):
         default_text = str(default_max_clients)
     parser.add_argument("--max-clients", type=positive_int, default=default_max_clients,
                         metavar="N",
-                        help=f"serve at most N clients at once; a client beyond them reads "
-                             f"'busy' and is closed cleanly (default: {default_text})")
+                        help=f"serve at most N clients at once (with --workers, N in each "
+                             f"worker); a client beyond them reads 'busy' and is closed "
+                             f"cleanly (default: {default_text})")
     parser.add_argument("--idle-timeout", type=positive_float, default=None, metavar="SECS",
                         help="close a client after SECS seconds with no byte moving either "
                              "way (default: never)")
@@ -86,6 +89,28 @@ def add_reactor_arguments(parser, default_max_clients=None):
                              "every SECS seconds; SIGUSR1 logs them at any time")
     add_selector_argument(parser)
     add_proxy_arguments(parser)
+    if workers:
+        add_workers_arguments(parser)
+
+
+def workers_argument(text):
+    """argparse type: a number of workers from 1, or ``auto``."""
+    return "auto" if text == "auto" else positive_int(text)
+
+
+def add_workers_arguments(parser):
+    """``--workers N|auto`` and ``--reuseport``: a reactor per core (``servers.workers``)."""
+    parser.add_argument("--workers", type=workers_argument, default=1, metavar="N|auto",
+                        help="run N reactor processes on the port, under a master that "
+                             "restarts any that dies and passes signals on (default 1: one "
+                             "process, no master; auto: one per CPU this process may run on, "
+                             "here %d). SIGUSR1 to the master logs each worker's counters "
+                             "and their total" % cpu_count())
+    parser.add_argument("--reuseport", action=argparse.BooleanOptionalAction, default=True,
+                        help="with --workers: a listening socket per worker with "
+                             "SO_REUSEPORT, the kernel spreading new clients over them (the "
+                             "default), or --no-reuseport: one socket that every worker "
+                             "accepts from")
 
 
 def networks(text):

@@ -49,6 +49,7 @@ class ServiceState(enum.Enum):
 
 class ServiceEvent(enum.Enum):
     STOP = "stop"            # SIGINT, SIGTERM or Service.stop()
+    ABORT = "abort"          # Service.stop_now(): a worker whose master is gone
     DRAINED = "drained"      # the last client is gone, or the grace period is over
     FAILED = "failed"        # nothing left to serve
 
@@ -70,6 +71,11 @@ SERVICE_TABLE = {
     (_S.ABORTING, _SE.STOP): (_S.ABORTING, None),
     # A signal in the turn the loop stops in.
     (_S.STOPPED, _SE.STOP): (_S.STOPPED, None),
+    # A worker whose master has gone (Service.stop_now) stops at once, whatever it was doing.
+    (_S.RUNNING, _SE.ABORT): (_S.ABORTING, _SA.ABORT),
+    (_S.STOPPING, _SE.ABORT): (_S.ABORTING, _SA.ABORT),
+    (_S.ABORTING, _SE.ABORT): (_S.ABORTING, None),
+    (_S.STOPPED, _SE.ABORT): (_S.STOPPED, None),
 }
 
 
@@ -142,18 +148,21 @@ class Service:
     def log_stats(self, _signum=None):
         stats_log.info("stats: %s", format_stats(self.snapshot()))
 
-    def run(self, grace=DEFAULT_GRACE, stats_interval=None, signals=True):
+    def run(self, grace=DEFAULT_GRACE, stats_interval=None, signals=True, ready=None,
+            stop_signals=(signal.SIGINT, signal.SIGTERM)):
         """Announce, serve until stopped, return the exit status.
 
         ``signals=False`` leaves the signal handlers alone (the loop may then
-        run outside the main thread); stop it with :meth:`stop`.
+        run outside the main thread); stop it with :meth:`stop`.  A worker
+        (``servers.workers``) stops on SIGTERM alone, the master's, and
+        instead of announcing its sockets calls ``ready()``.
         """
         reactor = self.reactor
         self.grace = grace
         for endpoint in self.endpoints:
             endpoint.on_failed = self._endpoint_failed
         if signals:
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in stop_signals:
                 reactor.add_signal_handler(signum, self._on_signal)
             # Ignored, not fatal (its default action), once the loop has put
             # the handlers back: a SIGUSR1 that arrives while the process
@@ -169,9 +178,12 @@ class Service:
             self.log_writer.attach(reactor)
         # The handlers are in place before the lines are printed, so whoever
         # waits for them may signal at once.
-        if self.server:
-            announce(self.server.sockets)
-        announce([e.sock for e in self.endpoints], suffix=" (UDP)")
+        if ready is not None:
+            ready()
+        else:
+            if self.server:
+                announce(self.server.sockets)
+            announce([e.sock for e in self.endpoints], suffix=" (UDP)")
         try:
             reactor.run()
         finally:
@@ -189,6 +201,10 @@ class Service:
         """
         self._fire(ServiceEvent.STOP, reason)
 
+    def stop_now(self, reason):
+        """Stop at once, as a second signal does (exit status 1), whatever the state."""
+        self._fire(ServiceEvent.ABORT, reason, False, self.state is not ServiceState.RUNNING)
+
     def _drain(self, reason):
         server = self.server
         clients = server.client_count() if server else 0
@@ -203,11 +219,21 @@ class Service:
         else:
             self._drained()
 
-    def _abort(self, reason):
-        clients = self.server.client_count() if self.server else 0
-        log.warning("%s again: stopping now, dropping %d client(s)", reason, clients)
+    def _abort(self, reason, again=True, draining=True):
+        """Drop every client; DRAINED follows once they are gone (the drain's own callback)."""
+        server = self.server
+        clients = server.client_count() if server else 0
+        log.warning("%s%s: stopping now, dropping %d client(s)", reason,
+                    " again" if again else "", clients)
         self.status = EXIT_SECOND_SIGNAL
-        self.server.abort_all("second signal")     # then DRAINED, once they are gone
+        for endpoint in self.endpoints:
+            endpoint.close()
+        if not server:
+            self._drained()
+            return
+        if not draining:
+            server.shutdown(0.0, self._drained)
+        server.abort_all("second signal" if again else reason)
 
     def _drained(self):
         self._fire(ServiceEvent.DRAINED)
@@ -251,6 +277,50 @@ def datagram_snapshot(endpoints):
     return total
 
 
+class StreamPlan:
+    """What a reactor server settles before it serves: its descriptor limit, capacity and sockets.
+
+    :func:`plan_stream_service` makes one, and logs its choices once; with
+    ``--workers`` the master makes it, and each worker builds its loop and
+    server from it (:meth:`build`).
+    """
+
+    def __init__(self, args, protocol_factory, datagram_protocol=None):
+        self.args = args
+        self.ceiling = fd_limit_for(args)
+        self.fd_limit = raise_fd_limit(self.ceiling)
+        self.capacity = choose_max_clients(args.max_clients, self.fd_limit)
+        self.with_udp = datagram_protocol is not None and getattr(args, "udp", False)
+        self.datagram_protocol = datagram_protocol
+        if getattr(args, "proxy_protocol", False):
+            protocol_factory = _behind_a_balancer(protocol_factory, args)
+        self.protocol_factory = protocol_factory
+
+    def log_choices(self, per_worker=False):
+        args = self.args
+        log_capacity(args.max_clients, self.capacity, self.fd_limit,
+                     on_select=self.ceiling is not None, per_worker=per_worker)
+        if self.ceiling is not None:
+            log.info("waiting in select(): open-file limit %d, since select() cannot watch "
+                     "descriptors past %d", self.fd_limit, FD_SETSIZE - 1)
+        if getattr(args, "proxy_protocol", False):
+            log.info("expecting a PROXY protocol header on every connection, from %s only",
+                     ", ".join(map(str, args.proxy_from)))
+        if args.idle_timeout is not None:
+            log.info("closing clients idle for %g s", args.idle_timeout)
+
+    def build(self, socks, udp_socks, writer, attach_log=True):
+        """The :class:`Service` serving on ``socks`` (TCP) and ``udp_socks``."""
+        args = self.args
+        reactor = make_reactor(args)
+        server = StreamServer(reactor, socks, self.protocol_factory, capacity=self.capacity,
+                              reject_message=BUSY_MESSAGE, idle_timeout=args.idle_timeout,
+                              trace=args.trace, max_output=args.max_output)
+        endpoints = [DatagramEndpoint(reactor, sock, self.datagram_protocol)
+                     for sock in udp_socks]
+        return Service(reactor, server, endpoints, writer, attach_log)
+
+
 def build_stream_service(args, protocol_factory, datagram_protocol=None):
     """The :class:`Service` that ``main()`` of a reactor server runs, from its parsed arguments.
 
@@ -263,39 +333,26 @@ def build_stream_service(args, protocol_factory, datagram_protocol=None):
     sockets are there to look at.
     """
     writer = cli.setup_logging(args, trace=args.trace)
-    ceiling = fd_limit_for(args)
-    fd_limit = raise_fd_limit(ceiling)
-    capacity = choose_max_clients(args.max_clients, fd_limit)
-    with_udp = datagram_protocol is not None and getattr(args, "udp", False)
-    socks, udp_socks = open_stream_and_datagram(args, with_udp)
-    log_capacity(args.max_clients, capacity, fd_limit, on_select=ceiling is not None)
-    reactor = make_reactor(args)
-    if ceiling is not None:
-        log.info("waiting in select(): open-file limit %d, since select() cannot watch "
-                 "descriptors past %d", fd_limit, FD_SETSIZE - 1)
-    if getattr(args, "proxy_protocol", False):
-        protocol_factory = _behind_a_balancer(protocol_factory, args)
-    server = StreamServer(reactor, socks, protocol_factory, capacity=capacity,
-                          reject_message=BUSY_MESSAGE, idle_timeout=args.idle_timeout,
-                          trace=args.trace, max_output=args.max_output)
-    if args.idle_timeout is not None:
-        log.info("closing clients idle for %g s", args.idle_timeout)
-    endpoints = [DatagramEndpoint(reactor, sock, datagram_protocol) for sock in udp_socks]
-    return Service(reactor, server, endpoints, writer)
+    plan = StreamPlan(args, protocol_factory, datagram_protocol)
+    socks, udp_socks = open_stream_and_datagram(args, plan.with_udp)
+    plan.log_choices()
+    return plan.build(socks, udp_socks, writer)
 
 
 def _behind_a_balancer(protocol_factory, args):
     """``protocol_factory``'s protocols, each behind a PROXY header read first."""
     trusted, timeout = args.proxy_from, args.proxy_timeout
-    log.info("expecting a PROXY protocol header on every connection, from %s only",
-             ", ".join(map(str, trusted)))
     return lambda: ProxyHeaderReceiver(protocol_factory, trusted, timeout)
 
 
 def run_stream_server(args, protocol_factory, datagram_protocol=None):
     """What ``main()`` of a reactor server does: :func:`build_stream_service`, then run it.
 
-    Returns the exit status.
+    With ``--workers`` other than 1, a master runs that many of them
+    instead (``servers.workers``).  Returns the exit status.
     """
+    if getattr(args, "workers", 1) != 1:
+        from servers.workers import run_workers     # here: servers.workers builds on this module
+        return run_workers(args, protocol_factory, datagram_protocol)
     service = build_stream_service(args, protocol_factory, datagram_protocol)
     return service.run(args.grace, args.stats)

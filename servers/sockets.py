@@ -28,18 +28,26 @@ def _listen_error(where, exc):
     return Fatal(f"cannot listen on {where}: {exc.strerror or exc}")
 
 
-def _stream_opener(backlog):
+def _stream_opener(backlog, reuse_port=False):
     def open_one(family, sockaddr, dualstack=False):
         return socket.create_server(sockaddr, family=family, backlog=backlog,
-                                    dualstack_ipv6=dualstack)
+                                    reuse_port=reuse_port, dualstack_ipv6=dualstack)
     return open_one
 
 
-def _open_datagram(family, sockaddr, dualstack=False):
+def _datagram_opener(reuse_port=False):
+    def open_one(family, sockaddr, dualstack=False):
+        return _open_datagram(family, sockaddr, dualstack, reuse_port)
+    return open_one
+
+
+def _open_datagram(family, sockaddr, dualstack=False, reuse_port=False):
     # No SO_REUSEADDR: on UDP it would let a second server share the port
     # silently instead of failing with "address in use".
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if dualstack else 1)
         sock.bind(sockaddr)
@@ -96,23 +104,25 @@ def _open_all(host, port_number, open_one, socktype):
     return socks
 
 
-def open_listeners(host, port_number, backlog=DEFAULT_BACKLOG):
+def open_listeners(host, port_number, backlog=DEFAULT_BACKLOG, reuse_port=False):
     """Bound, listening TCP sockets for ``host`` (None: every interface) and a port.
 
     See :func:`_open_all` for which addresses.  ``SO_REUSEADDR`` is set (the
-    worksheet's advice: restart at once, without waiting for TIME_WAIT).
+    worksheet's advice: restart at once, without waiting for TIME_WAIT), and
+    ``SO_REUSEPORT`` if ``reuse_port`` (see :func:`open_for_workers`).
 
     Raises
     ------
     cli.Fatal
         with a one-line explanation when the address cannot be used.
     """
-    return _open_all(host, port_number, _stream_opener(backlog), socket.SOCK_STREAM)
+    return _open_all(host, port_number, _stream_opener(backlog, reuse_port),
+                     socket.SOCK_STREAM)
 
 
-def open_datagram_sockets(host, port_number):
+def open_datagram_sockets(host, port_number, reuse_port=False):
     """Bound UDP sockets for ``host`` (None: every interface) and a port, as :func:`open_listeners`."""
-    return _open_all(host, port_number, _open_datagram, socket.SOCK_DGRAM)
+    return _open_all(host, port_number, _datagram_opener(reuse_port), socket.SOCK_DGRAM)
 
 
 def announce(socks, suffix=""):
@@ -143,3 +153,38 @@ def open_stream_and_datagram(args, with_udp):
             if args.port != 0 or attempt == _PORT_TRIES - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def open_for_workers(args, with_udp, count, reuse_port):
+    """The sockets of ``count`` workers: a list of ``(tcp_sockets, udp_sockets)``, one per worker.
+
+    With ``reuse_port`` each worker gets sockets of its own, every one bound
+    with ``SO_REUSEPORT`` to the same port, and the kernel spreads new
+    connections (and datagrams) over them by a hash of the client's address
+    and port.  Without it, every worker gets the same sockets, and whichever
+    worker calls ``accept()`` first has the client.
+
+    The master opens them all, and keeps them while a worker restarts, so
+    clients that arrive meanwhile wait in that socket's backlog instead of
+    being refused.  ``SO_REUSEPORT`` would let another server of the same
+    user share the port silently, so the port is first bound without it: a
+    port already in use fails as it does without workers.
+    """
+    socks, udp_socks = open_stream_and_datagram(args, with_udp)
+    if not reuse_port:
+        return [(socks, udp_socks)] * count
+    port_number = socks[0].getsockname()[1]
+    for sock in socks + udp_socks:
+        sock.close()
+    slots = []
+    try:
+        for _ in range(count):
+            slots.append((open_listeners(args.bind, port_number, args.backlog, True), []))
+            if with_udp:
+                slots[-1][1].extend(open_datagram_sockets(args.bind, port_number, True))
+    except Fatal:
+        for tcp, udp in slots:
+            for sock in tcp + udp:
+                sock.close()
+        raise
+    return slots

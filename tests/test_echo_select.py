@@ -240,6 +240,8 @@ def test_trace_shows_both_state_machines(start_server):
     with socket.create_connection(server.address) as sock:
         sock.sendall(b"x")
         assert recv_exactly(sock, 1) == b"x"
+    # Our FIN first, then the stop: the loop runs a signal before the turn's reads.
+    server.wait_for_log(" closed (")
     server.signal(signal.SIGTERM)
     assert server.wait() == 0
     log = server.log()

@@ -33,3 +33,12 @@ def test_stopped_is_final_and_missing_rows_are_errors():
                if old is S.STOPPED)
     with pytest.raises(IllegalTransition, match="service: no transition from STOPPED on DRAINED"):
         SERVICE.apply(S.STOPPED, E.DRAINED)
+
+
+def test_stop_now_aborts_from_any_state_and_never_leaves_stopped():
+    """A worker whose master has gone stops at once (exit 1), whether it was serving or
+    already draining; once stopped, nothing restarts it."""
+    assert SERVICE.apply(S.RUNNING, E.ABORT) == (S.ABORTING, A.ABORT)
+    assert SERVICE.apply(S.STOPPING, E.ABORT) == (S.ABORTING, A.ABORT)
+    assert SERVICE.apply(S.ABORTING, E.ABORT) == (S.ABORTING, None)
+    assert SERVICE.apply(S.STOPPED, E.ABORT) == (S.STOPPED, None)
