@@ -32,7 +32,10 @@
  * for an echo after more than a second at the end (a lost byte, or a server
  * that stopped answering them); "idle_lost" are idle connections that the
  * server closed or sent something on.  -M prints "MARK warm_end" and "MARK end" on stderr
- * at the window's edges, so the driver can sample the server's CPU there.
+ * at the window's edges, so the driver can sample the server's CPU there; after
+ * "MARK end" it waits (at most END_WAIT_S) for a line on stdin before closing
+ * anything, so that what a server does about the closes (a fork server's
+ * children exiting at once) is not read as work done in the window.
  *
  * Bounded: each connect has -T seconds (default 10), and so has the wait for
  * every first echo; the idle wait on stdin 120 s; the run ends at most
@@ -64,6 +67,7 @@
 #define MAX_CONNS 60000
 #define IN_FLIGHT 512       /* idle connections being opened at once */
 #define IDLE_WAIT_S 120     /* how long the driver may take to measure */
+#define END_WAIT_S 5        /* ... and to read the server's CPU at the window's end */
 #define SRC_FIRST 2         /* source addresses 127.0.0.2 .. */
 #define SRC_COUNT 250       /* .. 127.0.0.251 */
 
@@ -431,6 +435,14 @@ int main(int argc, char **argv) {
     cpu1 = cpu_now();
     if (!warm_done) { cpu0 = cpu1; mark("warm_end"); }
     mark("end");
+    if (marks) {
+        /* Nothing moves until the driver has read the end of the window. */
+        struct pollfd p = { .fd = 0, .events = POLLIN };
+        if (poll(&p, 1, END_WAIT_S * 1000) > 0) {
+            char line[64];
+            if (read(0, line, sizeof line) < 0) perror("loadgen: read stdin");
+        }
+    }
     /* A connection waiting more than a second for its echo at the end has
        stalled: a byte was lost, or the server stopped answering it. */
     int served = 0, stalled = 0, idle_lost = 0;

@@ -35,10 +35,10 @@ def _cpus_text(cpus):
     return ", ".join(map(str, cpus)) if cpus else "unknown"
 
 
-def _cores(s):
+def _cores(s, meta):
     """The server's CPU in cores (1.00 = one core busy all the window)."""
-    pct = s.get("server_cpu_pct")
-    return None if pct is None else pct / 100.0
+    share, cpus = s.get("server_share_pct"), meta.get("server_cpus")
+    return None if share is None or not cpus else share / 100.0 * len(cpus)
 
 
 def _split(s):
@@ -64,13 +64,15 @@ def limits(meta):
         "with the load generator, and what one more worker gains the load generator loses. "
         "So this run cannot tell how far `--workers` scales on 16 cores; that needs a machine "
         "whose load generator has cores of its own, or a second machine as the client. What "
-        "carries over is the **server CPU per request**: the CPU seconds the server and all "
-        "its processes spend on each echo (or each short connection). It does not depend on "
-        "how many cores there are, so a design that costs more here (a master beside its "
-        "workers, a child forked per connection, threads taking turns at the GIL) costs as "
-        "much on every core of a bigger machine, and cores ÷ CPU per request is the most "
-        "such a machine could serve, if the work spreads evenly and nothing else (the "
-        "kernel, the network) runs out first."
+        "carries over is the **server CPU per request**, the CPU seconds the server and all "
+        "its processes spend on each echo (or each short connection): a design pays it on "
+        "every core, however many there are, so a cost added here (a master beside its "
+        "workers, a child forked per connection, threads taking turns at the GIL) is added on "
+        "a big machine too, and cores ÷ CPU per request is the estimate to start from. Take "
+        "the ratios between servers, not the absolute µs: sharing cores with the load "
+        "generator costs every server context switches and cold caches (compare the pinned "
+        "run's figures for the same workloads), and many workers on many cores contend in "
+        "ways two cannot show."
     )
 
 
@@ -108,7 +110,7 @@ def markdown(summary, meta, level=2):
     for workload in workloads:
         rows = [s for s in summary if s["workload"] == workload.id]
         rows.sort(key=lambda s: -(s["per_s"] or 0))
-        lines += [f"{h}# {workload.title}", "", *rate_table(rows, workload), ""]
+        lines += [f"{h}# {workload.title}", "", *rate_table(rows, workload, meta), ""]
     if meta.get("failed"):
         lines += [f"{h}# Could not run", ""]
         lines += [f"- {what}: {why}" for what, why in meta["failed"].items()]
@@ -141,7 +143,7 @@ def overview(summary, workloads):
     return out
 
 
-def rate_table(rows, workload):
+def rate_table(rows, workload, meta):
     unit = "connections/s" if workload.mode == "churn" else "echoes/s"
     per = "connection" if workload.mode == "churn" else "echo"
     out = [f"| server | processes | {unit} | ± | server CPU µs/{per} | server cores "
@@ -152,7 +154,7 @@ def rate_table(rows, workload):
         out.append("| " + " | ".join([
             s["server"], report._fmt(s.get("server_processes")), report._fmt(s["per_s"]),
             report._fmt(spread, "{:.0f}%"), report._fmt(s.get("server_us_per_req"), "{:.2f}"),
-            report._fmt(_cores(s), "{:.2f}"), _split(s), report._fmt(s.get("p50_us")),
+            report._fmt(_cores(s, meta), "{:.2f}"), _split(s), report._fmt(s.get("p50_us")),
             report._fmt(s.get("p99_us")), report._notes(s, workload)]) + " |")
     return out
 

@@ -87,11 +87,11 @@ def cpu_split(server_cpu_s, client_cpu_s, window_s, before, after, cpus):
     """
     cpus = sorted(cpus)
     capacity_s = window_s * len(cpus)
-    busy = sum(after[c][0] - before[c][0] for c in cpus)
-    ticks = sum(after[c][1] - before[c][1] for c in cpus)
-    busy_pct = 100.0 * busy / ticks if ticks else 0.0
-    # The cores' busy time in CPU seconds, from the same tick counts.
-    busy_s = busy_pct / 100.0 * capacity_s
+    # The readings may come a little after the window's edges; the cores are
+    # idle after its end (the load generator waits), so busy time is counted
+    # in seconds, against the window's length, not against the ticks' span.
+    busy_s = sum(after[c][0] - before[c][0] for c in cpus) / process.CLK_TCK
+    busy_pct = min(100.0, 100.0 * busy_s / capacity_s)
     return {
         "cpus": cpus,
         "server_share_pct": 100.0 * server_cpu_s / capacity_s,

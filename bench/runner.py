@@ -159,6 +159,15 @@ def loadgen_argv(loadgen, workload, port, seconds, warmup):
     return argv
 
 
+def _say(gen, line):
+    """Tell a waiting load generator to go on."""
+    try:
+        gen.stdin.write(line)
+        gen.stdin.flush()
+    except BrokenPipeError:
+        pass    # it stopped waiting; its result says what it managed
+
+
 def run_load(server, workload, loadgen, seconds, warmup, where):
     """Run the load generator once against ``server``; return its result with our readings.
 
@@ -189,16 +198,15 @@ def run_load(server, workload, loadgen, seconds, warmup, where):
             line = raw.decode(errors="replace").rstrip("\n")
             if line == "MARK idle_ready":
                 readings["pss"], readings["processes"] = server.memory()
-                try:
-                    gen.stdin.write(b"go\n")
-                    gen.stdin.flush()
-                except BrokenPipeError:
-                    pass    # it stopped waiting; its result says what it managed
+                _say(gen, b"go\n")
             elif line.startswith("MARK "):
                 readings[line[5:]] = (server.cpu_seconds(), procinfo.core_ticks(),
                                       time.monotonic())
-                if line == "MARK end":      # after the edge's readings: they come first
+                if line == "MARK end":
+                    # After the edge's own readings, so that it cannot delay them, and
+                    # before the load generator closes its connections (it waits for us).
                     readings["family"] = server.family()
+                    _say(gen, b"go\n")
             else:
                 said.append(line)
         out = gen.stdout.read()
@@ -226,8 +234,10 @@ def run_load(server, workload, loadgen, seconds, warmup, where):
         result["server_cpu_pct"] = 100.0 * (cpu1 - cpu0) / window
         result["client_cpu_pct"] = 100.0 * result["client_cpu_s"] / window
         if where.cpus:
-            result.update(procinfo.cpu_split(cpu1 - cpu0, result["client_cpu_s"], window,
-                                             ticks0, ticks1, where.cpus))
+            # Over the load generator's own window, the one its CPU time and its
+            # requests are counted in; our readings come a little after its edges.
+            result.update(procinfo.cpu_split(cpu1 - cpu0, result["client_cpu_s"],
+                                             result["seconds"], ticks0, ticks1, where.cpus))
         if where.separate:
             # One core each: other work shows on either core on its own.
             (server_core,), (client_core,) = where.server, where.client

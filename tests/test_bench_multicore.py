@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from bench import catalog, multicore, procinfo, report, runner
+from bench import catalog, multicore, process, procinfo, report, runner
 from tests.conftest import ROOT
 
 TWO_CORES = len(os.sched_getaffinity(0)) >= 2
@@ -44,16 +44,19 @@ def test_multicore_gives_the_server_and_the_load_generator_every_usable_cpu():
 
 # --- the CPU split -----------------------------------------------------------------
 
-def _ticks(*busy_total):
-    return {cpu: pair for cpu, pair in enumerate(busy_total)}
+def _ticks(*busy_seconds, span=0.0):
+    """A /proc/stat reading: each core's busy seconds, in ticks, and ``span`` more idle."""
+    tick = process.CLK_TCK
+    return {cpu: (round(busy * tick), round((busy + span) * tick))
+            for cpu, busy in enumerate(busy_seconds)}
 
 
 def test_cpu_split_is_in_percent_of_all_the_cores():
-    """The load generator's share is its CPU time over everything the cores could do in the
-    window: on 2 cores, one whole core is 50%; idle is what the tick counts say nobody used."""
-    before = _ticks((1000, 5000), (2000, 6000))
-    # 2 s at 100 ticks/s: 200 ticks per core; core 0 busy 180 of them, core 1 150.
-    after = _ticks((1180, 5200), (2150, 6200))
+    """The load generator's share is its CPU time over everything the cores could do in its
+    window: on 2 cores, one whole core is 50%; idle is what the cores' busy time leaves."""
+    before = _ticks(10.0, 20.0)
+    # A 2 s window: core 0 busy 1.8 s of it, core 1 1.5 s.
+    after = _ticks(11.8, 21.5, span=0.2)
     split = procinfo.cpu_split(server_cpu_s=1.5, client_cpu_s=1.0, window_s=2.0,
                                before=before, after=after, cpus={1, 0})
     assert split["cpus"] == [0, 1]
@@ -65,11 +68,20 @@ def test_cpu_split_is_in_percent_of_all_the_cores():
     assert split["other_pct"] == pytest.approx(40.0)
 
 
+def test_cpu_split_is_not_diluted_by_a_late_reading():
+    """The driver reads the cores a little after the window ends, while the load generator
+    waits: that idle tail does not count as idle time in the window."""
+    before = _ticks(0.0, 0.0)
+    on_time = procinfo.cpu_split(1.0, 0.9, 2.0, before, _ticks(1.0, 1.0, span=1.0), [0, 1])
+    late = procinfo.cpu_split(1.0, 0.9, 2.0, before, _ticks(1.0, 1.0, span=1.3), [0, 1])
+    assert on_time == late
+    assert late["busy_pct"] == pytest.approx(50.0) and late["idle_pct"] == pytest.approx(50.0)
+
+
 def test_cpu_split_never_reports_negative_other_work():
     """Tick counts are coarse: when the pair's own CPU time exceeds what the ticks show busy,
     the unaccounted work is 0, not negative (it would read as negative noise)."""
-    before, after = _ticks((0, 0), (0, 0)), _ticks((100, 200), (100, 200))
-    split = procinfo.cpu_split(1.2, 0.9, 2.0, before, after, [0, 1])
+    split = procinfo.cpu_split(1.2, 0.9, 2.0, _ticks(0.0, 0.0), _ticks(1.0, 1.0), [0, 1])
     assert split["busy_pct"] == pytest.approx(50.0)
     assert split["other_pct"] == 0.0
 
