@@ -50,7 +50,7 @@ def build_parser():
                              "among them) and the load generator may run on every CPU this "
                              "process may use, and share them; reports echoes/s, server CPU "
                              "per request and the load generator's share of the CPU, into "
-                             "multicore.json and multicore.png (about 7 minutes on 2 cores)")
+                             "multicore.json and multicore.png (about 6 minutes on 2 cores)")
     parser.add_argument("--servers", metavar="A,B", help="only these servers")
     parser.add_argument("--workloads", metavar="A,B", help="only these workloads")
     parser.add_argument("--reps", type=positive_int, metavar="N",
