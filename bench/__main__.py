@@ -126,11 +126,11 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.list:
         for s in catalog.SERVERS:
-            print(f"server   {s.name:17} {s.label}")
+            print(f"server   {s.name:21} {s.label}")
         for s in catalog.WORKER_SERVERS:
-            print(f"server   {s.name:17} {s.label} (--multicore only)")
+            print(f"server   {s.name:21} {s.label} (--multicore only)")
         for w in catalog.WORKLOADS:
-            print(f"workload {w.id:17} {w.title}")
+            print(f"workload {w.id:21} {w.title}")
         return 0
     if args.render:
         return _render(Path(args.render), Path(args.out))

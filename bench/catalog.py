@@ -143,16 +143,20 @@ _WORKERS = {1: "one reactor process", 2: "two reactor processes on the port",
             "auto": "a reactor process per usable CPU"}
 
 
-def _workers(count):
-    return Server(f"echo_select_w{count}",
-                  f"selectlab reactor, {_WORKERS[count]} (servers.echo_select -q --workers "
-                  f"{count})",
+def _workers(count, shared=False):
+    how = "one listening socket they all accept from" if shared else \
+        "a SO_REUSEPORT socket each" if count != 1 else ""
+    return Server(f"echo_select_w{count}" + ("_shared" if shared else ""),
+                  f"selectlab reactor, {_WORKERS[count]}" + (f", {how}" if how else "")
+                  + f" (servers.echo_select -q --workers {count}"
+                  + (" --no-reuseport)" if shared else ")"),
                   (PY, "-m", "servers.echo_select", "-q", "--workers", str(count),
-                   "-b", "127.0.0.1", "0"), tuple(MULTICORE_WORKLOADS), needs="--workers")
+                   *(["--no-reuseport"] if shared else []), "-b", "127.0.0.1", "0"),
+                  tuple(MULTICORE_WORKLOADS), needs="--no-reuseport" if shared else "--workers")
 
 
 #: Servers only the multi-core mode runs: --workers means nothing on one pinned core.
-WORKER_SERVERS = [_workers(1), _workers(2), _workers("auto")]
+WORKER_SERVERS = [_workers(1), _workers(2), _workers(2, shared=True), _workers("auto")]
 MULTICORE_SERVERS = ["echo_select", *(s.name for s in WORKER_SERVERS), "echo_fork",
                      "echo_thread", "asyncio", "uvloop", "c_epoll"]
 #: Every server the multi-core mode can run (--servers may name any of them).

@@ -164,8 +164,8 @@ def _colour(name, names):
     import matplotlib
     ours = ["echo_select", *(s.name for s in catalog.WORKER_SERVERS)]
     if name in ours:
-        return {"color": ["black", "#555555", "#888888", "#bbbbbb"][ours.index(name) % 4],
-                "edgecolor": "black"}
+        greys = ["black", "#4d4d4d", "#7a7a7a", "#a6a6a6", "#d0d0d0"]
+        return {"color": greys[ours.index(name) % len(greys)], "edgecolor": "black"}
     if name == "c_epoll":
         return {"color": "white", "edgecolor": "grey", "hatch": "//"}
     others = [n for n in names if n not in ours and n != "c_epoll"]

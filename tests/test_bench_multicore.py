@@ -232,7 +232,8 @@ def test_a_workers_row_runs_once_echo_select_offers_the_option_and_says_why_not_
     assert catalog.missing(lacking, True) == (
         "bench.peers.asyncio_echo has no --workers option (yet): its --help does not list it")
     for server in catalog.WORKER_SERVERS:
-        assert server.needs == "--workers" and server.name in catalog.MULTICORE_SERVERS
+        assert server.needs in ("--workers", "--no-reuseport")
+        assert server.name in catalog.MULTICORE_SERVERS
         assert server.name not in catalog.SERVER      # never in the pinned run
         i = server.argv.index("--workers")
         assert server.argv[i + 1] in ("1", "2", "auto")
@@ -242,7 +243,8 @@ def test_help_names_the_mode_and_its_servers():
     """`python -m bench --help` documents --multicore and the servers it compares."""
     out = _bench("--help").stdout
     assert "--multicore" in out
-    for name in ("echo_select_w1", "echo_select_w2", "echo_select_wauto"):
+    for name in ("echo_select_w1", "echo_select_w2", "echo_select_w2_shared",
+                 "echo_select_wauto"):
         assert name in out
 
 
@@ -259,10 +261,14 @@ def test_multicore_refuses_a_memory_workload():
 @pytest.mark.timeout(120)
 def test_multicore_servers_their_children_and_threads_may_run_on_every_cpu(tmp_path):
     """In a --multicore run every process and thread of each server (a fork server's children,
-    a thread server's threads) may run on every CPU this process may use, and the CPU split
+    a thread server's threads, a master's workers) may run on every CPU this process may use, and the CPU split
     and the server's processes are recorded for each run; the single-core results are not
     written."""
-    done = _bench("--multicore", "--quick", "--servers", "echo_select,echo_fork,echo_thread",
+    servers = ["echo_select", "echo_fork", "echo_thread"]
+    workers = catalog.offers("servers.echo_select", "--workers")
+    if workers:
+        servers.append("echo_select_w2")
+    done = _bench("--multicore", "--quick", "--servers", ",".join(servers),
                   "--workloads", "pingpong-1k-100", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr[-2000:]
     assert not (tmp_path / "results.json").exists()
@@ -271,7 +277,7 @@ def test_multicore_servers_their_children_and_threads_may_run_on_every_cpu(tmp_p
     everything = sorted(os.sched_getaffinity(0))
     assert results["meta"]["server_cpus"] == results["meta"]["client_cpus"] == everything
     runs = {r["server"]: r for r in results["runs"]}
-    assert set(runs) == {"echo_select", "echo_fork", "echo_thread"}
+    assert set(runs) == set(servers)
     for run in runs.values():
         assert run["affinity"] == everything, run["server"]
         assert run["errors"] == 0 and run["requests"] > 0
@@ -279,4 +285,6 @@ def test_multicore_servers_their_children_and_threads_may_run_on_every_cpu(tmp_p
         shares = run["server_share_pct"] + run["client_share_pct"] + run["idle_pct"]
         assert 0 < run["client_share_pct"] and shares <= 100 + 5     # ticks are coarse
     assert runs["echo_fork"]["server_processes"] > 1      # its children were read too
+    if workers:
+        assert runs["echo_select_w2"]["server_processes"] == 3    # a master and two workers
     assert f"## {multicore.TITLE}" in (tmp_path / "results.md").read_text()
