@@ -40,6 +40,7 @@ prints every message on the console); the counters (SIGUSR1, ``--stats``)
 add ``chat_members``, ``chat_lines`` and ``chat_slow_disconnections``.
 """
 
+import argparse
 import logging
 
 import cli
@@ -186,11 +187,17 @@ def build_parser():
                         help=f"cut off a member whose unread output stays above the high-water "
                              f"mark (64 KiB) for SECS seconds (default {SLOW_TIMEOUT:g}; "
                              f"Redis's soft output limit)")
+    parser.add_argument("--workers", help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.workers not in (None, "1"):
+        parser.error("--workers: the room lives in one process's memory, so workers would "
+                     "each hold a room of their own whose members never hear each other; run "
+                     "one chat server (it serves thousands of members on one core)")
     room = Room(args.slow_timeout)
     service = build_stream_service(args, lambda: Member(room))
     service.add_counters(room.counters)

@@ -155,7 +155,7 @@ def open_stream_and_datagram(args, with_udp):
     raise AssertionError("unreachable")
 
 
-def open_for_workers(args, with_udp, count, reuse_port):
+def open_for_workers(args, with_udp, count, reuse_port, with_tcp=True):
     """The sockets of ``count`` workers: a list of ``(tcp_sockets, udp_sockets)``, one per worker.
 
     With ``reuse_port`` each worker gets sockets of its own, every one bound
@@ -168,19 +168,25 @@ def open_for_workers(args, with_udp, count, reuse_port):
     clients that arrive meanwhile wait in that socket's backlog instead of
     being refused.  ``SO_REUSEPORT`` would let another server of the same
     user share the port silently, so the port is first bound without it: a
-    port already in use fails as it does without workers.
+    port already in use fails as it does without workers.  ``with_tcp=False``:
+    UDP sockets alone (``servers.udp_echo``).
     """
-    socks, udp_socks = open_stream_and_datagram(args, with_udp)
+    if with_tcp:
+        socks, udp_socks = open_stream_and_datagram(args, with_udp)
+    else:
+        socks, udp_socks = [], open_datagram_sockets(args.bind, args.port)
     if not reuse_port:
         return [(socks, udp_socks)] * count
-    port_number = socks[0].getsockname()[1]
+    port_number = (socks or udp_socks)[0].getsockname()[1]
     for sock in socks + udp_socks:
         sock.close()
     slots = []
     try:
         for _ in range(count):
-            slots.append((open_listeners(args.bind, port_number, args.backlog, True), []))
-            if with_udp:
+            slots.append(([], []))
+            if with_tcp:
+                slots[-1][0].extend(open_listeners(args.bind, port_number, args.backlog, True))
+            if with_udp or not with_tcp:
                 slots[-1][1].extend(open_datagram_sockets(args.bind, port_number, True))
     except Fatal:
         for tcp, udp in slots:

@@ -16,9 +16,10 @@ as its TCP echo, from the same loop.
 import cli
 from reactor.datagram import DatagramEndpoint, DatagramProtocol
 from servers.limits import fd_limit_for, raise_fd_limit
-from servers.options import add_selector_argument, server_parser
+from servers.options import add_selector_argument, add_workers_arguments, server_parser
 from servers.service import Service, make_reactor
-from servers.sockets import open_datagram_sockets
+from servers.sockets import open_datagram_sockets, open_for_workers
+from servers.workers import serve_with_workers, worker_count
 from wire.services import GUIDE_PORT
 
 
@@ -49,18 +50,29 @@ def build_parser():
                         help="log the counters (datagrams and bytes in and out, dropped, "
                              "errors) every SECS seconds; SIGUSR1 logs them at any time")
     add_selector_argument(parser)
+    add_workers_arguments(parser)
     cli.add_verbosity(parser)
     return parser
+
+
+def build_service(args, socks, writer):
+    reactor = make_reactor(args)
+    endpoints = [DatagramEndpoint(reactor, sock, UDP_ECHO) for sock in socks]
+    return Service(reactor, None, endpoints, writer)
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
     writer = cli.setup_logging(args)
     raise_fd_limit(fd_limit_for(args))
+    if args.workers != 1:
+        slots = open_for_workers(args, False, worker_count(args), args.reuseport,
+                                 with_tcp=False)
+        return serve_with_workers(
+            args, slots, writer, lambda _tcp, udp, worker_writer: build_service(
+                args, udp, worker_writer), trace=False)
     socks = open_datagram_sockets(args.bind, args.port)
-    reactor = make_reactor(args)
-    endpoints = [DatagramEndpoint(reactor, sock, UDP_ECHO) for sock in socks]
-    return Service(reactor, None, endpoints, writer).run(0.0, args.stats)
+    return build_service(args, socks, writer).run(0.0, args.stats)
 
 
 def cli_main():

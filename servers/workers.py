@@ -565,17 +565,24 @@ def run_workers(args, protocol_factory, datagram_protocol=None):
     plan = StreamPlan(args, protocol_factory, datagram_protocol)
     slots = open_for_workers(args, plan.with_udp, count, args.reuseport)
     plan.log_choices(per_worker=True)
-    log.info("starting %d workers, %s", count,
-             "each on its own listening socket (SO_REUSEPORT)" if args.reuseport
+    return serve_with_workers(args, slots, writer, plan.build)
+
+
+def serve_with_workers(args, slots, writer, build, trace=None):
+    """Run a :class:`Master` whose workers each serve ``build(socks, udp_socks, writer)``, a Service."""
+    trace = args.trace if trace is None else trace
+    grace = getattr(args, "grace", 0.0)     # UDP has nothing to drain
+    log.info("starting %d workers, %s", len(slots),
+             "each on its own sockets (SO_REUSEPORT)" if args.reuseport
              else "sharing one listening socket")
 
     def start(number, channel):
         socks, udp_socks = slots[number - 1]
-        worker_writer = cli.setup_logging(args, trace=args.trace,
+        worker_writer = cli.setup_logging(args, trace=trace,
                                           prefix=f"worker {number} (pid {os.getpid()}): ")
-        service = plan.build(socks, udp_socks, worker_writer)
+        service = build(socks, udp_socks, worker_writer)
         channel.attach(service)
-        return service.run(args.grace, args.stats, ready=channel.ready,
+        return service.run(grace, args.stats, ready=channel.ready,
                            stop_signals=(signal.SIGTERM,))
 
-    return Master(slots, start, args.grace, writer).run()
+    return Master(slots, start, grace, writer).run()

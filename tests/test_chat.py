@@ -216,3 +216,14 @@ def test_a_member_held_above_the_high_water_mark_is_cut_off_after_the_slow_timeo
     finally:
         never.close()
         talker.close()
+
+
+def test_workers_are_refused_with_why_since_they_would_split_the_room():
+    """--workers would give each worker a room of its own, its members deaf to the others':
+    the chat server refuses it with one line saying so, instead of starting split."""
+    done = subprocess.run([sys.executable, "-m", "servers.chat", "--workers", "2", "0"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=DEADLINE)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert len(done.stderr.splitlines()) == 1
+    assert "--workers" in done.stderr and "room" in done.stderr

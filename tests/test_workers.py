@@ -323,3 +323,38 @@ def test_a_worker_that_cannot_start_makes_the_master_exit_with_its_error():
         assert all(slot.state is W.DOWN and slot.pid is None for slot in master.slots)
     finally:
         os.close(calls[0])
+
+
+@pytest.mark.timeout(60)
+def test_the_udp_echo_server_runs_with_workers_too(start_server):
+    """servers.udp_echo --workers 2: one 'listening on ... (UDP)' line, two workers, each
+    datagram echoed byte for byte, and SIGTERM stops them all with exit status 0."""
+    server = start_server("servers.udp_echo", "--workers", "2")
+    assert server.udp
+    pids = workers_of(server, 2)
+    for n in range(20):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(DEADLINE)
+            sock.sendto(b"udp %d" % n, server.address)
+            assert sock.recvfrom(65536)[0] == b"udp %d" % n
+    _per_worker, total = ask_counters(server)
+    assert total["udp_datagrams_out"] == 20
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0
+    wait_exited(pids)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("module, args, send, expect", [
+    ("servers.busy_select", (), b"x", b"x"),
+    ("servers.daytime", (), b"", b"\r\n"),
+    ("servers.hello", ("--model", "select"), b"hello\n", b"Hello, World!"),
+], ids=["busy_select", "daytime", "hello"])
+def test_every_reactor_server_takes_workers(start_server, module, args, send, expect):
+    """--workers is not echo_select's alone: the busy, daytime and Hello (select model)
+    servers run under a master with two workers and answer as they do alone."""
+    server = start_server(module, *args, "--workers", "2")
+    workers_of(server, 2)
+    assert expect in echo(server.address, send)
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0
