@@ -173,14 +173,14 @@ def run(main, argv=None):
         status = main(argv)
         sys.stdout.flush()
     except Fatal as exc:
-        sys.stderr.write(f"{_prog_name()}: error: {exc}\n")
+        sys.stderr.write(f"{prog_name()}: error: {exc}\n")
         status = exc.status
     except KeyboardInterrupt:
         status = EXIT_INTERRUPTED
     except OSError as exc:
         if exc.errno not in _OUTPUT_ERRNOS or exc.filename is not None:
             raise
-        sys.stderr.write(f"{_prog_name()}: error: cannot write the output: "
+        sys.stderr.write(f"{prog_name()}: error: cannot write the output: "
                          f"{exc.strerror}\n")
         # What is still buffered cannot be written either: no second error at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -192,7 +192,8 @@ def run(main, argv=None):
 _OUTPUT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO}
 
 
-def _prog_name():
+def prog_name():
+    """The command as it was run: ``python -m servers.echo_select``, or a console script's name."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
     if spec is not None and spec.name:

@@ -140,6 +140,21 @@ class Listener:
         if self.state is _PAUSED:
             self._fire(ListenerEvent.RETRY)
 
+    def set_capacity(self, capacity):
+        """Serve at most ``capacity`` clients from now on (None: no limit); nobody is closed.
+
+        Raised above the clients being served, a BUSY listener is IDLE again
+        (RESIZED); lowered to them or below, an IDLE one is BUSY (FULL).
+        """
+        if capacity is not None and capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        full = capacity is not None and self.active >= capacity
+        if self.state is ListenerState.BUSY and not full:
+            self._fire(ListenerEvent.RESIZED)
+        elif self.state is _IDLE and full:
+            self._fire(ListenerEvent.FULL)
+
     def shutdown(self):
         """Stop accepting and close the listening sockets."""
         if self.state is not ListenerState.CLOSED:

@@ -103,6 +103,8 @@ class StreamServer:
         self._idle_timers = {}      # connection -> its idle Timer
         self._ids = itertools.count(1)
         self._trace = trace
+        self._observers = []        # (listener_changed, connection_changed): observe()
+        self._conn_tracer = self._trace_connection if trace else None
         self._on_stopped = None
         self._grace_timer = None
         # Bound once: ``self._released`` would make a new 64-byte bound method
@@ -127,7 +129,7 @@ class StreamServer:
             # Send small replies at once, as asyncio, uvloop and Redis do.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return Connection(self.reactor, sock, None, protocol, on_release,
-                          self._trace_connection if self._trace else None, next(self._ids),
+                          self._conn_tracer, next(self._ids),
                           addr, self.max_output, self.stats)
 
     def _admit(self, sock, addr):
@@ -271,6 +273,31 @@ class StreamServer:
             on_stopped()
 
     # --- tracing ---------------------------------------------------------
+
+    def observe(self, listener_changed, connection_changed):
+        """Tell ``listener_changed(listener, old, event, new)`` and
+        ``connection_changed(conn, old, event, new)`` of every transition from now on.
+
+        This is the monitor's feed (``servers.monitor``); ``--trace`` logging
+        goes on beside it.  A server nobody observes pays nothing for it.
+        """
+        self._observers.append((listener_changed, connection_changed))
+        self.listener._tracer = self._listener_transition
+        self._conn_tracer = self._connection_transition
+        for conn in self.connections | self.rejecting:
+            conn._tracer = self._conn_tracer
+
+    def _listener_transition(self, listener, old, event, new):
+        if self._trace:
+            self._trace_listener(listener, old, event, new)
+        for on_listener, _ in self._observers:
+            on_listener(listener, old, event, new)
+
+    def _connection_transition(self, conn, old, event, new):
+        if self._trace:
+            self._trace_connection(conn, old, event, new)
+        for _, on_connection in self._observers:
+            on_connection(conn, old, event, new)
 
     def _trace_listener(self, listener, old, event, new):
         capacity = "unlimited" if listener.capacity is None else listener.capacity

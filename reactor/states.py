@@ -161,6 +161,7 @@ class ListenerEvent(_Enum):
     EXHAUSTED = "exhausted"    # accept() failed for lack of descriptors or memory (EMFILE...)
     RETRY = "retry"            # the back-off delay passed, or one of our descriptors was freed
     SHUTDOWN = "shutdown"      # the server is stopping
+    RESIZED = "resized"        # the capacity was raised above the clients being served
 
 
 _L, _LE = ListenerState, ListenerEvent
@@ -176,6 +177,9 @@ LISTENER_TABLE = {
     (_L.IDLE, _LE.SHUTDOWN): (_L.CLOSED, Action.CLOSE_LISTENER),
     (_L.BUSY, _LE.CONNECTION): (_L.BUSY, Action.REJECT),
     (_L.BUSY, _LE.SLOT_FREED): (_L.IDLE, None),
+    # A capacity lowered to the clients being served or below fires FULL
+    # (existing clients stay, as Redis's CONFIG SET maxclients leaves them).
+    (_L.BUSY, _LE.RESIZED): (_L.IDLE, None),
     # Turning a client away takes a descriptor too (only with a rejection
     # hook: without one a BUSY listener does not accept).
     (_L.BUSY, _LE.EXHAUSTED): (_L.PAUSED, Action.PAUSE_ACCEPTING),

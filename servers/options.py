@@ -89,6 +89,13 @@ def add_reactor_arguments(parser, default_max_clients=None, workers=True):
                              "every SECS seconds; SIGUSR1 logs them at any time")
     add_selector_argument(parser)
     add_proxy_arguments(parser)
+    parser.add_argument("--monitor", type=monitor_address, default=None, metavar="[HOST:]PORT",
+                        help="also serve a live page of the state machines, the connections "
+                             "and the counters at http://HOST:PORT/ (HOST default 127.0.0.1; "
+                             "PORT 0 picks one), with /state.json, /events and /metrics "
+                             "(Prometheus); stdout then says 'monitor on http://...' after the "
+                             "listening line. It has no authentication; changing the capacity "
+                             "or closing a client from it works from loopback only")
     if workers:
         add_workers_arguments(parser)
 
@@ -111,6 +118,17 @@ def add_workers_arguments(parser):
                              "SO_REUSEPORT, the kernel spreading new clients over them (the "
                              "default), or --no-reuseport: one socket that every worker "
                              "accepts from")
+
+
+def monitor_address(text):
+    """argparse type: ``PORT``, ``HOST:PORT`` or ``[V6]:PORT`` -> (host, port); host 127.0.0.1 by default."""
+    host, colon, number = text.rpartition(":")
+    if not colon:
+        host = "127.0.0.1"
+    host = host.strip("[]")
+    if colon and not host:
+        raise argparse.ArgumentTypeError(f"invalid address {text!r}: give PORT or HOST:PORT")
+    return host, port(number)
 
 
 def networks(text):

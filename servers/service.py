@@ -15,6 +15,7 @@ of a reactor server does, from its parsed arguments.
 """
 
 import enum
+import ipaddress
 import logging
 import signal
 
@@ -27,13 +28,18 @@ from reactor.server import StreamServer, format_stats
 from reactor.states import Machine
 from servers.limits import choose_max_clients, fd_limit_for, log_capacity, raise_fd_limit
 from servers.options import DEFAULT_GRACE
-from servers.sockets import announce, open_stream_and_datagram
+from servers.monitor import Monitor
+from servers.sockets import announce, open_listeners, open_stream_and_datagram
+from wire.addresses import format_address
 
 log = logging.getLogger("selectlab")
 stats_log = logging.getLogger("selectlab.stats")
 
 EXIT_SECOND_SIGNAL = 1      # a second SIGINT/SIGTERM dropped the clients
 EXIT_FAILURE = 1
+
+# The monitor's listen() backlog: a few people and a Prometheus.
+MONITOR_BACKLOG = 64
 
 # What a client arriving at capacity reads before our FIN: the quick guide's
 # 11th task ("send "busy\n" to new incoming clients"), 5 bytes.
@@ -127,10 +133,20 @@ class Service:
         self.grace = DEFAULT_GRACE
         self.state = ServiceState.RUNNING
         self._more_counters = []
+        self._more_lines = []       # printed after the 'listening on' lines
+        self._on_stopping = []      # called as the service starts to stop
 
     def add_counters(self, snapshot):
         """Report ``snapshot()``'s counters (a dict) too: an application's own, such as a chat room's."""
         self._more_counters.append(snapshot)
+
+    def also_announce(self, line):
+        """Print ``line`` on stdout after the ``listening on`` lines (the monitor's address)."""
+        self._more_lines.append(line)
+
+    def on_stopping(self, callback):
+        """Call ``callback()`` when the service starts to stop (drain or abort)."""
+        self._on_stopping.append(callback)
 
     def snapshot(self):
         """Every counter now, in a fixed order: the server's, UDP's, the application's, the loop's and the log's."""
@@ -184,6 +200,8 @@ class Service:
             if self.server:
                 announce(self.server.sockets)
             announce([e.sock for e in self.endpoints], suffix=" (UDP)")
+        for line in self._more_lines:
+            print(line, flush=True)
         try:
             reactor.run()
         finally:
@@ -243,7 +261,11 @@ class Service:
 
     def _fire(self, event, *args):
         """Apply one transition of SERVICE and carry out its action.  The only code that assigns ``self.state``."""
-        self.state, action = SERVICE.apply(self.state, event)
+        old = self.state
+        self.state, action = SERVICE.apply(old, event)
+        if old is ServiceState.RUNNING and self.state is not old:
+            for callback in self._on_stopping:
+                callback()
         if action is ServiceAction.DRAIN:
             self._drain(*args)
         elif action is ServiceAction.ABORT:
@@ -335,8 +357,39 @@ def build_stream_service(args, protocol_factory, datagram_protocol=None):
     writer = cli.setup_logging(args, trace=args.trace)
     plan = StreamPlan(args, protocol_factory, datagram_protocol)
     socks, udp_socks = open_stream_and_datagram(args, plan.with_udp)
+    monitor_socks = open_monitor(args)
     plan.log_choices()
-    return plan.build(socks, udp_socks, writer)
+    service = plan.build(socks, udp_socks, writer)
+    if monitor_socks:
+        add_monitor(service, monitor_socks, args)
+    return service
+
+
+def open_monitor(args):
+    """The monitor's listening sockets, if ``--monitor`` asks for one (else an empty list)."""
+    where = getattr(args, "monitor", None)
+    if where is None:
+        return []
+    host, port_number = where
+    socks = open_listeners(host, port_number, MONITOR_BACKLOG)
+    if not all(ipaddress.ip_address(s.getsockname()[0].split("%")[0]).is_loopback
+               for s in socks):
+        log.warning("monitor: listening on %s, beyond this host: it has no authentication, "
+                    "so anyone who reaches it sees every client's address (control stays "
+                    "loopback-only)", host)
+    return socks
+
+
+def add_monitor(service, socks, args):
+    """Serve the monitor (``servers.monitor``) for ``service`` on ``socks``, on its loop."""
+    monitor = Monitor(service.reactor, service.server, service.snapshot,
+                      name=cli.prog_name())
+    monitor.start(socks)
+    service.add_counters(monitor.counters)
+    service.on_stopping(monitor.stop)
+    for sock in socks:
+        service.also_announce(f"monitor on http://{format_address(sock.getsockname())}/")
+    return monitor
 
 
 def _behind_a_balancer(protocol_factory, args):

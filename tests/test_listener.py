@@ -170,7 +170,7 @@ def scenario_shutdown_while_paused(g):
 def test_every_listener_row_is_reached_by_real_clients(guide, monkeypatch):
     """Each transition of the listener happens for the reason it names, on real connections."""
     monkeypatch.setattr(listener_module, "ACCEPT_RETRY_DELAY", 3600.0)
-    guides = [guide(1), guide(2), guide(None), guide(1), guide(None)]
+    guides = [guide(1), guide(2), guide(None), guide(1), guide(None), guide(1)]
     scenario_rows(guides[0])
     g2 = guides[1]
     d = g2.connect()
@@ -181,6 +181,14 @@ def test_every_listener_row_is_reached_by_real_clients(guide, monkeypatch):
     scenario_exhausted_while_idle(guides[2])
     scenario_exhausted_while_busy(guides[3])
     scenario_shutdown_while_paused(guides[4])
+    g6 = guides[5]
+    held = g6.connect()
+    g6.until(lambda: g6.server.listener.state is ListenerState.BUSY)
+    g6.server.listener.set_capacity(2)              # BUSY-RESIZED: the monitor's control
+    assert g6.server.listener.state is ListenerState.IDLE
+    g6.server.listener.set_capacity(1)              # IDLE-FULL again: lowered to the clients
+    assert g6.server.listener.state is ListenerState.BUSY
+    held.close()
     seen = {(old, ev) for g in guides for old, ev, _new in g.seen}
     assert seen == set(LISTENER.table)
 
