@@ -200,8 +200,8 @@ class Service:
             if self.server:
                 announce(self.server.sockets)
             announce([e.sock for e in self.endpoints], suffix=" (UDP)")
-        for line in self._more_lines:
-            print(line, flush=True)
+            for line in self._more_lines:
+                print(line, flush=True)
         try:
             reactor.run()
         finally:
@@ -365,15 +365,21 @@ def build_stream_service(args, protocol_factory, datagram_protocol=None):
     return service
 
 
-def open_monitor(args):
-    """The monitor's listening sockets, if ``--monitor`` asks for one (else an empty list)."""
+def open_monitor(args, offset=0):
+    """The monitor's listening sockets, if ``--monitor`` asks for one (else an empty list).
+
+    ``offset``: on the port so many after the one asked for (worker 2's is 1).
+    """
     where = getattr(args, "monitor", None)
     if where is None:
         return []
     host, port_number = where
-    socks = open_listeners(host, port_number, MONITOR_BACKLOG)
-    if not all(ipaddress.ip_address(s.getsockname()[0].split("%")[0]).is_loopback
-               for s in socks):
+    if port_number and port_number + offset > 65535:
+        raise cli.Fatal(f"--monitor {port_number}: with --workers, worker {offset + 1}'s "
+                        f"monitor would need port {port_number + offset}; choose a lower port")
+    socks = open_listeners(host, port_number + offset if port_number else 0, MONITOR_BACKLOG)
+    if offset == 0 and not all(ipaddress.ip_address(s.getsockname()[0].split("%")[0])
+                               .is_loopback for s in socks):
         log.warning("monitor: listening on %s, beyond this host: it has no authentication, "
                     "so anyone who reaches it sees every client's address (control stays "
                     "loopback-only)", host)

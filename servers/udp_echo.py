@@ -69,7 +69,7 @@ def main(argv=None):
         slots = open_for_workers(args, False, worker_count(args), args.reuseport,
                                  with_tcp=False)
         return serve_with_workers(
-            args, slots, writer, lambda _tcp, udp, worker_writer: build_service(
+            args, slots, writer, lambda _number, _tcp, udp, worker_writer: build_service(
                 args, udp, worker_writer), trace=False)
     socks = open_datagram_sockets(args.bind, args.port)
     return build_service(args, socks, writer).run(0.0, args.stats)

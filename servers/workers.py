@@ -51,10 +51,12 @@ from reactor.server import format_stats
 from reactor.states import Machine
 from servers.forking import describe_exit
 from servers.service import (
-    EXIT_FAILURE, SERVICE, ServiceAction, ServiceEvent, ServiceState, StreamPlan,
+    EXIT_FAILURE, SERVICE, ServiceAction, ServiceEvent, ServiceState, StreamPlan, add_monitor,
+    open_monitor,
 )
 from servers.limits import cpu_count
 from servers.sockets import announce, open_for_workers
+from wire.addresses import format_address
 
 log = logging.getLogger("selectlab")
 stats_log = logging.getLogger("selectlab.stats")
@@ -126,10 +128,11 @@ WORKER = Machine("worker", WorkerState, WorkerEvent, WorkerState.DOWN, WORKER_TA
 class Slot:
     """One worker's place in the master: its number, its sockets, and the process now in it."""
 
-    def __init__(self, number, socks, udp_socks):
+    def __init__(self, number, socks, udp_socks, more_socks=()):
         self.number = number
         self.socks = socks
         self.udp_socks = udp_socks
+        self.more_socks = list(more_socks)  # the worker's own others (its monitor's)
         self.state = WorkerState.DOWN
         self.pid = None
         self.channel = None         # the master's end of the control socket
@@ -163,9 +166,10 @@ class Master:
 
     Parameters
     ----------
-    slots : list of (tcp_sockets, udp_sockets)
-        each worker's sockets (:func:`servers.sockets.open_for_workers`);
-        the master keeps them open while a worker restarts.
+    slots : list of (tcp_sockets, udp_sockets[, more_sockets])
+        each worker's sockets (:func:`servers.sockets.open_for_workers`,
+        and its monitor's); the master keeps them open while a worker
+        restarts, and announces the first worker's TCP and UDP ones.
     start : callable
         ``start(number, channel) -> exit status``, run in each worker after
         the fork: it serves until it is stopped, calling ``channel.ready()``
@@ -175,11 +179,13 @@ class Master:
         the workers' ``--grace``: how long they may take to drain.
     log_writer : reactor.logwriter.LogWriter or None
         attached to the master's loop while it runs.
+    more_lines : list of str
+        printed on stdout after the ``listening on`` lines (the monitors').
     """
 
-    def __init__(self, slots, start, grace, log_writer=None):
-        self.slots = [Slot(number, socks, udp) for number, (socks, udp) in
-                      enumerate(slots, 1)]
+    def __init__(self, slots, start, grace, log_writer=None, more_lines=()):
+        self.slots = [Slot(number, *socks) for number, socks in enumerate(slots, 1)]
+        self.more_lines = list(more_lines)
         self._start = start
         self.grace = grace
         self.log_writer = log_writer
@@ -229,7 +235,7 @@ class Master:
         for slot in self.slots:
             if slot.channel is not None:
                 slot.channel.close()
-            for sock in slot.socks + slot.udp_socks:
+            for sock in slot.socks + slot.udp_socks + slot.more_socks:
                 if id(sock) not in seen:
                     seen.add(id(sock))
                     sock.close()
@@ -340,11 +346,11 @@ class Master:
             self.reactor.close_in_child()       # its signals back to their defaults
             signal.signal(signal.SIGINT, signal.SIG_IGN)     # the master's to pass on
             signal.signal(signal.SIGUSR1, signal.SIG_IGN)    # until the worker's handler
-            mine = {id(sock) for sock in slot.socks + slot.udp_socks}
+            mine = {id(sock) for sock in slot.socks + slot.udp_socks + slot.more_socks}
             for other in self.slots:
                 if other.channel is not None:
                     other.channel.close()
-                for sock in other.socks + other.udp_socks:
+                for sock in other.socks + other.udp_socks + other.more_socks:
                     if id(sock) not in mine:
                         sock.close()
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
@@ -464,6 +470,8 @@ class Master:
             first = self.slots[0]
             announce(first.socks)
             announce(first.udp_socks, suffix=" (UDP)")
+            for line in self.more_lines:
+                print(line, flush=True)
             log.info("%d workers serving: pids %s", len(self.slots),
                      " ".join(str(s.pid) for s in self.slots))
 
@@ -558,18 +566,35 @@ def worker_count(args):
 def run_workers(args, protocol_factory, datagram_protocol=None):
     """What ``run_stream_server`` does with ``--workers``: a master and its workers.
 
+    With ``--monitor``, each worker has a monitor of its own, the first on
+    the port asked for and the next ones on the ports after it (or each on
+    a port of its own choosing, with port 0); the master lists them all.
     Returns the exit status.
     """
     writer = cli.setup_logging(args, trace=args.trace)
     count = worker_count(args)
     plan = StreamPlan(args, protocol_factory, datagram_protocol)
     slots = open_for_workers(args, plan.with_udp, count, args.reuseport)
+    monitors = [open_monitor(args, offset) for offset in range(count)]
     plan.log_choices(per_worker=True)
-    return serve_with_workers(args, slots, writer, plan.build)
+    lines = [f"monitor on http://{format_address(sock.getsockname())}/ (worker {number})"
+             for number, socks in enumerate(monitors, 1) for sock in socks]
+
+    def build(number, socks, udp_socks, worker_writer):
+        service = plan.build(socks, udp_socks, worker_writer)
+        if monitors[number - 1]:
+            add_monitor(service, monitors[number - 1], args)
+        return service
+
+    return serve_with_workers(args, [(tcp, udp, monitors[n]) for n, (tcp, udp) in
+                                     enumerate(slots)], writer, build, more_lines=lines)
 
 
-def serve_with_workers(args, slots, writer, build, trace=None):
-    """Run a :class:`Master` whose workers each serve ``build(socks, udp_socks, writer)``, a Service."""
+def serve_with_workers(args, slots, writer, build, trace=None, more_lines=()):
+    """Run a :class:`Master` whose workers each serve ``build(number, socks, udp_socks, writer)``.
+
+    ``build`` returns the worker's :class:`~servers.service.Service`.
+    """
     trace = args.trace if trace is None else trace
     grace = getattr(args, "grace", 0.0)     # UDP has nothing to drain
     log.info("starting %d workers, %s", len(slots),
@@ -577,12 +602,12 @@ def serve_with_workers(args, slots, writer, build, trace=None):
              else "sharing one listening socket")
 
     def start(number, channel):
-        socks, udp_socks = slots[number - 1]
+        socks, udp_socks = slots[number - 1][:2]
         worker_writer = cli.setup_logging(args, trace=trace,
                                           prefix=f"worker {number} (pid {os.getpid()}): ")
-        service = build(socks, udp_socks, worker_writer)
+        service = build(number, socks, udp_socks, worker_writer)
         channel.attach(service)
         return service.run(grace, args.stats, ready=channel.ready,
                            stop_signals=(signal.SIGTERM,))
 
-    return Master(slots, start, grace, writer).run()
+    return Master(slots, start, grace, writer, more_lines).run()

@@ -358,3 +358,28 @@ def test_every_reactor_server_takes_workers(start_server, module, args, send, ex
     assert expect in echo(server.address, send)
     server.signal(signal.SIGTERM)
     assert server.wait() == 0
+
+
+@pytest.mark.timeout(60)
+def test_with_workers_each_worker_has_a_monitor_and_the_master_lists_them(start_server):
+    """--monitor with --workers 2: after the listening line, the master prints one monitor
+    address per worker, and each page shows that worker's own pid and clients."""
+    import json
+
+    server = start_server("servers.echo_select", "--workers", "2", "--monitor", "0")
+    pids = workers_of(server, 2)
+    found = server.child.stdout.wait(lambda: len(re.findall(
+        r"monitor on http://127\.0\.0\.1:(\d+)/ \(worker (\d)\)", server.child.stdout.text()))
+        == 2, DEADLINE)
+    assert found, server.child.stdout.text()
+    lines = server.child.stdout.text().splitlines()
+    assert lines[0].startswith("listening on ")
+    for port, number in re.findall(r"monitor on http://127\.0\.0\.1:(\d+)/ \(worker (\d)\)",
+                                   server.child.stdout.text()):
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=DEADLINE) as sock:
+            sock.sendall(b"GET /state.json HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while chunk := sock.recv(65536):
+                got += chunk
+        state = json.loads(got.partition(b"\r\n\r\n")[2])
+        assert state["pid"] == pids[int(number) - 1]
