@@ -282,8 +282,12 @@ class StreamServer:
         goes on beside it.  A server nobody observes pays nothing for it.
         """
         self._observers.append((listener_changed, connection_changed))
-        self.listener._tracer = self._listener_transition
-        self._conn_tracer = self._connection_transition
+        if len(self._observers) == 1 and not self._trace:
+            # One observer and no trace lines: call it straight (no dispatch per transition).
+            self.listener._tracer, self._conn_tracer = listener_changed, connection_changed
+        else:
+            self.listener._tracer = self._listener_transition
+            self._conn_tracer = self._connection_transition
         for conn in self.connections | self.rejecting:
             conn._tracer = self._conn_tracer
 

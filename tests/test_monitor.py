@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -187,14 +188,19 @@ def test_a_client_that_never_reads_shows_busy_with_its_output_buffered(start_ser
     with socket.create_connection(server.address, timeout=DEADLINE) as stuck:
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stuck.setblocking(False)
-        try:
-            for _ in range(2000):
-                stuck.send(b"x" * 65536)
-        except BlockingIOError:
-            pass
-        now = state(server)
-        row = next(r for r in now["connections"]["rows"]
-                   if r["peer"].endswith(f":{stuck.getsockname()[1]}"))
+        end = time.monotonic() + DEADLINE
+        row = None
+        while time.monotonic() < end:
+            try:
+                while True:
+                    stuck.send(b"x" * 65536)
+            except BlockingIOError:
+                pass        # until the kernel's buffers, then the server's, are full
+            now = state(server)
+            row = next(r for r in now["connections"]["rows"]
+                       if r["peer"].endswith(f":{stuck.getsockname()[1]}"))
+            if row["state"] != "IDLE":
+                break
         assert row["state"] in ("BUSY", "PAUSED") and row["buffered"] > 0
         assert now["connections"]["by_state"][row["state"]] == 1
 
