@@ -363,3 +363,18 @@ def test_chromium_renders_the_listener_busy_and_the_clients_row(start_server, tm
     assert re.search(r'<g class="state lit" id="listener-BUSY">', dom), dom[-3000:]
     assert f"127.0.0.1:{port}" in dom
     assert "one update (?once)" in dom
+
+
+def test_a_request_head_that_never_ends_gets_408_within_the_header_timeout(start_server):
+    """A client that opens the monitor and sends half a request (a slow-loris) is answered
+    408 and closed once HEADER_TIMEOUT has passed since it connected, however it trickles."""
+    from servers.monitor import HEADER_TIMEOUT
+
+    server = monitored(start_server, "servers.echo_select")
+    with socket.create_connection(server.monitor, timeout=HEADER_TIMEOUT + DEADLINE) as slow:
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        got = b""
+        while chunk := slow.recv(4096):
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+    assert state(server)["counters"]["monitor_bad_requests"] == 1
