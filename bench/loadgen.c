@@ -24,7 +24,8 @@
  *
  * Ping-pong measures a steady state: its warm-up starts once every connection
  * has had one echo back (or -T seconds have passed); "ready_s" says how long
- * that took, and "ready_timeout" is 1 if -T ran out first.  Counted: requests completed in the measured window (after WARMUP seconds),
+ * that took, and "ready_timeout" is 1 if -T ran out first.  Counted: requests sent and
+ * completed in the measured window (after WARMUP seconds),
  * their latency (1 us buckets up to 1 s), and this process's CPU time in the
  * window.  "errors" are broken echoes (a byte wrong, too many bytes): they must
  * be zero.  "failures" are connections that could not connect in time, were
@@ -32,10 +33,15 @@
  * for an echo after more than a second at the end (a lost byte, or a server
  * that stopped answering them); "idle_lost" are idle connections that the
  * server closed or sent something on.  -M prints "MARK warm_end" and "MARK end" on stderr
- * at the window's edges, so the driver can sample the server's CPU there; after
- * "MARK end" it waits (at most END_WAIT_S) for a line on stdin before closing
- * anything, so that what a server does about the closes (a fork server's
- * children exiting at once) is not read as work done in the window.
+ * at the window's edges, so the driver can sample the server's CPU there, and
+ * after each waits (at most EDGE_WAIT_S) for a line on stdin: the load stops
+ * while the driver reads.  With a thousand busy server processes on the same
+ * cores, a driver reading them under load gets a thousandth of a core and
+ * takes much of the window to do it; with the load stopped it reads them at
+ * once.  The window starts when the driver says go, and after its end
+ * nothing is closed until the driver has read, so that what a server does
+ * about the closes (a fork server's children exiting) is not read as work
+ * done in the window.
  *
  * Bounded: each connect has -T seconds (default 10), and so has the wait for
  * every first echo; the idle wait on stdin 120 s; the run ends at most
@@ -67,7 +73,7 @@
 #define MAX_CONNS 60000
 #define IN_FLIGHT 512       /* idle connections being opened at once */
 #define IDLE_WAIT_S 120     /* how long the driver may take to measure */
-#define END_WAIT_S 5        /* ... and to read the server's CPU at the window's end */
+#define EDGE_WAIT_S 5       /* ... and to read the server's CPU at the window's edges */
 #define SRC_FIRST 2         /* source addresses 127.0.0.2 .. */
 #define SRC_COUNT 250       /* .. 127.0.0.251 */
 
@@ -99,6 +105,15 @@ static void mark(const char *what) {
     if (!marks) return;
     fprintf(stderr, "MARK %s\n", what);
     fflush(stderr);
+}
+
+/* -M: wait (at most EDGE_WAIT_S) for the driver's line on stdin after a mark. */
+static void wait_driver(void) {
+    struct pollfd p = { .fd = 0, .events = POLLIN };
+    if (poll(&p, 1, EDGE_WAIT_S * 1000) > 0) {
+        char line[64];
+        if (read(0, line, sizeof line) < 0) perror("loadgen: read stdin");
+    }
 }
 
 static double now(void) {
@@ -201,7 +216,9 @@ static void start_msg(struct conn *c, size_t size, double t) {
 }
 
 static void count(struct conn *c, double t, double since) {
-    if (t < warm_end || t > t_end) return;
+    /* Sent before the window started, a request waited through the driver's
+       reading (-M): neither its latency nor it is the window's. */
+    if (since < warm_end || t > t_end) return;
     requests++;
     c->served = 1;
     double us = (t - since) * 1e6;
@@ -368,7 +385,18 @@ int main(int argc, char **argv) {
     double cpu0 = 0.0, cpu1, next_check = t0 + 0.1;
     for (;;) {
         double t = now();
-        if (!warm_done && t >= warm_end) { cpu0 = cpu_now(); warm_done = 1; mark("warm_end"); }
+        if (!warm_done && t >= warm_end) {
+            mark("warm_end");
+            if (marks) {
+                wait_driver();
+                /* The window starts now, after the driver's reading. */
+                t = now();
+                warm_end = t;
+                t_end = t + seconds;
+            }
+            cpu0 = cpu_now();
+            warm_done = 1;
+        }
         if (t >= t_end || nconns == 0) break;
         if (!ready && (confirmed + lost_unconfirmed - lost_before >= nconns ||
                        t - t0 > connect_timeout)) {
@@ -435,14 +463,7 @@ int main(int argc, char **argv) {
     cpu1 = cpu_now();
     if (!warm_done) { cpu0 = cpu1; mark("warm_end"); }
     mark("end");
-    if (marks) {
-        /* Nothing moves until the driver has read the end of the window. */
-        struct pollfd p = { .fd = 0, .events = POLLIN };
-        if (poll(&p, 1, END_WAIT_S * 1000) > 0) {
-            char line[64];
-            if (read(0, line, sizeof line) < 0) perror("loadgen: read stdin");
-        }
-    }
+    if (marks) wait_driver();   /* nothing is closed until the driver has read */
     /* A connection waiting more than a second for its echo at the end has
        stalled: a byte was lost, or the server stopped answering it. */
     int served = 0, stalled = 0, idle_lost = 0;

@@ -11,7 +11,8 @@ The method (see docs/benchmark.md for why):
 * each measurement is one load generator run: a warm-up that is not counted,
   then a window during which the load generator counts requests and latencies
   and its own CPU time, and this module samples the server's CPU time (its own
-  and its children's) and both cores' busy time at the window's edges;
+  and its children's) and both cores' busy time at the window's edges, while
+  the load generator waits for it there;
 * memory is the PSS of the server and all its processes, read with the idle
   connections held open, minus the same reading before they were opened.
 
@@ -204,9 +205,10 @@ def run_load(server, workload, loadgen, seconds, warmup, where):
                                       time.monotonic())
                 if line == "MARK end":
                     # After the edge's own readings, so that it cannot delay them, and
-                    # before the load generator closes its connections (it waits for us).
+                    # before the load generator closes its connections.
                     readings["family"] = server.family()
-                    _say(gen, b"go\n")
+                # The load generator stops at each edge until we have read (see loadgen.c).
+                _say(gen, b"go\n")
             else:
                 said.append(line)
         out = gen.stdout.read()
