@@ -1,12 +1,14 @@
 """Command-line plumbing shared by every server and client of selectlab.
 
 * :class:`Parser`: ``argparse`` whose errors are one line (``prog: error:
-  what is wrong (see --help)``) instead of a usage dump.
+  what is wrong (see --help)``) instead of a usage dump, and whose
+  ``--help`` reports an output it cannot write instead of ignoring it.
 * :func:`port`, :func:`positive_int`, :func:`positive_float`: argument types.
 * :class:`Fatal` and :func:`run`: a command raises ``Fatal("what is wrong;
   what to do")`` and :func:`run` prints it as one line on stderr and exits
   non-zero, with no traceback.  Ctrl-C in a command that does not handle
-  it itself also ends quietly (exit status 130, the shell's convention).
+  it itself also ends quietly (exit status 130, the shell's convention),
+  and so does a command whose reader has gone (``| head -1``: 141).
 * :func:`setup_logging`: ``-v``/``-q``/``--trace`` to logging levels, on a
   handler that never blocks (``reactor.logwriter``).
 """
@@ -16,6 +18,7 @@ import errno
 import logging
 import math
 import os
+import select
 import sys
 
 from reactor.logwriter import LineFormatter, LogWriter
@@ -23,6 +26,7 @@ from reactor.logwriter import LineFormatter, LogWriter
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130      # 128 + SIGINT, what a shell reports for Ctrl-C
+EXIT_BROKEN_PIPE = 141      # 128 + SIGPIPE, what a shell reports for `yes | head -1`'s yes
 
 
 class Fatal(Exception):
@@ -38,6 +42,13 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+    def print_help(self, file=None):
+        # argparse ignores an error writing the help; written and flushed here, it
+        # reaches run() (`--help > /dev/full` is one line and exit 1, not silence and 0).
+        file = sys.stdout if file is None else file
+        file.write(self.format_help())
+        file.flush()
 
 
 def _checked(text, parse, ok, what, expected):
@@ -168,6 +179,9 @@ def run(main, argv=None):
     """Run ``main(argv)`` and exit with its status, turning :class:`Fatal` into one line.
 
     So is an output that cannot be written (``> /dev/full``, a full disk).
+    A stdout whose reader has gone (``| head -1``) ends the command quietly
+    with :data:`EXIT_BROKEN_PIPE`, as SIGPIPE ends a Unix tool (Python
+    ignores SIGPIPE, so the write raises ``BrokenPipeError`` instead).
     """
     try:
         status = main(argv)
@@ -177,15 +191,38 @@ def run(main, argv=None):
         status = exc.status
     except KeyboardInterrupt:
         status = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise       # a socket's peer, say: not the output's reader
+        _discard_stdout()
+        status = EXIT_BROKEN_PIPE
     except OSError as exc:
         if exc.errno not in _OUTPUT_ERRNOS or exc.filename is not None:
             raise
         sys.stderr.write(f"{prog_name()}: error: cannot write the output: "
                          f"{exc.strerror}\n")
-        # What is still buffered cannot be written either: no second error at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _discard_stdout()
         status = 1
     sys.exit(status or 0)
+
+
+def _discard_stdout():
+    """Point stdout at /dev/null: what is still buffered cannot be written either, and
+    flushing it at exit would raise a second error (the signal module's "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _stdout_reader_gone():
+    """True if stdout is a pipe (or socket) nobody reads any more: poll() says POLLERR or POLLHUP."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
 # Errors that only writing the output gives here: a full disk or device, a quota, I/O.

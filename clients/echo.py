@@ -302,10 +302,6 @@ def main(argv=None):
                     half_close=not args.linger_rst)
     except ServerGone as exc:
         raise cli.Fatal(str(exc)) from None
-    except BrokenPipeError:
-        # Our stdout went away (e.g. `| head`): nothing more to show anyone.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return cli.EXIT_FAILURE
     finally:
         for sock in socks:
             if args.linger_rst:

@@ -67,7 +67,7 @@ def main(argv=None):
                 sys.stdout.write("\n")
                 return 0
             for message in _messages(line, args.words):
-                writen(sock, message.encode() + b"\n")
+                _send(sock, message.encode() + b"\n")
                 if message.encode() == QUIT:
                     while item := reader.readline():    # last words, until the server closes
                         _print_reply(item)
@@ -78,10 +78,22 @@ def main(argv=None):
                 _print_reply(item)
     except TimeoutError:
         raise cli.Fatal(f"no answer from the server within {args.timeout:g} s") from None
-    except (ConnectionResetError, BrokenPipeError):
+    except ConnectionResetError:
         raise cli.Fatal("the server reset the connection") from None
     finally:
         sock.close()
+
+
+def _send(sock, data):
+    """``writen``, the server's reset as :class:`cli.Fatal`.
+
+    Only here: a ``BrokenPipeError`` from writing stdout (``| head -1``) is
+    not the server's doing, and ``cli.run`` ends quietly on it.
+    """
+    try:
+        writen(sock, data)
+    except (ConnectionResetError, BrokenPipeError):
+        raise cli.Fatal("the server reset the connection") from None
 
 
 def cli_main():

@@ -1,0 +1,98 @@
+"""Every command at its edges, run as a user runs it (tier 4): an output nobody reads, or
+that is full."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import DEADLINE, ROOT
+import cli
+
+README = os.path.join(ROOT, "README.md")
+NOT_COMMANDS = {"pip", "pytest", "venv", "tools.docgen"}  # tools/ is for developers, not installed
+
+
+def readme_commands():
+    """Every ``python -m MODULE`` README shows that is one of the project's commands."""
+    with open(README) as f:
+        found = re.findall(r"python3? -m ([a-z_][a-z_.]*[a-z_])", f.read())
+    return sorted(set(found) - NOT_COMMANDS)
+
+
+COMMANDS = readme_commands()
+
+
+def run(args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, **kwargs):
+    return subprocess.run(args, cwd=ROOT, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
+                          timeout=DEADLINE, **kwargs)
+
+
+def into_a_closed_pipe(args, **kwargs):
+    """Run ``args`` with stdout a pipe whose reader has already gone (``| head -1`` once head
+    has ended, without the race)."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        return run(args, stdout=w, **kwargs)
+    finally:
+        os.close(w)
+
+
+def test_the_readme_lists_every_command():
+    """The commands checked below are README's: the servers, the clients and the benchmark."""
+    assert len(COMMANDS) == 18, COMMANDS
+    assert {"servers.echo_select", "clients.hostinfo", "bench", "bench.scenarios"} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_help_into_a_pipe_nobody_reads_ends_quietly(module):
+    """`... --help | head -1`: once the reader has gone, the command ends as a Unix tool does
+    on SIGPIPE, with no traceback and nothing on stderr, status 141 (128 + SIGPIPE)."""
+    proc = into_a_closed_pipe([sys.executable, "-m", module, "--help"])
+    assert (proc.returncode, proc.stderr) == (cli.EXIT_BROKEN_PIPE, b"")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+@pytest.mark.parametrize("module", COMMANDS)
+def test_help_into_a_full_device_is_one_line_and_exit_1(module):
+    """`... --help > /dev/full` (a full disk) says so in one line and exits 1, where argparse
+    alone would exit 0 having written nothing."""
+    with open("/dev/full", "wb") as full:
+        proc = run([sys.executable, "-m", module, "--help"], stdout=full)
+    assert proc.returncode == 1
+    assert proc.stderr.decode() == (f"python -m {module}: error: cannot write the output: "
+                                    f"No space left on device\n")
+
+
+def test_output_into_a_pipe_nobody_reads_ends_quietly(start_server):
+    """`clients.echo < file | head -1`, `clients.msgclient | head -1`, `hostinfo | head -1`,
+    `bench.scenarios list | head -1`: no traceback, no message about a server that did
+    nothing wrong, status 141."""
+    echo = start_server()
+    hello = start_server("servers.hello", "--model", "select")
+    runs = {
+        "clients.echo": into_a_closed_pipe(
+            [sys.executable, "-m", "clients.echo", "127.0.0.1", str(echo.port)],
+            stdin=open("/etc/services", "rb")),
+        "clients.msgclient": into_a_closed_pipe(
+            [sys.executable, "-m", "clients.msgclient", "127.0.0.1", str(hello.port)]),
+        "clients.hostinfo": into_a_closed_pipe([sys.executable, "-m", "clients.hostinfo"]),
+        "bench.scenarios": into_a_closed_pipe(
+            [sys.executable, "-m", "bench.scenarios", "list"]),
+    }
+    assert {name: (p.returncode, p.stderr) for name, p in runs.items()} == {
+        name: (cli.EXIT_BROKEN_PIPE, b"") for name in runs}
+
+
+def test_a_broken_pipe_elsewhere_is_still_an_error_not_a_quiet_exit():
+    """Only stdout's reader leaving ends a command quietly: a BrokenPipeError from anything
+    else (a socket the command should have handled) is a bug to see, with its traceback."""
+    code = ("import cli\n"
+            "def main(argv):\n"
+            "    raise BrokenPipeError(32, 'Broken pipe')\n"
+            "cli.run(main)\n")
+    proc = run([sys.executable, "-c", code])
+    assert proc.returncode == 1 and b"Traceback" in proc.stderr
