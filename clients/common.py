@@ -6,7 +6,11 @@ import time
 from cli import Fatal, Parser, port, positive_float, positive_int
 from wire.streamio import RECV_BUFFER, RECV_SIZE, Reader
 
-DEFAULT_TIMEOUT = 10.0
+DEFAULT_TIMEOUT = 10.0      # to connect over TCP, or for a TCP reply
+# Over UDP, per try: a reply on loopback or a LAN comes in milliseconds, and 3 tries of
+# 1 s tell a user in 3 s that nobody answers (the quick guide's answer 1).
+UDP_TIMEOUT = 1.0
+UDP_TRIES = 3
 
 
 def _lookup(host, port, socktype):
@@ -104,7 +108,7 @@ def no_answer(host, port, tries, timeout):
                  f"the server running?")
 
 
-def add_udp_arguments(parser, timeout=1.0, tries=3):
+def add_udp_arguments(parser, timeout=UDP_TIMEOUT, tries=UDP_TRIES):
     """``--timeout`` and ``--tries`` for a client that asks over UDP."""
     parser.add_argument("--timeout", type=positive_float, default=timeout, metavar="SECS",
                         help=f"how long to wait for an answer: over UDP per try, over TCP to "

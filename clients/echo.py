@@ -17,7 +17,8 @@ then blocks in reading the echoed line.  While it waits for your next line
 it cannot notice that the server has gone; it finds out when it reads the
 echo of that line (UNP 5.12).
 
-``--udp`` sends each line as a datagram instead (Comer's UDP ECHO client);
+``--udp`` sends each line as a datagram instead (Comer's UDP ECHO client),
+and gives up as ``clients.udp_echo`` does (3 tries of 1 s, by default);
 ``--connections N`` opens N connections and uses the first (UNP's
 ``tcpcli04``: when it exits, N server children end at once);
 ``--linger-rst`` ends with a reset instead of a FIN.
@@ -46,7 +47,9 @@ import struct
 import sys
 
 import cli
-from clients.common import DEFAULT_TIMEOUT, add_server_address, connect_tcp, udp_request
+from clients.common import (
+    DEFAULT_TIMEOUT, UDP_TIMEOUT, UDP_TRIES, add_server_address, connect_tcp, udp_request,
+)
 from reactor.states import Machine
 from wire.framing import LineFramer, LineTooLong
 from wire.services import SERV_PORT
@@ -253,16 +256,16 @@ def build_parser():
                     "server and prints what comes back. At the end of input it half-closes "
                     "and prints the rest of the echo. Exits 1 if the server goes away first.")
     add_server_address(parser, SERV_PORT, "UNP's SERV_PORT")
-    parser.add_argument("--timeout", type=cli.positive_float, default=DEFAULT_TIMEOUT,
-                        metavar="SECS",
+    parser.add_argument("--timeout", type=cli.positive_float, default=None, metavar="SECS",
                         help=f"give up connecting after SECS (default {DEFAULT_TIMEOUT:g}); "
-                             f"with --udp, how long to wait for each echo")
+                             f"with --udp, how long to wait for each echo, per try (default "
+                             f"{UDP_TIMEOUT:g}, as clients.udp_echo)")
     parser.add_argument("--udp", action="store_true",
                         help="send each line of input as a UDP datagram and print its echo "
-                             "(retrying --tries times)")
-    parser.add_argument("--tries", type=cli.positive_int, default=3, metavar="N",
-                        help="with --udp, how many times to send a line before giving up "
-                             "(default 3)")
+                             "(retrying --tries times, then giving up with exit status 1)")
+    parser.add_argument("--tries", type=cli.positive_int, default=UDP_TRIES, metavar="N",
+                        help=f"with --udp, how many times to send a line before giving up "
+                             f"(default {UDP_TRIES})")
     parser.add_argument("--connections", type=cli.positive_int, default=1, metavar="N",
                         help="open N connections and use only the first; all close together "
                              "at the end (UNP's tcpcli04, which makes N server children end "
@@ -290,10 +293,11 @@ def udp_cli(stdin, host, port, out, timeout, tries):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.udp:
-        udp_cli(sys.stdin.buffer, args.host, args.port, sys.stdout.buffer, args.timeout,
-                args.tries)
+        timeout = UDP_TIMEOUT if args.timeout is None else args.timeout
+        udp_cli(sys.stdin.buffer, args.host, args.port, sys.stdout.buffer, timeout, args.tries)
         return 0
-    socks = [connect_tcp(args.host, args.port, args.timeout) for _ in range(args.connections)]
+    timeout = DEFAULT_TIMEOUT if args.timeout is None else args.timeout
+    socks = [connect_tcp(args.host, args.port, timeout) for _ in range(args.connections)]
     try:
         if args.plain:
             str_cli_plain(sys.stdin.buffer, socks[0], sys.stdout.buffer)

@@ -12,8 +12,9 @@ its hexadecimal form as the guide prints it::
 
 The hex is the address as one number (the guide's ``ntohl`` of ``s_addr``,
 printed with ``%08lX``); for IPv6, all 128 bits.  A name that does not
-resolve gets ``error: getaddrinfo: ...`` on stderr and exit status 1, after
-the other names are done.
+resolve gets ``python -m clients.hostinfo: error: getaddrinfo: ...`` on
+stderr, as every command's errors begin, and exit status 1, after the other
+names are done.
 """
 
 import socket
@@ -53,7 +54,8 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     host = socket.gethostname()
     sys.stdout.write(f"host name: {host}\n")
     status = 0
@@ -61,11 +63,12 @@ def main(argv=None):
         try:
             lines = describe(name)
         except socket.gaierror as exc:
-            sys.stderr.write(f"error: getaddrinfo: {name}: {exc.strerror}\n")
+            sys.stderr.write(f"{parser.prog}: error: getaddrinfo: {name}: {exc.strerror}\n")
             status = 1
             continue
         except UnicodeError:
-            sys.stderr.write(f"error: getaddrinfo: {name}: not a valid host name\n")
+            sys.stderr.write(f"{parser.prog}: error: getaddrinfo: {name}: not a valid host "
+                             f"name\n")
             status = 1
             continue
         sys.stdout.write("".join(line + "\n" for line in lines))

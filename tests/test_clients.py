@@ -140,12 +140,13 @@ def test_hostinfo_gives_ipv6_addresses_in_full_hex():
 
 
 def test_hostinfo_unknown_name_is_an_error_line_and_status_1(no_dns, capsys):
-    """A name that does not resolve: the guide's 'error: getaddrinfo: ...', exit status 1."""
+    """A name that does not resolve: the guide's 'error: getaddrinfo: ...', after the prefix
+    every command's errors start with, so a script's log says which command failed; exit 1."""
     from clients import hostinfo
 
     assert hostinfo.main(["nowhere.invalid"]) == 1
-    assert capsys.readouterr().err == ("error: getaddrinfo: nowhere.invalid: Name or service "
-                                       "not known\n")
+    assert capsys.readouterr().err == ("python -m clients.hostinfo: error: getaddrinfo: "
+                                       "nowhere.invalid: Name or service not known\n")
 
 
 # --- clients.echo's new options ---------------------------------------------------------

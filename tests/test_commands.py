@@ -1,5 +1,5 @@
 """Every command at its edges, run as a user runs it (tier 4): an output nobody reads, or
-that is full."""
+that is full, and UDP clients that give up alike."""
 
 import os
 import re
@@ -39,6 +39,14 @@ def into_a_closed_pipe(args, **kwargs):
         return run(args, stdout=w, **kwargs)
     finally:
         os.close(w)
+
+
+def unused_port():
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_the_readme_lists_every_command():
@@ -96,3 +104,19 @@ def test_a_broken_pipe_elsewhere_is_still_an_error_not_a_quiet_exit():
             "cli.run(main)\n")
     proc = run([sys.executable, "-c", code])
     assert proc.returncode == 1 and b"Traceback" in proc.stderr
+
+
+def test_both_udp_echo_clients_give_up_alike_on_a_dead_port():
+    """Against a port nobody serves, `clients.echo --udp` gives up as `clients.udp_echo` does,
+    with the same message after the same 3 tries of 1 s, instead of 3 silent tries of 10 s."""
+    port = str(unused_port())
+    procs = [subprocess.Popen([sys.executable, "-m", module, *args, "127.0.0.1", port], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+             for module, args in (("clients.echo", ["--udp"]), ("clients.udp_echo", []))]
+    results = [p.communicate(b"Hello!\n", timeout=DEADLINE) for p in procs]
+    for proc, (out, err) in zip(procs, results):
+        assert proc.returncode == 1 and out == b""
+        assert err.decode().endswith(f"error: no answer from 127.0.0.1 port {port} after 3 tries "
+                                     f"of 1 s: UDP does not say whether anyone is listening (the "
+                                     f"quick guide's answer 1); is the server running?\n"), err
