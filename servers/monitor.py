@@ -37,11 +37,16 @@ server).
 Control comes from loopback clients only, and only as a JSON body
 (``Content-Type: application/json``): a web page elsewhere cannot make a
 browser send one without asking first (CORS), and the monitor answers no
-such question.  There is no authentication: the monitor listens on
-127.0.0.1 unless told otherwise, and warns when it is.
+such question; a POST whose ``Origin`` is not the monitor's own is refused.
+A page elsewhere could still point its own host name at 127.0.0.1 (DNS
+rebinding) and be "same-origin": so every request whose ``Host`` is a name
+other than ``localhost`` or the ``--monitor`` host gets 421
+(:meth:`Monitor.check_host`).  There is no authentication: the monitor
+listens on 127.0.0.1 unless told otherwise, and warns when it is.
 """
 
 import collections
+import heapq
 import html
 import ipaddress
 import json
@@ -53,6 +58,7 @@ import time
 from reactor.protocols import Protocol
 from reactor.server import LINGER_TIMEOUT, StreamServer
 from reactor.states import CONNECTION, HIGH_WATER, LISTENER, ConnState
+from servers.limits import RESERVED_FDS, fd_limit
 from servers.monitor_page import PAGE
 from wire.http import HttpError, RequestReader, error_response, response, stream_head
 
@@ -65,13 +71,14 @@ HEARTBEAT = 1.0             # how often the counters are looked at while someone
 KEEPALIVE = 15.0            # an event-stream comment when nothing changed for this long
 RECENT = 50                 # transitions kept for the page
 MAX_ROWS = 200              # connections listed (all are counted)
+CACHE_SECONDS = 0.1         # how long one look at the connections serves every request
 MAX_OUTPUT = 1 << 20
 # The kernel's send buffer for an /events client: with the high-water mark, what
 # a client that stops reading can hold of the server's memory before it is cut off.
 EVENTS_SNDBUF = 32 * 1024
 
 # Counters that go up and down: Prometheus gauges; every other is a counter (_total).
-GAUGES = {"active", "chat_members"}
+GAUGES = {"active", "chat_members", "monitor_watchers"}
 
 _JSON = "application/json"
 
@@ -103,8 +110,10 @@ class Monitor:
     on listening sockets; :meth:`counters` are the monitor's own.
     """
 
-    def __init__(self, reactor, server, counters, name="selectlab"):
+    def __init__(self, reactor, server, counters, name="selectlab", host_names=()):
         self.reactor = reactor
+        self.host_names = {"localhost", *(n.lower() for n in host_names)}
+        self._cached = (None, None, None, None)   # (loop time, turn, transitions, state)
         self.server = server
         self.name = name
         self._counters = counters
@@ -139,10 +148,36 @@ class Monitor:
                 timer.cancel()
         self._push_timer = self._heartbeat = None
 
+    def check_host(self, request):
+        """Refuse a request whose Host is a name we were not given (DNS rebinding).
+
+        A page elsewhere can make a browser's name for it point at 127.0.0.1
+        and then read and POST as if it were this page: the browser still
+        sends that name as Host.  IP addresses, ``localhost`` and the
+        ``--monitor`` host are accepted; a request with no Host (HTTP/1.0) too.
+        """
+        host = request.headers.get("host")
+        if host is None:
+            return
+        if host.startswith("["):
+            name = host[1:host.find("]")]           # [::1]:8080
+        elif host.rpartition(":")[2].isdigit():
+            name = host.rpartition(":")[0]          # 127.0.0.1:8080, localhost:8080
+        else:
+            name = host
+        try:
+            ipaddress.ip_address(name)
+            return
+        except ValueError:
+            pass
+        if name.lower() not in self.host_names:
+            raise HttpError(421, f"this monitor does not answer for {name!r}; use its address "
+                                 f"(or --monitor {name}:PORT to serve that name)")
+
     def counters(self):
         """The monitor's own counters, reported with the server's."""
         return {"monitor_requests": self.requests, "monitor_bad_requests": self.bad_requests,
-                "monitor_cut_off": self.cut_off}
+                "monitor_cut_off": self.cut_off, "monitor_watchers": len(self.subscribers)}
 
     # --- what it sees -----------------------------------------------------
 
@@ -171,16 +206,33 @@ class Monitor:
                 for n, when, conn, old, event, new in self.recent]
 
     def state(self, with_machines=True):
-        """Everything the page shows, as a dict (``/state.json``)."""
+        """Everything the page shows, as a dict (``/state.json``).
+
+        It walks every connection, so it is made once per turn of the loop at
+        most, and reused for ``CACHE_SECONDS`` while no transition happens:
+        however many ask, 10,000 idle clients are walked 10 times a second.
+        """
+        reactor = self.reactor
+        when, turn, transitions, state = self._cached
+        fresh = turn == reactor.cycles or (transitions == self.transitions and
+                                            reactor.now - when < CACHE_SECONDS)
+        if state is None or not fresh:
+            state = self._state()
+            self._cached = (reactor.now, reactor.cycles, self.transitions, state)
+        if with_machines:
+            state = dict(state, machines=self._machines)
+        return state
+
+    def _state(self):
         server, listener, now = self.server, self.server.listener, self.reactor.time()
         by_state = {state.name: 0 for state in ConnState}
         for conn in server.connections:
             by_state[conn.state.name] += 1
+        first = heapq.nsmallest(MAX_ROWS, server.connections, key=lambda c: c.ident)
         rows = [{"id": c.ident, "peer": c.peer, "state": c.state.name, "bytes_in": c.bytes_in,
                  "bytes_out": c.bytes_out, "buffered": c.buffered,
-                 "age": round(now - c.opened_at, 1)}
-                for c in sorted(server.connections, key=lambda c: c.ident)[:MAX_ROWS]]
-        state = {
+                 "age": round(now - c.opened_at, 1)} for c in first]
+        return {
             "server": self.name, "pid": os.getpid(), "time": round(time.time(), 3),
             "listener": {"state": listener.state.name, "capacity": listener.capacity,
                          "active": listener.active},
@@ -190,9 +242,6 @@ class Monitor:
             "transitions": self.transitions,
             "recent": self._recent(),
         }
-        if with_machines:
-            state["machines"] = self._machines
-        return state
 
     def metrics(self):
         """The Prometheus text exposition (version 0.0.4) of the counters and the states."""
@@ -250,22 +299,31 @@ class Monitor:
         if not self.subscribers:
             return
         update = self.state(with_machines=False)
+        message = self._message(update)
         for conn in list(self.subscribers):
-            self._send(conn, update)
+            if conn.is_closing():
+                self.subscribers.discard(conn)
+            else:
+                conn.write(message)
 
     def _send(self, conn, state):
+        conn.write(self._message(state))
+
+    def _message(self, state):
         self._sent_counters = state["counters"]
         self._last_sent = self.reactor.time()
-        conn.write(b"event: update\ndata: " + json.dumps(state).encode() + b"\n\n")
+        return b"event: update\ndata: " + json.dumps(state).encode() + b"\n\n"
 
     # --- control ----------------------------------------------------------
 
     def set_capacity(self, capacity):
+        self._cached = (None, None, None, None)
         log.warning("monitor: capacity set to %d (was %s)", capacity,
                     self.server.listener.capacity)
         self.server.listener.set_capacity(capacity)
 
     def close_connection(self, ident):
+        self._cached = (None, None, None, None)
         for conn in self.server.connections:
             if conn.ident == ident:
                 log.info("monitor: closing %s", conn)
@@ -314,6 +372,7 @@ class MonitorClient(Protocol):
 
     def _route(self, conn, request):
         monitor, path, method = self.monitor, request.path, request.method
+        monitor.check_host(request)
         gets = {"/": lambda: (PAGE.replace("{{TITLE}}", html.escape(monitor.name)).encode(),
                               "text/html; charset=utf-8"),
                 "/state.json": lambda: (json.dumps(monitor.state()).encode(), _JSON),
@@ -322,9 +381,13 @@ class MonitorClient(Protocol):
         posts = {"/capacity": self._set_capacity, "/close": self._close}
         if path in gets and method in ("GET", "HEAD"):
             if path == "/events":
+                if method == "HEAD":
+                    self._reply(conn, stream_head())
+                    return
                 conn.write(stream_head())
                 self.streaming = True
-                monitor.subscribe(conn)
+                if not conn.is_closing():   # the write may have found it gone
+                    monitor.subscribe(conn)
                 return
             body, content_type = gets[path]()
             self._reply(conn, response(200, body, content_type, head_only=method == "HEAD"))
@@ -333,7 +396,7 @@ class MonitorClient(Protocol):
             self._reply(conn, response(status, json.dumps(answer).encode() + b"\n", _JSON))
         elif path in gets or path in posts:
             allowed = "GET, HEAD" if path in gets else "POST"
-            raise HttpError(405, f"{path} takes {allowed}")
+            raise HttpError(405, f"{path} takes {allowed}", (f"Allow: {allowed}",))
         else:
             raise HttpError(404, f"nothing at {path}; try /, /state.json, /events or /metrics")
 
@@ -342,9 +405,12 @@ class MonitorClient(Protocol):
             raise HttpError(403, "control is for loopback clients only")
         if request.headers.get("content-type", "").split(";")[0].strip() != _JSON:
             raise HttpError(415, "send the body as application/json")
+        origin = request.headers.get("origin")
+        if origin is not None and origin != "http://" + request.headers.get("host", ""):
+            raise HttpError(403, "control is for the monitor's own page (Origin differs)")
         try:
             body = json.loads(request.body)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise HttpError(400, "the body is not JSON") from None
         if not isinstance(body, dict):
             raise HttpError(400, "the body must be a JSON object")
@@ -352,8 +418,10 @@ class MonitorClient(Protocol):
 
     def _set_capacity(self, conn, request):
         value = self._control_body(conn, request).get("capacity")
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise HttpError(400, "capacity must be a whole number from 1")
+        most = fd_limit() - RESERVED_FDS
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+            raise HttpError(400, f"capacity must be a whole number from 1 to {most} (the "
+                                 f"open-file limit less the server's own descriptors)")
         self.monitor.set_capacity(value)
         return 200, {"ok": True, "capacity": value}
 

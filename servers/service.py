@@ -389,7 +389,7 @@ def open_monitor(args, offset=0):
 def add_monitor(service, socks, args):
     """Serve the monitor (``servers.monitor``) for ``service`` on ``socks``, on its loop."""
     monitor = Monitor(service.reactor, service.server, service.snapshot,
-                      name=cli.prog_name())
+                      name=cli.prog_name(), host_names=[args.monitor[0]])
     monitor.start(socks)
     service.add_counters(monitor.counters)
     service.on_stopping(monitor.stop)

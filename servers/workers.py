@@ -275,13 +275,15 @@ class Master:
     def _abort(self, reason):
         log.warning("%s again: stopping %d worker(s) now", reason, len(self._live()))
         self.status = EXIT_FAILURE
+        if self._kill_timer is not None:        # they drop their clients: no grace now
+            self._kill_timer.cancel()
+        self._kill_timer = self.reactor.call_later(KILL_MARGIN, self._kill_all)
         for slot in self.slots:
             self._fire_worker(slot, WorkerEvent.STOP)
 
     def _kill_all(self):
         for slot in self._live():
-            log.warning("%s did not stop within %.1f s: killing it", slot.name,
-                        self.grace + KILL_MARGIN)
+            log.warning("%s did not stop in time: killing it", slot.name)
             self._kill(slot, signal.SIGKILL)
 
     def _check_drained(self):
@@ -353,7 +355,9 @@ class Master:
                 for sock in other.socks + other.udp_socks + other.more_socks:
                     if id(sock) not in mine:
                         sock.close()
-            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            # The signals stay blocked until the worker's loop has its handlers:
+            # channel.ready() lets them in (a SIGTERM meanwhile is then a drain).
+            channel.unblock = old_mask
             status = self._start(slot.number, channel)
         except cli.Fatal as exc:
             channel.error(str(exc))
@@ -521,6 +525,7 @@ class WorkerChannel:
     def __init__(self, sock):
         self.sock = sock
         self.service = None
+        self.unblock = None     # the signal mask to restore once ready
 
     def attach(self, service):
         """Watch the socket on ``service``'s loop: answer the master, and stop if it goes."""
@@ -529,7 +534,11 @@ class WorkerChannel:
         service.reactor.register(self.sock, EVENT_READ, self)
 
     def ready(self):
+        """Tell the master; then let in the signals held since the fork (the loop has its handlers)."""
         self._send(b"ready\n")
+        if self.unblock is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.unblock)
+            self.unblock = None
 
     def error(self, text):
         self._send(f"error {text}\n".encode())

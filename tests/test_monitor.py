@@ -53,6 +53,8 @@ def test_a_request_is_read_whole_and_only_when_whole():
     (b"POST /close HTTP/1.1\r\nHost: a\r\nContent-Length: 99999\r\n\r\n", 413),
     (b"POST /close HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", 501),
     (b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"y" * MAX_HEAD + b"\r\n\r\n", 431),
+    ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \u00b2\r\n\r\n".encode("latin-1"), 400),
+    (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400),
 ])
 def test_bad_requests_get_the_status_that_says_why(data, status):
     """Each kind of malformed or oversized request is refused with its own 4xx/5xx status,
@@ -60,6 +62,13 @@ def test_bad_requests_get_the_status_that_says_why(data, status):
     with pytest.raises(HttpError) as caught:
         read(data)
     assert caught.value.status == status
+
+
+def test_targets_that_trip_url_parsers_are_still_just_paths():
+    """A target such as //[x (an unclosed IPv6 host to urllib) is read as a path, so it
+    gets a 404 from the monitor rather than an exception."""
+    request = read(b"GET //[x?a=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert (request.path, request.query) == ("//[x", {"a": "1"})
 
 
 def test_an_endless_head_is_refused_once_it_passes_the_limit():
@@ -137,13 +146,13 @@ def http(address, request):
 
 
 def get(address, path):
-    status, _head, body = http(address, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    status, _head, body = http(address, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
     return status, body
 
 
 def post(address, path, body):
     data = json.dumps(body).encode()
-    return http(address, b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    return http(address, b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(data), data))
 
 
@@ -226,7 +235,7 @@ def test_events_deliver_each_transition_as_it_happens(start_server):
     connection, with no polling by the page."""
     server = monitored(start_server)
     with socket.create_connection(server.monitor, timeout=DEADLINE) as events:
-        events.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        events.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         buffer = bytearray()
         while b"\r\n\r\n" not in buffer:
             buffer += events.recv(65536)
@@ -263,9 +272,9 @@ def test_metrics_parse_with_prometheus_own_parser(start_server):
 
 @pytest.mark.parametrize("request_bytes, status", [
     (b"NONSENSE\r\n\r\n", 400),
-    (b"GET / HTTP/1.1\r\nHost: x\r\nX: " + b"y" * (MAX_HEAD + 10) + b"\r\n\r\n", 431),
-    (b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n", 404),
-    (b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405),
+    (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX: " + b"y" * (MAX_HEAD + 10) + b"\r\n\r\n", 431),
+    (b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 404),
+    (b"POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n", 405),
 ])
 def test_bad_requests_get_a_4xx_and_a_close_and_cost_nothing_else(
         start_server, request_bytes, status):
@@ -289,7 +298,7 @@ def test_a_monitor_client_that_never_reads_is_cut_off_and_echoes_go_on(start_ser
     held = [socket.create_connection(server.address, timeout=DEADLINE) for _ in range(200)]
     deaf = socket.create_connection(server.monitor, timeout=DEADLINE)
     deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    deaf.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    deaf.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     try:
         # Updates go out at most 4 times a second: some seconds of transitions fill it.
         for n in range(20000):
@@ -365,6 +374,61 @@ def test_chromium_renders_the_listener_busy_and_the_clients_row(start_server, tm
     assert "one update (?once)" in dom
 
 
+def test_a_page_reached_through_another_name_is_refused(start_server):
+    """DNS rebinding: a page elsewhere can point its own name at 127.0.0.1, but the browser
+    still sends that name as Host, and the monitor answers 421 to it (reading or
+    controlling); IP addresses and localhost are served. A POST whose Origin is not the
+    monitor's own is refused too."""
+    server = monitored(start_server)
+    evil = b"Host: rebind.example:%d\r\n" % server.monitor[1]
+    status, _head, _body = http(server.monitor, b"GET /state.json HTTP/1.1\r\n" + evil + b"\r\n")
+    assert status == 421
+    data = b'{"capacity": 5}'
+    status, _head, _body = http(server.monitor, b"POST /capacity HTTP/1.1\r\n" + evil +
+                                b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+                                b"\r\n%s" % (len(data), data))
+    assert status == 421
+    for host in (b"localhost:1", b"[::1]:1", b"127.0.0.1"):
+        assert http(server.monitor, b"GET /metrics HTTP/1.1\r\nHost: " + host +
+                    b"\r\n\r\n")[0] == 200
+    status, _head, _body = http(server.monitor, b"POST /capacity HTTP/1.1\r\nHost: 127.0.0.1"
+                                b"\r\nOrigin: http://elsewhere.example\r\nContent-Type: "
+                                b"application/json\r\nContent-Length: %d\r\n\r\n%s"
+                                % (len(data), data))
+    assert status == 403
+    assert state(server)["listener"]["capacity"] == 1
+
+
+def test_event_clients_that_reset_at_once_are_not_kept(start_server):
+    """/events clients that reset the connection right after asking leave no trace: the
+    monitor's count of watchers comes back to 0, so dead ones are not written to for ever."""
+    import struct
+
+    server = monitored(start_server)
+    for _ in range(10):     # below the monitor's 16 clients: state() below is never a 503
+        sock = socket.create_connection(server.monitor, timeout=DEADLINE)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.sendall(b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        sock.close()        # a reset, not a FIN
+    end = time.monotonic() + DEADLINE
+    while state(server)["counters"]["monitor_watchers"] and time.monotonic() < end:
+        with socket.create_connection(server.address, timeout=DEADLINE):
+            pass            # a transition: a push, which finds the dead ones
+    assert state(server)["counters"]["monitor_watchers"] == 0
+
+
+def test_a_405_says_what_is_allowed_and_head_of_events_ends(start_server):
+    """A wrong method gets 405 with the Allow header RFC 9110 asks for; HEAD /events gets
+    the stream's head and a close, not an endless body."""
+    server = monitored(start_server)
+    status, head, _body = http(server.monitor, b"POST /metrics HTTP/1.1\r\nHost: 127.0.0.1"
+                                                b"\r\nContent-Length: 0\r\n\r\n")
+    assert status == 405 and "Allow: GET, HEAD" in head
+    status, head, body = http(server.monitor, b"HEAD /events HTTP/1.1\r\nHost: 127.0.0.1"
+                                              b"\r\n\r\n")
+    assert status == 200 and "text/event-stream" in head and body == b""
+
+
 def test_a_request_head_that_never_ends_gets_408_within_the_header_timeout(start_server):
     """A client that opens the monitor and sends half a request (a slow-loris) is answered
     408 and closed once HEADER_TIMEOUT has passed since it connected, however it trickles."""
@@ -372,7 +436,7 @@ def test_a_request_head_that_never_ends_gets_408_within_the_header_timeout(start
 
     server = monitored(start_server, "servers.echo_select")
     with socket.create_connection(server.monitor, timeout=HEADER_TIMEOUT + DEADLINE) as slow:
-        slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        slow.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         got = b""
         while chunk := slow.recv(4096):
             got += chunk

@@ -377,7 +377,7 @@ def test_with_workers_each_worker_has_a_monitor_and_the_master_lists_them(start_
     for port, number in re.findall(r"monitor on http://127\.0\.0\.1:(\d+)/ \(worker (\d)\)",
                                    server.child.stdout.text()):
         with socket.create_connection(("127.0.0.1", int(port)), timeout=DEADLINE) as sock:
-            sock.sendall(b"GET /state.json HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.sendall(b"GET /state.json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             got = b""
             while chunk := sock.recv(65536):
                 got += chunk

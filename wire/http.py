@@ -10,7 +10,8 @@ the number of headers.  One request per connection: every reply says
 one long reply).
 """
 
-from urllib.parse import parse_qsl, urlsplit
+import re
+from urllib.parse import parse_qsl
 
 MAX_HEAD = 8 * 1024      # request line and headers (nginx's large_client_header_buffers: 8k)
 MAX_HEADERS = 64
@@ -20,6 +21,7 @@ METHODS = ("GET", "HEAD", "POST")
 REASONS = {
     200: "OK", 303: "See Other", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required",
+    421: "Misdirected Request",
     413: "Content Too Large", 415: "Unsupported Media Type", 431:
     "Request Header Fields Too Large", 501: "Not Implemented", 503: "Service Unavailable",
     505: "HTTP Version Not Supported",
@@ -29,13 +31,17 @@ _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
+_DIGITS = re.compile(r"[0-9]{1,18}")      # ASCII digits only: str.isdigit() takes "²"
+
+
 class HttpError(Exception):
     """A request that gets ``status`` and ``message`` as its answer, and then a close."""
 
-    def __init__(self, status, message):
+    def __init__(self, status, message, headers=()):
         super().__init__(f"{status} {message}")
         self.status = status
         self.message = message
+        self.headers = headers      # more header lines for the reply (405's Allow)
 
 
 class Request:
@@ -46,9 +52,9 @@ class Request:
     def __init__(self, method, target, headers, body):
         self.method = method
         self.target = target
-        parts = urlsplit(target)
-        self.path = parts.path or "/"
-        self.query = dict(parse_qsl(parts.query))
+        path, _, query = target.partition("?")
+        self.path = path.partition("#")[0] or "/"
+        self.query = dict(parse_qsl(query))
         self.headers = headers
         self.body = body
 
@@ -149,7 +155,7 @@ def _body_length(method, _target, headers, max_body):
         if method == "POST":
             raise HttpError(411, "a POST needs Content-Length")
         return 0
-    if not length.isdigit():
+    if not _DIGITS.fullmatch(length):
         raise HttpError(400, "Content-Length is not a number")
     length = int(length)
     if length > max_body:
@@ -172,7 +178,7 @@ def response(status, body=b"", content_type="text/plain; charset=utf-8", headers
 
 def error_response(error):
     """The reply to an :class:`HttpError`: its status, and its message as the body."""
-    return response(error.status, (error.message + "\n").encode())
+    return response(error.status, (error.message + "\n").encode(), headers=error.headers)
 
 
 def stream_head(content_type="text/event-stream; charset=utf-8"):
