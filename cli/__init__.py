@@ -107,14 +107,37 @@ def _bytes(text):
     return int(number[:len(number) - len(unit)], 10) * _UNITS[unit]
 
 
-def add_verbosity(parser):
-    """Add ``-v/--verbose`` and ``-q/--quiet``."""
+def add_verbosity(parser, more="a line for each client (open, closed and why, rejected)"):
+    """Add ``-v/--verbose`` and ``-q/--quiet``; ``more``: what ``-v`` adds besides debug messages."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument("-v", "--verbose", action="store_true",
-                       help="log more: a line for each client (open, closed and why, rejected) "
-                            "and debug messages")
+                       help=f"log more: {more} and debug messages")
     group.add_argument("-q", "--quiet", action="store_true",
                        help="log only warnings and errors")
+
+
+class HelpTexts:
+    """A parser to hand the shared option helpers, with some of their help texts replaced.
+
+    ``add_selector_argument(HelpTexts(parser, {"--selector": "..."}))`` adds
+    the option as the helper defines it (type, choices, default), with the
+    words another kind of command needs: a UDP server has senders and
+    datagrams where a TCP server has clients.  Everything but
+    ``add_argument`` goes to ``parser`` itself.
+    """
+
+    def __init__(self, parser, texts):
+        self._parser = parser
+        self._texts = texts
+
+    def add_argument(self, *names, **kwargs):
+        for name in names:
+            if name in self._texts:
+                kwargs["help"] = self._texts[name]
+        return self._parser.add_argument(*names, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._parser, name)
 
 
 def setup_logging(args, trace=False, prefix=""):

@@ -4,15 +4,20 @@
   listen), or raise :class:`~cli.Fatal` with a message that says what to do
   (address in use, unknown host, port needing root...).
 * :func:`announce`: the ``listening on HOST:PORT`` line on stdout, flushed,
-  which scripts and tests wait for.
+  which scripts and tests wait for, and the same in the log, with the pid
+  to signal.
 """
 
 import errno
+import logging
+import os
 import socket
 
 from cli import Fatal
 from servers.options import DEFAULT_BACKLOG
 from wire.addresses import format_address
+
+log = logging.getLogger("selectlab")
 
 
 def _listen_error(where, exc):
@@ -63,13 +68,17 @@ def _open_all(host, port_number, open_one, socktype):
     With no host: one dual-stack IPv6 socket where the host supports it (it
     takes IPv4 too), else one IPv4 socket.  With a host name: one socket per
     address it resolves to (``localhost``: 127.0.0.1 and ::1), all on the
-    same port -- with port 0, the port the first one got.
+    same port -- with port 0, the port the first one got.  An error names
+    UDP when it is about a UDP socket, as the ``listening on`` line does: a
+    server of both protocols may find its TCP port free and its UDP port taken.
     """
+    protocol = " (UDP)" if socktype == socket.SOCK_DGRAM else ""
+
     def opened(family, sockaddr, dualstack=False):
         try:
             return open_one(family, sockaddr, dualstack)
         except OSError as exc:
-            raise _listen_error(format_address(sockaddr), exc) from None
+            raise _listen_error(format_address(sockaddr) + protocol, exc) from None
 
     if host is None:
         if socket.has_dualstack_ipv6():
@@ -77,7 +86,7 @@ def _open_all(host, port_number, open_one, socktype):
                 return [open_one(socket.AF_INET6, ("::", port_number), True)]
             except OSError as exc:
                 if exc.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
-                    raise _listen_error(f"[::]:{port_number}", exc) from None
+                    raise _listen_error(f"[::]:{port_number}{protocol}", exc) from None
                 # IPv6 compiled in but switched off: IPv4 alone.
         return [opened(socket.AF_INET, ("0.0.0.0", port_number))]
 
@@ -126,9 +135,18 @@ def open_datagram_sockets(host, port_number, reuse_port=False):
 
 
 def announce(socks, suffix=""):
-    """Print ``listening on HOST:PORT`` for each socket, flushed, first thing on stdout."""
-    for sock in socks:
-        print(f"listening on {format_address(sock.getsockname())}{suffix}", flush=True)
+    """Print ``listening on HOST:PORT`` for each socket, flushed, first thing on stdout.
+
+    The log says it too, with the pid (``pid 4242 serving [::]:9877``): the
+    process to send SIGUSR1 to, named by the server itself (a ``pkill -f``
+    would also signal every other process whose command line matches).
+    stdout stays the listening lines alone, for the scripts that read them.
+    """
+    addresses = [format_address(sock.getsockname()) + suffix for sock in socks]
+    for address in addresses:
+        print(f"listening on {address}", flush=True)
+    if addresses:
+        log.info("pid %d serving %s", os.getpid(), ", ".join(addresses))
 
 
 # With port 0 and --udp, how many times to try for a port free for both protocols.

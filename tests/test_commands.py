@@ -1,8 +1,9 @@
 """Every command at its edges, run as a user runs it (tier 4): an output nobody reads, or
-that is full, and UDP clients that give up alike."""
+that is full, UDP clients that give up alike, and the pid a server logs."""
 
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -120,3 +121,26 @@ def test_both_udp_echo_clients_give_up_alike_on_a_dead_port():
         assert err.decode().endswith(f"error: no answer from 127.0.0.1 port {port} after 3 tries "
                                      f"of 1 s: UDP does not say whether anyone is listening (the "
                                      f"quick guide's answer 1); is the server running?\n"), err
+
+
+@pytest.mark.parametrize("module, lines", [
+    ("servers.echo_select", ["listening on 127.0.0.1:{port}"]),
+    ("servers.echo_fork", ["listening on 127.0.0.1:{port}"]),
+    ("servers.udp_echo", ["listening on 127.0.0.1:{port} (UDP)"]),
+    ("servers.daytime", ["listening on 127.0.0.1:{port}", "listening on 127.0.0.1:{port} (UDP)"]),
+], ids=["reactor", "fork", "udp", "tcp-and-udp"])
+def test_a_server_logs_the_pid_to_signal_and_stdout_stays_the_listening_lines(
+        module, lines, start_server):
+    """`kill -USR1 PID` needs the server's pid: its log names it as it starts serving
+    (`pid 4242 serving ...`, on stderr), while stdout stays the `listening on` lines that
+    scripts read; that pid answers SIGUSR1 with the counters."""
+    server = start_server(module)
+    pid = server.proc.pid
+    expected = [line.format(port=server.port) for line in lines]
+    for line in expected:
+        server.wait_for_log(f"INFO pid {pid} serving {line.removeprefix('listening on ')}\n")
+    server.signal(signal.SIGUSR1)
+    server.wait_for_log(" stats: ")
+    server.signal(signal.SIGTERM)
+    assert server.wait() == 0
+    assert server.child.stdout.lines() == expected

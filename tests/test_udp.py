@@ -1,6 +1,7 @@
 """UDP on the reactor: servers.udp_echo, and echo_select --udp serving both protocols from one
 loop (tier 4, loopback only)."""
 
+import contextlib
 import errno
 import signal
 import socket
@@ -42,6 +43,52 @@ def test_the_first_line_names_the_udp_port(start_server):
     """udp_echo announces 'listening on HOST:PORT (UDP)', so scripts can tell the protocol."""
     server = start_server("servers.udp_echo")
     assert server.udp and server.port > 0
+
+
+def test_udp_echo_help_speaks_of_datagrams_and_senders_not_tcp_clients():
+    """`servers.udp_echo --help` describes what this server has: datagrams and their senders,
+    no TCP, no clients, nothing accepted (the shared options' texts are a TCP server's)."""
+    proc = subprocess.run([sys.executable, "-m", "servers.udp_echo", "--help"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=DEADLINE)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    for word in ("TCP", "client", "accept"):
+        assert word not in text, f"{word!r} in: {text}"
+    assert "datagram" in text and "sender" in text
+
+
+@contextlib.contextmanager
+def udp_port_taken_tcp_free():
+    """A port on 127.0.0.1 bound for UDP here, whose TCP port was just free (a port the kernel
+    picked for UDP alone may be a TCP client's local port)."""
+    for _ in range(20):
+        with socket.create_server(("127.0.0.1", 0)) as tcp:
+            port = tcp.getsockname()[1]
+            taken = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                taken.bind(("127.0.0.1", port))
+            except OSError:
+                taken.close()
+                continue
+        with taken:
+            yield port
+        return
+    raise AssertionError("no port free for both TCP and UDP in 20 tries")
+
+
+@pytest.mark.parametrize("module, args", [("servers.daytime", []), ("servers.time", []),
+                                          ("servers.echo_select", ["--udp"])])
+def test_a_taken_udp_port_is_named_udp_in_the_error(module, args):
+    """A server of both protocols whose TCP port is free but whose UDP port is taken says
+    which: without 'UDP', the user looks for a TCP server that is not there."""
+    with udp_port_taken_tcp_free() as port:
+        proc = subprocess.run([sys.executable, "-m", module, *args, "-b", "127.0.0.1",
+                               str(port)], cwd=ROOT, capture_output=True, text=True,
+                              timeout=DEADLINE)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == (f"python -m {module}: error: cannot listen on 127.0.0.1:{port} (UDP): "
+                           f"address already in use; is another server running there? stop "
+                           f"it, or choose another port (0 picks a free one)\n")
 
 
 def test_echo_select_udp_serves_both_protocols_on_one_port(start_server):
