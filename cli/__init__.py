@@ -4,6 +4,8 @@
   what is wrong (see --help)``) instead of a usage dump, and whose
   ``--help`` reports an output it cannot write instead of ignoring it.
 * :func:`port`, :func:`positive_int`, :func:`positive_float`: argument types.
+* :func:`script_name`: a command's console script, named after its module;
+  run through it, errors and usage lines name the script.
 * :class:`Fatal` and :func:`run`: a command raises ``Fatal("what is wrong;
   what to do")`` and :func:`run` prints it as one line on stderr and exits
   non-zero, with no traceback.  Ctrl-C in a command that does not handle
@@ -37,8 +39,35 @@ class Fatal(Exception):
         self.status = status
 
 
+# Console scripts are named after the module `python -m` runs: see script_name().
+SCRIPT_PREFIX = "selectlab-"
+
+
+def script_name(module):
+    """The console script that runs ``python -m module``: ``servers.echo_select`` ->
+    ``selectlab-servers-echo-select`` (setup.cfg's entry points follow this rule)."""
+    return SCRIPT_PREFIX + module.replace(".", "-").replace("_", "-")
+
+
+def _as_invoked(prog):
+    """``prog`` (``python -m MODULE``), or MODULE's console script's name if that is what runs."""
+    if prog and prog.startswith("python -m "):
+        script = script_name(prog.removeprefix("python -m "))
+        if os.path.basename((getattr(sys, "argv", None) or [""])[0]) == script:
+            return script
+    return prog
+
+
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors fit on one line."""
+    """An ArgumentParser whose errors fit on one line, and name the command as it was run.
+
+    ``prog`` is given as ``python -m MODULE``; run through MODULE's console
+    script, the parser takes the script's name instead, so that usage lines
+    and errors name what the user typed, as :func:`run`'s errors do.
+    """
+
+    def __init__(self, prog=None, *args, **kwargs):
+        super().__init__(_as_invoked(prog), *args, **kwargs)
 
     def error(self, message):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")

@@ -1,6 +1,8 @@
-"""Every command at its edges, run as a user runs it (tier 4): an output nobody reads, or
-that is full, UDP clients that give up alike, and the pid a server logs."""
+"""Every command at its edges, run as a user runs it (tier 4): an output nobody reads or that
+is full, console scripts named after their modules, errors that name the command as it was
+typed, the pid a server logs, and UDP clients that give up alike."""
 
+import configparser
 import os
 import re
 import signal
@@ -24,6 +26,14 @@ def readme_commands():
 
 
 COMMANDS = readme_commands()
+
+
+def console_scripts():
+    """setup.cfg's console scripts: {name: "module:function"}."""
+    config = configparser.ConfigParser()
+    config.read(os.path.join(ROOT, "setup.cfg"))
+    entries = config["options.entry_points"]["console_scripts"].strip().splitlines()
+    return dict(tuple(part.strip() for part in line.split("=")) for line in entries)
 
 
 def run(args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, **kwargs):
@@ -54,6 +64,55 @@ def test_the_readme_lists_every_command():
     """The commands checked below are README's: the servers, the clients and the benchmark."""
     assert len(COMMANDS) == 18, COMMANDS
     assert {"servers.echo_select", "clients.hostinfo", "bench", "bench.scenarios"} <= set(COMMANDS)
+
+
+def test_every_command_has_a_console_script_named_after_its_module_and_listed_in_readme():
+    """After `pip install`, each `python -m MODULE` is also `selectlab-MODULE` (dots and
+    underscores as hyphens), one rule for all, and README says so for each."""
+    scripts = console_scripts()
+    assert sorted(scripts) == sorted(cli.script_name(m) for m in COMMANDS)
+    with open(README) as f:
+        readme = f.read()
+    for module in COMMANDS:
+        name = cli.script_name(module)
+        target = scripts[name]
+        assert target.split(":")[0] in (module, "cli.scripts"), (name, target)
+        assert f"`{name}`" in readme, f"README does not list {name}"
+
+
+def wrapper(tmp_path, name):
+    """The script pip writes for console script ``name``, in ``tmp_path``, run with the checkout
+    on the path (the installed one may belong to another checkout)."""
+    module, function = console_scripts()[name].split(":")
+    path = tmp_path / name
+    path.write_text(f"import sys\nfrom {module} import {function}\nsys.exit({function}())\n")
+    return [sys.executable, str(path)]
+
+
+@pytest.mark.parametrize("module", COMMANDS)
+def test_a_console_script_names_itself_in_its_usage_and_errors(module, tmp_path):
+    """Run as `selectlab-...`, a command's usage line and its usage errors name that script,
+    not the `python -m` form the user did not type."""
+    name = cli.script_name(module)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    shown = run(wrapper(tmp_path, name) + ["--help"], env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.decode().startswith(f"usage: {name} "), shown.stdout[:200]
+    wrong = run(wrapper(tmp_path, name) + ["--no-such-option"], env=env)
+    assert wrong.returncode == 2
+    assert wrong.stderr.decode().startswith(f"{name}: error: "), wrong.stderr
+
+
+def test_a_console_scripts_own_errors_name_it_too(tmp_path):
+    """The errors a command raises itself (a refused connection, an unknown scenario) name the
+    script as its usage errors do: one name per command, whichever way it was run."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    refused = run(wrapper(tmp_path, "selectlab-clients-echo") + ["127.0.0.1", "1"], env=env)
+    assert refused.returncode == 1
+    assert refused.stderr.decode().startswith("selectlab-clients-echo: error: connection refused")
+    unknown = run(wrapper(tmp_path, "selectlab-bench-scenarios") + ["run", "X99"], env=env)
+    assert unknown.returncode == 2
+    assert unknown.stderr.decode().startswith("selectlab-bench-scenarios: error: no scenario")
 
 
 @pytest.mark.parametrize("module", COMMANDS)
