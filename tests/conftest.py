@@ -33,6 +33,20 @@ def _raise_fd_limit():
 _raise_fd_limit()   # 1,000 clients and their server in one process need ~2,000 descriptors
 
 
+def needs_descriptors(count, what):
+    """A mark that skips the test, saying why, unless a process here may open ``count`` descriptors.
+
+    The hard limit is what counts: the soft one was raised to it above, and
+    the servers a test starts inherit it.  Many laptops and containers have
+    1024, below what the tests of 1,000 clients at once need.
+    """
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return pytest.mark.skipif(
+        hard != resource.RLIM_INFINITY and hard < count,
+        reason=f"{what} needs {count:,} open files and the hard limit here is {hard:,} "
+               f"(ulimit -Hn)")
+
+
 def readline_within(stream, timeout=DEADLINE):
     """A line from a child's pipe, or an AssertionError if none comes in time."""
     import select

@@ -1,6 +1,7 @@
 """Behind a real HAProxy: two instances with --proxy-protocol, HAProxy's send-proxy-v2 in front
 (tier 5). Skipped where HAProxy is not installed; .ci/run installs Debian's package."""
 
+import re
 import shutil
 import signal
 import socket
@@ -10,12 +11,10 @@ import time
 
 import pytest
 
-from conftest import DEADLINE, recv_all, recv_exactly
+from conftest import DEADLINE, needs_descriptors, recv_all, recv_exactly
 
 HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
 
-pytestmark = pytest.mark.skipif(not HAPROXY, reason="HAProxy is not installed "
-                                "(apt-get install haproxy)")
 
 CONFIG = """\
 global
@@ -35,6 +34,14 @@ backend instances
     balance roundrobin
 {servers}
 """
+
+pytestmark = [
+    pytest.mark.skipif(not HAPROXY, reason="HAProxy is not installed (apt-get install haproxy)"),
+    # HAProxy refuses to start unless it may open two descriptors per connection of its
+    # maxconn, and some of its own ("Cannot raise FD limit to 2017, limit is 1024").
+    needs_descriptors(2 * int(re.search(r"maxconn (\d+)", CONFIG)[1]) + 50,
+                      "HAProxy with the maxconn of docs/deploy.md"),
+]
 
 
 @pytest.fixture
