@@ -251,7 +251,7 @@ def test_thread_monitor_logs_comers_statistics(start_server):
         c.sendall(b"12345")
         assert recv_exactly(c, 5) == b"12345"
     server.wait_for_log("current=0 completed=1")
-    line = [l for l in server.log().splitlines() if "completed=1" in l][-1]
+    line = [row for row in server.log().splitlines() if "completed=1" in row][-1]
     assert "bytes_in=5 bytes_out=5" in line and "average_seconds=" in line
 
 

@@ -36,7 +36,7 @@ class Guide:
         self.server = StreamServer(self.reactor, socks, Echo, capacity=capacity,
                                    reject_message=b"busy\n")
         self.seen = []
-        self.server.listener._tracer = lambda l, old, ev, new: self.seen.append((old, ev, new))
+        self.server.listener._tracer = lambda _who, old, ev, new: self.seen.append((old, ev, new))
         self.clients = []
 
     def connect(self):

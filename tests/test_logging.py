@@ -141,7 +141,7 @@ def test_a_line_that_cannot_be_formatted_says_so():
     writer = LogWriter(w)
     logger = make_logger(writer, "format")
     try:
-        logger.info("%s and %s", "one")
+        logger.info("%s and %s", "one")     # noqa: PLE1206 -- the bug this test makes
         received = read_available(r).decode()
         assert " ERROR log: a line could not be formatted (TypeError" in received
         assert "'%s and %s'" in received and writer.lines_dropped == 0

@@ -14,6 +14,30 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert f"\n{command[-1]}\n" in (ROOT / "README.md").read_text()
 
 
+def test_the_code_passes_the_pinned_linter():
+    """`ruff check`, at the version setup.cfg pins and with pyproject.toml's rules, finds
+    nothing in the checkout: no unused import, undefined name or misused logging call gets
+    in, on any of the Pythons CI runs (the suite runs it, so its summary line is CI's last)."""
+    import re
+    import subprocess
+    import sys
+
+    import pytest
+
+    pinned = re.search(r"^\s*ruff==(\S+)$", (ROOT / "setup.cfg").read_text(), re.M)[1]
+    found = subprocess.run([sys.executable, "-m", "ruff", "--version"], capture_output=True,
+                           text=True)
+    if found.returncode != 0:
+        pytest.skip(f"ruff is not installed here (python -m pip install -e '.[test]' "
+                    f"installs ruff {pinned})")
+    if found.stdout.split() != ["ruff", pinned]:
+        pytest.skip(f"{found.stdout.strip()} is installed, setup.cfg pins {pinned}: its "
+                    f"findings could differ")
+    lint = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
 def test_readme_starts_the_echo_server_with_the_module_that_exists():
     """README's first command names a module that is really there."""
     assert "\npython -m servers.echo_select\n" in (ROOT / "README.md").read_text()
