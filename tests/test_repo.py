@@ -53,6 +53,106 @@ def test_the_code_passes_the_pinned_linter():
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
+def readme_setup():
+    """The commands of README's set-up section, in order (each line of its ```sh blocks)."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    section = re.search(r"^## Set-up.*?(?=^## )", text, re.S | re.M)[0]
+    return [line for block in re.findall(r"```sh\n(.*?)```", section, re.S)
+            for line in block.splitlines() if line.strip()]
+
+
+VENV = "python3 -m venv .venv && . .venv/bin/activate"
+
+
+def test_readme_makes_and_activates_a_venv_before_anything_else():
+    """README's set-up works on a stock Debian Python, which has no `python` and refuses pip
+    outside a venv: its first command makes a venv with `python3` and activates it, and only
+    then do the server and pip run, as `python` (the venv's), ending with CI's test command."""
+    commands = readme_setup()
+    assert commands[0] == VENV
+    assert all(line.startswith("python -m ") for line in commands[1:]), commands
+    assert any(" pip install " in line for line in commands[1:])
+    ci = [line for line in ci_commands() if "pytest" in line]
+    assert commands[-1] == ci[0]
+
+
+def test_readmes_venv_command_gives_a_python_where_there_was_none(tmp_path):
+    """Pasted into a shell that has `python3` but no `python` on its PATH, README's venv line
+    leaves `python` on it, the venv's, and that python starts the server's command from the
+    checkout (here `--help`: the first command runs for ever)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    path = os.pathsep.join([str(bin_dir)] + [d for d in ("/usr/bin", "/bin")
+                                             if not os.path.exists(os.path.join(d, "python"))])
+    assert shutil.which("python", path=path) is None
+    venv, server = readme_setup()[:2]
+    script = f'{venv} && command -v python && cd "{ROOT}" && {server} --help'
+    env = {"PATH": path, "HOME": str(tmp_path)}
+    proc = subprocess.run(["sh", "-c", script], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    where, usage = proc.stdout.split("\n", 1)
+    assert where == str(tmp_path / ".venv" / "bin" / "python")
+    assert usage.startswith("usage: python -m servers.echo_select ")
+
+
+def pasted_commands():
+    """Every command a reader pastes from README's "Try it" and from docs/tutorial.md, with
+    where it comes from: the ``$ `` lines of their console blocks (continuations joined) and
+    the commands quoted in their text."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    try_it = re.search(r"^## Try it.*?(?=^## )", readme, re.S | re.M)[0]
+    found = []
+    for where, text in (("README's Try it", try_it),
+                        ("docs/tutorial.md", (ROOT / "docs" / "tutorial.md").read_text())):
+        for block in re.findall(r"```console\n(.*?)```", text, re.S):
+            joined = block.replace("\\\n", " ")
+            found += [(where, line[2:]) for line in joined.splitlines() if line.startswith("$ ")]
+        prose = re.sub(r"```.*?```", "", text, flags=re.S)
+        found += [(where, " ".join(span.split()))
+                  for span in re.findall(r"`(python -m [^`]*)`", prose)]
+    return found
+
+
+def test_the_tutorial_and_try_it_leave_the_checkout_as_it_was():
+    """A reader works from the repository's root, so a command there that writes a file by a
+    relative name (`> copy`, the benchmark's default `bench-results/`) litters the checkout:
+    every output goes to a pipe, /dev/null or an absolute path (/tmp)."""
+    import re
+
+    commands = pasted_commands()
+    assert len(commands) > 20
+    for where, command in commands:
+        for target in re.findall(r"(?<![0-9&])>>?\s*([^\s|;&)]+)", command):
+            assert target.startswith("/"), f"{where}: {command!r} writes {target}"
+        if re.search(r"python -m bench(?!\.)", command):
+            assert re.search(r"--out /", command), f"{where}: {command!r} writes bench-results/"
+
+
+def test_log_excerpts_show_each_line_with_its_date_as_servers_print_it():
+    """A log excerpt with times shows the date too, in the servers' own format
+    (`2026-12-01 20:32:57.287 INFO ...`), so a reader can match it against their terminal;
+    `...` stands for the whole stamp where the time does not matter."""
+    import re
+
+    stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} (DEBUG|INFO|WARNING|ERROR) ")
+    for doc in (ROOT / "README.md", ROOT / "docs" / "tutorial.md"):
+        for block in re.findall(r"```(?:text|console)\n(.*?)```", doc.read_text(), re.S):
+            for line in block.splitlines():
+                if re.match(r"^\s*\d\d:\d\d:\d\d", line) or re.match(r"^\d{4}-\d\d-\d\d ", line):
+                    assert stamp.match(line), f"{doc.name}: {line!r}"
+
+
 def test_readme_starts_the_echo_server_with_the_module_that_exists():
     """README's first command names a module that is really there."""
     assert "\npython -m servers.echo_select\n" in (ROOT / "README.md").read_text()
