@@ -98,7 +98,18 @@ def port(text):
 
 def positive_int(text):
     """argparse type: a whole number greater than zero."""
-    return _checked(text, _whole, lambda v: v >= 1, "value", "a whole number from 1 up")
+    return whole_number_from(1)(text)
+
+
+def whole_number_from(low, why=""):
+    """argparse type: a whole number from ``low`` up; ``why`` ends the error (say, why not less).
+
+    One message for every value refused, 0 as much as ``low - 1`` or ``x``.
+    """
+    def whole_number(text):
+        return _checked(text, _whole, lambda v: v >= low, "value",
+                        f"a whole number from {low} up{why}")
+    return whole_number
 
 
 def positive_float(text):

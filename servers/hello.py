@@ -123,7 +123,7 @@ def build_parser():
                         help="answer 'quit' with 'Goodbye, ADDR' (the worksheet's first change)")
     parser.add_argument("--echo", action="store_true",
                         help="answer each message with itself instead of 'Hello, World!'")
-    parser.add_argument("--maxdatasize", type=_maxdatasize, default=MAXDATASIZE, metavar="N",
+    parser.add_argument("--maxdatasize", type=_MAXDATASIZE, default=MAXDATASIZE, metavar="N",
                         help=f"the worksheet's MAXDATASIZE (default {MAXDATASIZE}): a message "
                              f"is taken N-1 bytes at a time, so a longer line gets one answer "
                              f"per piece. A line over {MAX_LINE} bytes in all gets an error "
@@ -138,12 +138,8 @@ def build_parser():
     return parser
 
 
-def _maxdatasize(text):
-    value = cli.positive_int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text!r}: MAXDATASIZE must be at least 2")
-    return value
+# The worksheet's recv() leaves a byte for the C string's NUL: at least 1 of message, 1 of NUL.
+_MAXDATASIZE = cli.whole_number_from(2, " (N-1 bytes of message per recv, and the NUL)")
 
 
 # Each model's own options, and their defaults.
