@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -95,6 +96,55 @@ def test_one_core_of_a_single_thread_load_generator_is_one_over_the_cores():
     assert "cannot get a core each" in text and "**server CPU per request**" in text
     meta["server_cpus"] = [0, 1, 2, 3]
     assert "near 25% (a whole core)" in multicore.limits(meta)
+
+
+# --- the server's CPU time ------------------------------------------------------------
+
+def _burn(seconds):
+    """Use ``seconds`` of CPU in bursts of 0.2 ms, giving the CPU up between them."""
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        burst = time.process_time()
+        while time.process_time() - burst < 0.0002:
+            pass
+        time.sleep(0.0001)
+    return time.process_time()      # the kernel's own count of this process's CPU time
+
+
+def test_children_running_in_short_bursts_are_counted_at_the_time_they_ran():
+    """A server's CPU per request counts every child at the CPU time the scheduler gave it,
+    even when each runs in bursts shorter than a clock tick (a fork server's children each
+    echoing 1 KiB), which the tick-sampled times in /proc/PID/stat can miss."""
+    done_r, done_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    root = os.fork()
+    if root == 0:               # the "server": 20 children that burn, report, then wait
+        try:
+            os.close(done_r)
+            os.close(hold_w)
+            for _ in range(20):
+                if os.fork() == 0:
+                    os.write(done_w, f"{_burn(0.03)}\n".encode())
+                    os.read(hold_r, 1)
+                    os._exit(0)
+            while True:
+                try:
+                    os.wait()
+                except ChildProcessError:
+                    break
+        finally:
+            os._exit(0)
+    os.close(done_w)
+    os.close(hold_r)
+    try:
+        with os.fdopen(done_r) as reports:
+            used = sum(float(reports.readline()) for _ in range(20))
+        counted = procinfo.tree_cpu_seconds(root)
+    finally:
+        os.close(hold_w)        # the children read EOF and exit
+        os.waitpid(root, 0)
+    # The parent's own few ms on top; nothing counted twice.
+    assert used * 0.95 <= counted <= used * 1.1 + 0.05
 
 
 # --- the report from a results dict --------------------------------------------------
