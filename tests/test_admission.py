@@ -399,11 +399,13 @@ def test_busy_select_reproduces_the_guides_session(start_server):
     server.wait_for_log(" closed (")
     with connect(server.address) as third:
         assert_echoes([third], b"again\n")
-    log = server.log()
     transitions = ["listener IDLE --connection--> IDLE (0/1)",
                    "listener IDLE --full--> BUSY (1/1)",
                    "listener BUSY --connection--> BUSY (1/1)",
                    "listener BUSY --slot_freed--> IDLE (0/1)"]
+    # The log comes through a pipe and a reader thread: the echo can be back first.
+    log = server.wait_for_log(lambda log: all(t in log for t in transitions) and log,
+                              "the listener's four transitions")
     positions = [log.index(t) for t in transitions]
     assert positions == sorted(positions)
     assert "IDLE --close--> DRAINING" in log      # the rejected connection's own machine
