@@ -96,7 +96,8 @@ def markdown(summary, meta, level=2):
         "/proc; *server cores* is that CPU time over the window (1.00: one core busy "
         "throughout). *CPU split* is how all the cores' time in the window was spent: the "
         "server's share, the load generator's share, and what stayed idle (the rest is the "
-        "driver and the kernel's work nobody is charged for). *Processes* are the server's at "
+        "driver, the kernel's work nobody is charged for, and any other job: a repetition "
+        "where that came to more than a tenth of a core is *noisy*). *Processes* are the server's at "
         "the end of the window.",
         "",
     ]
@@ -174,7 +175,7 @@ def _colour(name, names):
 
 _SPLIT = (("server_share_pct", "#4477aa", "white", "server"),
           ("client_share_pct", "#ee7733", "white", "load generator"),
-          ("other_share_pct", "#777777", "white", "other (driver, kernel)"),
+          ("other_share_pct", "#777777", "white", "other: driver, kernel, other jobs"),
           ("idle_pct", "#dddddd", "black", "idle"))
 
 
