@@ -89,8 +89,8 @@ def markdown(summary, meta, level=2):
         f"{m['python']}. Run {meta['started']} with `{meta['command']}`.",
         "",
         f"Nothing is pinned: each server, every process and thread it makes, the load "
-        f"generator ({meta['loadgen']}, one thread) and the driver may run on CPUs "
-        f"{_cpus_text(cpus)}, and share them. Each cell is the median of {meta['reps']} runs "
+        f"generator{'' if meta.get('lower_bound') else ' (one C thread)'} and the driver may "
+        f"run on CPUs {_cpus_text(cpus)}, and share them. Load generator: {meta['loadgen']}. Each cell is the median of {meta['reps']} runs "
         f"of {meta['seconds']} s after a {meta['warmup']} s warm-up (± is half the range, in % "
         "of the median). Server CPU counts the server and all its descendant processes, from "
         "/proc; *server cores* is that CPU time over the window (1.00: one core busy "
