@@ -71,6 +71,19 @@ def describe_exit(status):
     return f"status {status:#x}"
 
 
+def reap_ended():
+    """Reap, without waiting, each child that has ended: ``(pid, status)`` pairs (UNP's
+    ``while ((pid = waitpid(-1, &stat, WNOHANG)) > 0)``).  Stop early to reap fewer."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, status
+
+
 def has_ended(pid):
     """Whether our child ``pid`` has ended, without reaping it (``waitid`` with ``WNOWAIT``)."""
     try:
@@ -146,13 +159,7 @@ class Forking(Design):
         self._look_for_zombies()
 
     def _reap(self, every):
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in reap_ended():
             self._unreaped.discard(pid)
             log.info("child %d terminated (%s)", pid, describe_exit(status))
             # Exit 1 is a bug in the per-client code; a child killed at the

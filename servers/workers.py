@@ -49,7 +49,7 @@ import cli
 from reactor.loop import EVENT_READ, Reactor
 from reactor.server import format_stats
 from reactor.states import Machine
-from servers.forking import describe_exit
+from servers.forking import describe_exit, reap_ended
 from servers.service import (
     EXIT_FAILURE, SERVICE, ServiceAction, ServiceEvent, ServiceState, StreamPlan, add_monitor,
     open_monitor,
@@ -375,13 +375,7 @@ class Master:
             pass        # ended already: SIGCHLD is on its way
 
     def _on_sigchld(self, _signum):
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid, status in reap_ended():
             slot = next((s for s in self.slots if s.pid == pid), None)
             if slot is not None:
                 self._exited(slot, status)
