@@ -10,6 +10,7 @@ whose point is the flaw.
 """
 
 from bench.scenarios.harness import REGISTRY, find
-from bench.scenarios import guide, unp, csapp, comer    # importing them registers them
+# Importing them registers them, in this order: the order of the texts.
+from bench.scenarios import guide, worksheet, unp, csapp, comer
 
-__all__ = ["REGISTRY", "find", "guide", "unp", "csapp", "comer"]
+__all__ = ["REGISTRY", "find", "guide", "worksheet", "unp", "csapp", "comer"]

@@ -1,41 +1,11 @@
-"""The quick guide's and the "Concurrent Servers" worksheet's experiments."""
+"""The quick guide's experiments: its tasks and its questions and answers."""
 
 import socket
 import time
 
-from bench.scenarios.harness import ScenarioError, scenario
+from bench.scenarios.harness import recv_to_eof, recv_until, scenario
 
 GUIDE = "Sanguino, A Quick Guide to Networking Software"
-WORKSHEET = "\"Concurrent Servers\" worksheet"
-HELLO = b"Hello, World!\n"
-
-
-def _recv_until(sock, predicate, timeout=3.0):
-    """Bytes from ``sock`` until ``predicate(data)`` or EOF; ScenarioError after ``timeout``."""
-    data = b""
-    end = time.monotonic() + timeout
-    while not predicate(data):
-        left = end - time.monotonic()
-        if left <= 0:
-            raise ScenarioError(f"no more bytes within {timeout:g} s (have {data!r})")
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(4096)
-        except TimeoutError:
-            continue
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def _recv_to_eof(sock, timeout=3.0):
-    """Everything until the server's EOF; ``(data, how it ended)``."""
-    try:
-        data = _recv_until(sock, lambda d: False, timeout)
-    except ConnectionResetError:
-        return b"", "reset"
-    return data, "EOF"
 
 
 @scenario("X16", "busy", "The select() server that answers busy (guide task 11)",
@@ -48,19 +18,19 @@ def busy(r):
     server = r.server("servers.busy_select", "--trace")
     first = socket.create_connection(server.address, timeout=3)
     first.sendall(b"hello\n")
-    echo = _recv_until(first, lambda d: d.endswith(b"\n"))
+    echo = recv_until(first, lambda d: d.endswith(b"\n"))
     r.say(f"[client 1] sent b'hello\\n', read {echo!r}")
     server.wait_for("IDLE --full--> BUSY")
     r.ps([server], "serving client 1: one process, asleep in the loop's wait")
     second = socket.create_connection(server.address, timeout=3)
     rejected = second.getsockname()
-    data, how = _recv_to_eof(second)
+    data, how = recv_to_eof(second)
     r.say(f"[client 2] read {data!r}, then {how}")
     r.expect(data == b"busy\n" and how == "EOF",
              "the second client reads exactly the 5 bytes busy\\n, then a clean end of stream")
     second.close()
     first.sendall(b"again\n")
-    echo2 = _recv_until(first, lambda d: d.endswith(b"\n"))
+    echo2 = recv_until(first, lambda d: d.endswith(b"\n"))
     r.say(f"[client 1] sent b'again\\n', read {echo2!r}")
     r.expect(echo == b"hello\n" and echo2 == b"again\n",
              "the first client is echoed before and after, unaffected")
@@ -76,7 +46,7 @@ def busy(r):
     server.wait_for("BUSY --slot_freed--> IDLE")
     third = socket.create_connection(server.address, timeout=3)
     third.sendall(b"my turn\n")
-    echo3 = _recv_until(third, lambda d: d.endswith(b"\n"))
+    echo3 = recv_until(third, lambda d: d.endswith(b"\n"))
     r.say(f"[client 3] after client 1 left: sent b'my turn\\n', read {echo3!r}")
     third.close()
     r.expect(echo3 == b"my turn\n", "once the first client leaves, the next one is served")
@@ -130,73 +100,3 @@ def udp_dead_port(r):
     r.say(f"exit status {status} after {elapsed:.1f} s")
     r.expect(status == 1 and timed.has("no answer|did not answer"),
              "with a timeout the client gives up after its tries, says so, and exits 1")
-
-
-@scenario("E13", "maxdatasize-20", "The worksheet's MAXDATASIZE 20 exercise",
-          f"{WORKSHEET}, suggested changes", """\
-"Change the MAXDATASIZE in the server to just 20 and send messages longer than 20 characters.
-What happens?"
-The server's recv( connfd, msg, MAXDATASIZE -1, 0): each recv takes at most 19 bytes, and
-every recv gets its own 'Hello, World!' -- a long message gets several replies.
-""")
-def maxdatasize(r):
-    server = r.server("servers.hello", "--maxdatasize", "20")
-    message = b"this message is longer than twenty bytes"
-    with socket.create_connection(server.address, timeout=3) as sock:
-        sock.sendall(message + b"\n")
-        r.say(f"[client] sent {len(message)} bytes and a newline: {message.decode()!r}")
-        pieces = -(-len(message) // 19)
-        data = _recv_until(sock, lambda d: d.count(HELLO) >= pieces)
-        r.say(f"[client] read {data!r}")
-        r.netstat(server.port, "connected")
-        r.ps([server], "connected: the worksheet's parent and its child for this client")
-        sock.sendall(b"quit\n")
-        rest, how = _recv_to_eof(sock)
-        r.say(f"[client] sent b'quit\\n', read {rest!r} then {how}")
-    server.wait_for("Message received: quit")
-    received = [line.split("Message received: ", 1)[1] for line in server.output()
-                if "Message received: " in line]
-    r.expect(data == HELLO * pieces,
-             f"a {len(message)}-byte message gets {pieces} replies, one per 19-byte piece")
-    r.expect([len(m) for m in received[:pieces]] == [19] * (pieces - 1)
-             + [len(message) - 19 * (pieces - 1)],
-             "the server logs the message as pieces of at most 19 bytes")
-    r.expect(how == "EOF" and rest == b"", "a short 'quit' still ends the session")
-
-
-@scenario("E3", "how-are-you", "The worksheet's 'How are you' exercise: telnet and msgclient",
-          f"{WORKSHEET}, running the server", """\
-"type 'hello', the response 'Hello, World!' should be displayed. Meanwhile the server should
-display the message it received ... Try entering the message 'How are you' in the telnet
-session. What happens at the server end? How does this affect the client end?"
-The worksheet's msgclient reads with scanf("%s"), one word at a time: three messages.
-""")
-def how_are_you(r):
-    server = r.server("servers.hello")
-    r.heading("telnet: the whole line, CR LF included, in one send")
-    with socket.create_connection(server.address, timeout=3) as sock:
-        sock.sendall(b"How are you\r\n")
-        data = _recv_until(sock, lambda d: d.count(HELLO) >= 1)
-        r.say(f"[telnet] typed 'How are you', read {data!r}")
-        sock.sendall(b"quit\r\n")
-        _recv_to_eof(sock)
-    server.wait_for("Message received: How are you")
-    r.expect(data == HELLO, "telnet: one message, 'How are you', and one reply")
-    r.heading("msgclient --words: scanf(\"%s\")")
-    client = r.client("clients.msgclient", "--words", "127.0.0.1", server.port,
-                      label="msgclient")
-    client.send("How are you\n")
-    r.until(lambda: sum(line.count("Received: Hello, World!") for line in client.output()) >= 3,
-            timeout=3)
-    client.flush()
-    r.netstat(server.port, "msgclient connected")
-    r.ps([server, client], "msgclient connected: two servers appear to be running")
-    client.send("quit\n")
-    client.wait()
-    client.flush()
-    replies = sum(line.count("Received: Hello, World!") for line in client.output())
-    r.expect(replies == 3, f"msgclient --words: three words, three messages, three replies "
-                           f"(got {replies})")
-    server.flush()
-    words = [w for w in ("How", "are", "you") if server.has(f"Message received: {w}$")]
-    r.expect(len(words) == 3, "the server logs 'How', 'are' and 'you' as three messages")

@@ -42,20 +42,23 @@ class Scenario:
 
 
 def scenario(ident, name, title, source, prediction, limit=20.0):
-    """Register ``run(r)`` as a scenario (``ident``: the texts' id, X1-X25 or E1-E14, where there is one)."""
+    """Register ``run(r)`` as a scenario.
+
+    ``ident``: the texts' ids it shows, X1-X25 or E1-E14, space-separated
+    when it shows several (``"X17 E7 E8 E9"``); any one of them finds it.
+    """
     def register(func):
-        REGISTRY[ident.lower()] = Scenario(ident, name, title, source, prediction, func, limit)
+        REGISTRY[ident.split()[0].lower()] = Scenario(ident, name, title, source, prediction,
+                                                       func, limit)
         return func
     return register
 
 
 def find(key):
-    """The scenario with id or name ``key`` (any case), or None."""
+    """The scenario with id or name ``key`` (any case; any of its ids), or None."""
     key = key.lower()
-    if key in REGISTRY:
-        return REGISTRY[key]
     for s in REGISTRY.values():
-        if s.name == key:
+        if key == s.name or key in s.ident.lower().split():
             return s
     return None
 
@@ -357,3 +360,33 @@ class Run:
         """A wait ended unanswered: OverTime if the limit is what ended it, else ScenarioError."""
         self.check_time(doing)
         raise ScenarioError(problem)
+
+
+# --- a scenario's own sockets ------------------------------------------------
+
+def recv_until(sock, predicate, timeout=3.0):
+    """Bytes from ``sock`` until ``predicate(data)`` or EOF; ScenarioError after ``timeout``."""
+    data = b""
+    end = time.monotonic() + timeout
+    while not predicate(data):
+        left = end - time.monotonic()
+        if left <= 0:
+            raise ScenarioError(f"no more bytes within {timeout:g} s (have {data!r})")
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            continue
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def recv_to_eof(sock, timeout=3.0):
+    """Everything until the server's EOF; ``(data, how it ended)``."""
+    try:
+        data = recv_until(sock, lambda d: False, timeout)
+    except ConnectionResetError:
+        return b"", "reset"
+    return data, "EOF"
