@@ -11,6 +11,8 @@ whose point is the flaw.
 
 from bench.scenarios.harness import REGISTRY, find
 # Importing them registers them, in this order: the order of the texts.
-from bench.scenarios import guide, worksheet, unp, csapp, comer
+from bench.scenarios import (guide, guide_io, guide_servers, worksheet, worksheet_changes, unp,
+                             netns, csapp, comer)
 
-__all__ = ["REGISTRY", "find", "guide", "worksheet", "unp", "csapp", "comer"]
+__all__ = ["REGISTRY", "find", "guide", "guide_io", "guide_servers", "worksheet",
+           "worksheet_changes", "unp", "netns", "csapp", "comer"]
