@@ -17,12 +17,16 @@ pid without checking it is still the process we saw (the same start time).
 """
 
 import codecs
+import fcntl
 import os
 import re
 import selectors
 import signal
+import struct
 import subprocess
+import termios
 import threading
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -142,6 +146,14 @@ def descendants(*roots):
 
 # --- a child's output ----------------------------------------------------------
 
+def _unread(fd):
+    """How many bytes the pipe ``fd`` holds unread (0 once it is closed)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, bytes(4)))[0]
+    except OSError:
+        return 0
+
+
 class Output:
     """What a child writes to one pipe, kept as it comes (and appended to the file ``copy``).
 
@@ -158,7 +170,9 @@ class Output:
         self._changed = threading.Condition()
         self._parts = []        # the text so far, in pieces that text() joins
         self._lines = []        # its complete lines, without their "\n"
+        self._times = []        # when each line was read (time.monotonic())
         self._partial = ""      # the line being written
+        self._eof_time = None   # when the end of the pipe was read
         self.eof = False        # every writer has closed the pipe
         self.exited = False     # the child has exited, and what it wrote before is here
 
@@ -179,6 +193,32 @@ class Output:
         with self._changed:
             return self._lines[0] if self._lines else self._partial
 
+    def timed_lines(self, start=0):
+        """``(when read, line)`` for the lines from number ``start`` on (as :meth:`lines`)."""
+        with self._changed:
+            timed = list(zip(self._times[start:], self._lines[start:]))
+            if self.eof and self._partial and start <= len(self._lines):
+                timed.append((self._eof_time, self._partial))
+            return timed
+
+    def caught_up(self, timeout):
+        """Wait until all the child has written so far has been read in; False after ``timeout``.
+
+        Lines are stamped when the reader thread reads them, a little after
+        they were written.  Whoever is about to note an event of their own
+        and wants the child's earlier lines to come first calls this: once
+        the pipe holds no unread byte, every line written before the call
+        is in :meth:`timed_lines`, stamped before the call returned.
+        """
+        end = time.monotonic() + timeout
+        with self._changed:
+            while not self.eof and _unread(self.fd):
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+            return True
+
     def wait(self, predicate, timeout):
         """Block until ``predicate()`` is true, the pipe has ended or ``timeout`` s have passed.
 
@@ -191,19 +231,24 @@ class Output:
     def _read(self, everything=False):
         """Take one read (``everything``: all the pipe holds now); False at EOF."""
         while True:
-            try:
-                chunk = os.read(self.fd, READ_SIZE)
-            except BlockingIOError:
-                return True
-            if self._copy:
-                self._copy.write(chunk)
-                self._copy.flush()
+            # The read and the lines it completes under one lock, so that
+            # caught_up() never sees an empty pipe whose bytes are not lines yet.
             with self._changed:
+                try:
+                    chunk = os.read(self.fd, READ_SIZE)
+                except BlockingIOError:
+                    return True
+                if self._copy:
+                    self._copy.write(chunk)
+                    self._copy.flush()
+                now = time.monotonic()
                 text = self._decoder.decode(chunk, final=not chunk)
                 self._parts.append(text)
                 *complete, self._partial = (self._partial + text).split("\n")
                 self._lines.extend(complete)
+                self._times.extend([now] * len(complete))
                 self.eof = not chunk
+                self._eof_time = now
                 self._changed.notify_all()
             if not chunk:
                 return False
@@ -359,6 +404,11 @@ class Child:
                     os.kill(s.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+    @property
+    def closed(self):
+        """Whether :meth:`close` has let go of the pipes."""
+        return self._closed
 
     def close(self):
         """Stop reading and let go of the pipes (call it once the child is stopped)."""

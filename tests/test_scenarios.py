@@ -221,3 +221,49 @@ def test_a_server_that_never_starts_is_ended_when_the_limit_strikes(fake, monkey
     seconds = float(re.search(r"Verdict: could not be completed \((\d+\.\d) s\)", out)[1])
     assert seconds < harness.START_TIMEOUT, "the limit, not the start timeout, ended the wait"
     assert len(seen) == 1 and observe.process(seen[0]) is None
+
+
+def test_the_transcript_keeps_the_order_things_happened_in(fake):
+    """A line a process printed before the event that made the scenario say something comes
+    before the scenario's line in the transcript, even when the process printed a lot just before
+    (its pipe is read by another thread, which may lag), and every line carries a time on the
+    scenario's one clock, increasing down the transcript."""
+    from bench.scenarios.harness import Proc
+
+    def func(r):
+        with socket.create_server(("127.0.0.1", 0)) as lsock:
+            port = lsock.getsockname()[1]
+            code = ("import socket\n"
+                    "for n in range(3000): print('filler', n)\n"
+                    "print('the cause', flush=True)\n"
+                    f"socket.create_connection(('127.0.0.1', {port})).sendall(b'x')\n")
+            Proc(r, "child", [sys.executable, "-c", code], subprocess.DEVNULL)
+            lsock.settimeout(10)
+            conn, _ = lsock.accept()
+            with conn:
+                conn.settimeout(10)
+                r.expect(conn.recv(1) == b"x", "the child connected after printing")
+                r.say("the effect")
+    fake(func)
+    status, out = run_main(["run", "fake"])
+    assert status == 0, out
+    transcript = out.split("Transcript:")[1].split("Checks:")[0]
+    lines = transcript.strip("\n").splitlines()
+    cause = next(i for i, line in enumerate(lines) if line.endswith("[child] the cause"))
+    effect = next(i for i, line in enumerate(lines) if line.endswith("  the effect"))
+    assert cause < effect
+    stamps = [float(m[1]) for m in (re.match(r"  +(\d+\.\d{3})  ", line) for line in lines) if m]
+    assert len(stamps) >= 3002 and stamps == sorted(stamps)
+
+
+def test_a_scenario_with_several_ids_is_found_by_any(fake):
+    """`run E8` finds the scenario that shows X17 E7 E8 E9, as `run X17` does, and by its name."""
+    from bench.scenarios import harness
+    sc = Scenario("X99 E98 E97", "several", "several ids", "nowhere", '"nothing"',
+                  lambda r: None, 1.0)
+    REGISTRY["x99"] = sc
+    try:
+        assert harness.find("e98") is sc and harness.find("X99") is sc
+        assert harness.find("several") is sc and harness.find("E9") is None
+    finally:
+        del REGISTRY["x99"]

@@ -29,6 +29,9 @@ from bench.scenarios import observe
 # How long a process may take to start, and to stop once told.
 START_TIMEOUT = 10.0
 STOP_TIMEOUT = 3.0
+# How long the transcript waits for a process's pipe to be read in, so that
+# the lines it wrote before an event of the scenario's come before it.
+CATCH_UP = 0.2
 
 REGISTRY = {}
 
@@ -145,11 +148,8 @@ class Proc:
         return self.child.running()
 
     def flush(self):
-        """Copy the lines printed since the last flush into the transcript."""
-        lines = self.child.stdout.lines()
-        new, self._seen = lines[self._seen:], len(lines)
-        for line in new:
-            self.run.say(f"[{self.label}] {line}")
+        """Copy the lines printed so far into the transcript (every process's: in the order they came)."""
+        self.run.flush_all()
 
     def signal(self, signum):
         """Send ``signum`` to this process (one the scenario started), shown in the transcript."""
@@ -200,12 +200,26 @@ class Run:
     # --- output ----------------------------------------------------------
 
     def say(self, text=""):
-        for line in str(text).splitlines() or [""]:
-            print(f"  {line}", file=self.out)
-        self.out.flush()
+        """One line (or several) of the transcript, stamped now, after what the processes printed before."""
+        self.flush_all()
+        self._emit(time.monotonic(), text)
 
     def heading(self, text):
-        print(f"\n  -- {text}", file=self.out)
+        self.flush_all()
+        print(file=self.out)
+        self._emit(time.monotonic(), f"-- {text}")
+
+    def _emit(self, when, text):
+        """Print ``text`` stamped with ``when`` (seconds since the scenario started; None: no stamp)."""
+        stamp = f"{when - self.start:7.3f}" if when is not None else " " * 7
+        for line in str(text).splitlines() or [""]:
+            print(f"  {stamp}  {line}", file=self.out)
+            stamp = " " * 7
+        self.out.flush()
+
+    def _row(self, text):
+        """A row of a snapshot, under its stamped heading."""
+        self._emit(None, text)
 
     def command(self, argv):
         shown = ["python" if a == sys.executable else a for a in argv]
@@ -237,7 +251,7 @@ class Run:
         rows = self.tcp_sockets(port)
         self.heading(f"netstat -a | grep {port}  ({title})")
         for line in observe.format_netstat(rows, port):
-            self.say(line)
+            self._row(line)
         return rows
 
     def netstat_summary(self, port, title):
@@ -250,7 +264,7 @@ class Run:
             counts[key] = counts.get(key, 0) + 1
         self.heading(f"netstat -a | grep {port} | count by state  ({title})")
         for key, n in sorted(counts.items()):
-            self.say(f"{n:>6}  {key}")
+            self._row(f"{n:>6}  {key}")
         return rows
 
     def ps(self, procs, title):
@@ -260,15 +274,29 @@ class Run:
         self.heading(f"ps  ({title})")
         names = {p.pid: p.label for p in procs}
         for line in observe.format_ps(rows, names):
-            self.say(line)
+            self._row(line)
         for proc in procs:
             proc.child.remember_family()
         return rows
 
     def flush_all(self):
-        """Copy what every process has printed so far into the transcript."""
+        """Copy what every process has printed so far into the transcript, in the order it came.
+
+        Each line is stamped when it was read from the process's pipe, on the
+        same clock as the scenario's own lines; a process's lines written
+        before this call are read in first (:meth:`bench.process.Output.caught_up`),
+        so that a reply never comes before the server's line that caused it.
+        """
+        new = []
         for proc in self.procs:
-            proc.flush()
+            out = proc.child.stdout
+            if not proc.child.closed:
+                out.caught_up(CATCH_UP)
+            lines = out.timed_lines(proc._seen)
+            proc._seen += len(lines)
+            new.extend((when, f"[{proc.label}] {line}") for when, line in lines)
+        for when, text in sorted(new, key=lambda item: item[0]):     # stable: a process's order kept
+            self._emit(when, text)
 
     # --- processes -------------------------------------------------------
 
