@@ -256,7 +256,7 @@ def test_the_transcript_keeps_the_order_things_happened_in(fake):
     assert len(stamps) >= 3002 and stamps == sorted(stamps)
 
 
-def test_a_scenario_with_several_ids_is_found_by_any(fake):
+def test_a_scenario_with_several_ids_is_found_by_any():
     """`run E8` finds the scenario that shows X17 E7 E8 E9, as `run X17` does, and by its name."""
     from bench.scenarios import harness
     sc = Scenario("X99 E98 E97", "several", "several ids", "nowhere", '"nothing"',
