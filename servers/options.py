@@ -14,6 +14,7 @@ import ipaddress
 
 from cli import (
     Parser, add_verbosity, byte_size, port, positive_float, positive_int, seconds_from_zero,
+    whole_number_from,
 )
 from reactor.connection import MAX_OUTPUT
 from reactor.protocols import LOOPBACK, PROXY_HEADER_TIMEOUT
@@ -102,7 +103,10 @@ def add_reactor_arguments(parser, default_max_clients=None, workers=True):
 
 def workers_argument(text):
     """argparse type: a number of workers from 1, or ``auto``."""
-    return "auto" if text == "auto" else positive_int(text)
+    return "auto" if text == "auto" else _worker_count(text)
+
+
+_worker_count = whole_number_from(1, ", or auto (one per CPU this process may run on)")
 
 
 def add_workers_arguments(parser):

@@ -113,6 +113,8 @@ def test_a_console_scripts_own_errors_name_it_too(tmp_path):
     unknown = run(wrapper(tmp_path, "selectlab-bench-scenarios") + ["run", "X99"], env=env)
     assert unknown.returncode == 2
     assert unknown.stderr.decode().startswith("selectlab-bench-scenarios: error: no scenario")
+    assert "`selectlab-bench-scenarios list` shows them" in unknown.stderr.decode(), \
+        "its hint names the command as it was run, too"
 
 
 @pytest.mark.parametrize("module", COMMANDS)

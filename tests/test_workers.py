@@ -381,3 +381,14 @@ def test_with_workers_each_worker_has_a_monitor_and_the_master_lists_them(start_
                 got += chunk
         state = json.loads(got.partition(b"\r\n\r\n")[2])
         assert state["pid"] == pids[int(number) - 1]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "x", "1.5"])
+def test_a_bad_worker_count_is_one_line_naming_both_forms(value):
+    """`--workers 0` (or any value that is neither a whole number from 1 nor `auto`) is a one-line
+    usage error that names both accepted forms, exit status 2, and nothing starts."""
+    proc = subprocess.run([sys.executable, "-m", "servers.echo_select", "0", "-b", "127.0.0.1",
+                           "--workers", value], cwd=ROOT, capture_output=True, timeout=30)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and proc.stdout == b""
+    assert err.count("\n") == 1 and "from 1 up, or auto" in err, err

@@ -94,16 +94,16 @@ def main(argv=None):
         list_scenarios(out)
         return 0
     if args.all == bool(args.ids):
-        raise cli.Fatal("give scenario ids or names, or --all (not both); "
-                        "`python -m bench.scenarios list` shows them", status=cli.EXIT_USAGE)
+        raise cli.Fatal(f"give scenario ids or names, or --all (not both); "
+                        f"`{cli.prog_name()} list` shows them", status=cli.EXIT_USAGE)
     chosen = list(REGISTRY.values())
     if args.ids:
         chosen = []
         for key in args.ids:
             sc = find(key)
             if sc is None:
-                raise cli.Fatal(f"no scenario {key!r}; `python -m bench.scenarios list` shows "
-                                f"them", status=cli.EXIT_USAGE)
+                raise cli.Fatal(f"no scenario {key!r}; `{cli.prog_name()} list` shows them",
+                                status=cli.EXIT_USAGE)
             chosen.append(sc)
     start = time.monotonic()
     failed = [sc.ident for sc in chosen if not run_one(sc, out)]
