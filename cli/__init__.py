@@ -156,30 +156,6 @@ def add_verbosity(parser, more="a line for each client (open, closed and why, re
                        help="log only warnings and errors")
 
 
-class HelpTexts:
-    """A parser to hand the shared option helpers, with some of their help texts replaced.
-
-    ``add_selector_argument(HelpTexts(parser, {"--selector": "..."}))`` adds
-    the option as the helper defines it (type, choices, default), with the
-    words another kind of command needs: a UDP server has senders and
-    datagrams where a TCP server has clients.  Everything but
-    ``add_argument`` goes to ``parser`` itself.
-    """
-
-    def __init__(self, parser, texts):
-        self._parser = parser
-        self._texts = texts
-
-    def add_argument(self, *names, **kwargs):
-        for name in names:
-            if name in self._texts:
-                kwargs["help"] = self._texts[name]
-        return self._parser.add_argument(*names, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._parser, name)
-
-
 def setup_logging(args, trace=False, prefix=""):
     """Send the ``selectlab`` logs to stderr at the level asked for; return the writer.
 

@@ -109,8 +109,12 @@ def workers_argument(text):
 _worker_count = whole_number_from(1, ", or auto (one per CPU this process may run on)")
 
 
-def add_workers_arguments(parser):
-    """``--workers N|auto`` and ``--reuseport``: a reactor per core (``servers.workers``)."""
+def add_workers_arguments(parser, reuseport_help=None):
+    """``--workers N|auto`` and ``--reuseport``: a reactor per core (``servers.workers``).
+
+    ``reuseport_help``: ``--reuseport``'s text for a server whose clients are
+    not TCP's (UDP: datagrams spread by sender, not connections).
+    """
     parser.add_argument("--workers", type=workers_argument, default=1, metavar="N|auto",
                         help="run N reactor processes on the port, under a master that "
                              "restarts any that dies and passes signals on (default 1: one "
@@ -118,10 +122,10 @@ def add_workers_arguments(parser):
                              "here %d). SIGUSR1 to the master logs each worker's counters "
                              "and their total" % cpu_count())
     parser.add_argument("--reuseport", action=argparse.BooleanOptionalAction, default=True,
-                        help="with --workers: a listening socket per worker with "
-                             "SO_REUSEPORT, the kernel spreading new clients over them (the "
-                             "default), or --no-reuseport: one socket that every worker "
-                             "accepts from")
+                        help=reuseport_help or (
+                            "with --workers: a listening socket per worker with SO_REUSEPORT, "
+                            "the kernel spreading new clients over them (the default), or "
+                            "--no-reuseport: one socket that every worker accepts from"))
 
 
 def monitor_address(text):
@@ -160,12 +164,15 @@ def add_proxy_arguments(parser):
                              f"its whole header (default {PROXY_HEADER_TIMEOUT:g})")
 
 
-def add_selector_argument(parser):
-    """``--selector epoll|poll|select``: which system call the reactor waits in."""
+def add_selector_argument(parser, help=None):
+    """``--selector epoll|poll|select``: which system call the reactor waits in.
+
+    ``help``: the option's text for a server whose clients are not TCP's (UDP).
+    """
     names = "|".join(SELECTORS)
     parser.add_argument("--selector", choices=list(SELECTORS), default=None,
                         metavar=names,
-                        help=f"the system call the loop waits in (default: the best this system "
+                        help=help or f"the system call the loop waits in (default: the best this system "
                              f"has, epoll on Linux). select() cannot watch descriptors past "
                              f"{FD_SETSIZE - 1}, so with it the server keeps its open-file limit "
                              f"at {FD_SETSIZE} and serves at most {FD_SETSIZE - RESERVED_FDS} "

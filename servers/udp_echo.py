@@ -50,14 +50,14 @@ def build_parser():
                         help="log the counters (datagrams and bytes in and out, dropped, "
                              "errors) every SECS seconds; SIGUSR1 logs them at any time")
     # The shared options' texts speak of TCP clients; these are a UDP server's.
-    add_selector_argument(cli.HelpTexts(parser, {"--selector": (
+    add_selector_argument(parser, help=(
         "the system call the loop waits in (default: the best this system has, epoll on "
         "Linux); this server watches only a few sockets of its own, however many send to "
-        "it, so select()'s limit of 1024 descriptors never matters to it")}))
-    add_workers_arguments(cli.HelpTexts(parser, {"--reuseport": (
+        "it, so select()'s limit of 1024 descriptors never matters to it"))
+    add_workers_arguments(parser, reuseport_help=(
         "with --workers: a socket per worker with SO_REUSEPORT, the kernel spreading the "
         "datagrams over them by a hash of each sender's address and port (the default), or "
-        "--no-reuseport: one socket that every worker reads from")}))
+        "--no-reuseport: one socket that every worker reads from"))
     cli.add_verbosity(parser, more="a line for each datagram that could not be sent or "
                                    "received (an unreachable sender, say)")
     return parser
