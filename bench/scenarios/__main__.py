@@ -42,8 +42,11 @@ def build_parser():
 
 
 def list_scenarios(out):
+    """One line per scenario, in the texts' order: its ids, its name, its title and source."""
+    ids = max(len(sc.ident) for sc in REGISTRY.values())
+    names = max(len(sc.name) for sc in REGISTRY.values())
     for sc in REGISTRY.values():
-        print(f"{sc.ident:<12} {sc.name:<21} {sc.title}  [{sc.source}]", file=out)
+        print(f"{sc.ident:<{ids}}  {sc.name:<{names}}  {sc.title}  [{sc.source}]", file=out)
 
 
 def run_one(sc, out=sys.stdout):
