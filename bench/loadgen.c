@@ -32,7 +32,12 @@
  * reset or closed early.  "stalled" are ping-pong connections still waiting
  * for an echo after more than a second at the end (a lost byte, or a server
  * that stopped answering them); "idle_lost" are idle connections that the
- * server closed or sent something on.  -M prints "MARK warm_end" and "MARK end" on stderr
+ * server closed or sent something on.  "busy" are clients the server turned
+ * away: the first thing a connection read was "busy\n" (what a server at its
+ * capacity says before it closes; servers/service.py's BUSY_MESSAGE), then
+ * the close.  An echo's first byte is 0 ("busy" starts with 'b'), so such a
+ * reply is no echo at all: it is counted apart, not as a broken echo, and
+ * the connection is gone.  -M prints "MARK warm_end" and "MARK end" on stderr
  * at the window's edges, so the driver can sample the server's CPU there, and
  * after each waits (at most EDGE_WAIT_S) for a line on stdin: the load stops
  * while the driver reads.  With a thousand busy server processes on the same
@@ -77,6 +82,10 @@
 #define SRC_FIRST 2         /* source addresses 127.0.0.2 .. */
 #define SRC_COUNT 250       /* .. 127.0.0.251 */
 
+/* What a server at its capacity answers before it closes (servers/service.py). */
+static const char BUSY[] = "busy\n";
+#define BUSY_LEN (sizeof BUSY - 1)
+
 enum { ST_FREE, ST_CONNECTING, ST_ACTIVE, ST_IDLE, ST_DEAD };
 
 struct conn {
@@ -88,6 +97,7 @@ struct conn {
     int want_out;
     int served;       /* completed a request inside the window */
     int confirmed;    /* completed its first request */
+    size_t busy;      /* bytes of BUSY read in place of the first echo */
     double t_start, t_connect;
 };
 
@@ -96,7 +106,7 @@ static unsigned char *pat, *rbuf;
 static int epfd, marks;
 static struct sockaddr_in server;
 static uint32_t *hist;
-static uint64_t hist_over, requests, errors, failures, bytes_checked, src_next;
+static uint64_t hist_over, requests, errors, failures, turned_away, bytes_checked, src_next;
 static double warm_end, t_end, connect_timeout = 10.0;
 static int established;   /* connects that succeeded in the main phase */
 static int lost_unconfirmed; /* connections that failed before their first echo */
@@ -153,6 +163,16 @@ static void fail(struct conn *c, int data_error, const char *why) {
     if (errors + failures <= 10)
         fprintf(stderr, "loadgen: connection failed: %s (message %llu, sent %zu, received %zu)\n",
                 why, (unsigned long long)c->k, c->sent, c->recvd);
+    drop(c);
+    c->state = ST_DEAD;
+}
+
+/* The server answered "busy" and closed: a client turned away, not a broken echo. */
+static void turn_away(struct conn *c) {
+    if (++turned_away == 1)
+        fprintf(stderr, "loadgen: the server answered busy (at its capacity) and closed; "
+                        "counted as turned away, not as a broken echo\n");
+    if (!c->confirmed) lost_unconfirmed++;
     drop(c);
     c->state = ST_DEAD;
 }
@@ -226,8 +246,28 @@ static void count(struct conn *c, double t, double since) {
     if (us < HIST_US) hist[(size_t)us]++; else hist_over++;
 }
 
+/* The rest of a "busy\n" reply, then the server's close (0: the connection is gone or waits). */
+static int read_busy(struct conn *c) {
+    char got[BUSY_LEN + 1];
+    for (;;) {
+        ssize_t n = recv(c->fd, got, sizeof got, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+        if (n > 0 && c->busy + (size_t)n <= BUSY_LEN &&
+            memcmp(got, BUSY + c->busy, (size_t)n) == 0) {
+            c->busy += (size_t)n;
+            continue;
+        }
+        if (n > 0) fail(c, 1, "a reply that is neither the echo nor busy");
+        else if (c->busy == BUSY_LEN) turn_away(c);      /* closed, or reset, after "busy\n" */
+        else fail(c, 0, n < 0 ? strerror(errno) : "server closed the connection early");
+        return 0;
+    }
+}
+
 /* Read what the socket has of the current message; 1 when it is complete. */
 static int do_recv(struct conn *c) {
+    if (c->busy) return read_busy(c);
     for (;;) {
         /* Never read past the current message: a byte too many is an error. */
         size_t want = c->size - c->recvd;
@@ -239,6 +279,11 @@ static int do_recv(struct conn *c) {
             return 0;
         }
         if (n == 0) { fail(c, 0, "server closed the connection early"); return 0; }
+        /* Before its first echo, a connection may be turned away instead. */
+        if (c->k == 0 && c->recvd == 0 && (size_t)n <= BUSY_LEN && memcmp(rbuf, BUSY, (size_t)n) == 0) {
+            c->busy = (size_t)n;
+            return read_busy(c);
+        }
         if (c->recvd + (size_t)n > c->sent) { fail(c, 1, "more bytes came back than were sent"); return 0; }
         if (memcmp(rbuf, msg_of(c->k) + c->recvd, (size_t)n) != 0) {
             fail(c, 1, "echoed bytes differ from those sent");
@@ -470,7 +515,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nconns; i++) {
         served += conns[i].served;
         if (conns[i].state == ST_ACTIVE && conns[i].sent > conns[i].recvd &&
-            t_end - conns[i].t_start > 1.0 && nconns > 0 && !churn)
+            !conns[i].busy && t_end - conns[i].t_start > 1.0 && nconns > 0 && !churn)
             stalled++;
     }
     /* An idle connection must still be open and silent. */
@@ -485,12 +530,13 @@ int main(int argc, char **argv) {
 
     printf("{\"mode\":\"%s\",\"conns\":%d,\"idle\":%d,\"idle_ok\":%d,\"idle_lost\":%d,"
            "\"stalled\":%d,\"confirmed\":%d,\"ready_s\":%.3f,\"ready_timeout\":%d,\"size\":%zu,"
-           "\"seconds\":%g,\"requests\":%llu,\"per_s\":%.1f,\"errors\":%llu,\"failures\":%llu,"
+           "\"seconds\":%g,\"requests\":%llu,\"per_s\":%.1f,\"errors\":%llu,\"failures\":%llu,\"busy\":%llu,"
            "\"bytes_checked\":%llu,\"established\":%d,\"served\":%d,"
            "\"p50_us\":%.1f,\"p99_us\":%.1f,\"lat_overflow\":%llu,\"client_cpu_s\":%.4f}\n",
            argv[1], nconns, nidle, idle_ok, idle_lost, stalled, confirmed, ready_at, ready_timeout, msgsize, seconds, (unsigned long long)requests,
            (double)requests / seconds, (unsigned long long)errors,
-           (unsigned long long)failures, (unsigned long long)bytes_checked, established, served,
+           (unsigned long long)failures, (unsigned long long)turned_away,
+           (unsigned long long)bytes_checked, established, served,
            percentile(0.50), percentile(0.99), (unsigned long long)hist_over, cpu1 - cpu0);
     fflush(stdout);
     return errors ? 1 : 0;

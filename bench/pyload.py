@@ -9,6 +9,10 @@ alike.  The connections are split over ``--procs`` processes, each with its own
 per request, so it, not the server, is usually the limit: the benchmark labels
 every result measured with it "lower bound".  One more difference: its
 warm-up starts at once, not after every connection's first echo.
+
+Like ``loadgen.c``, it counts a connection whose first reply is ``busy\n`` and
+then the close (a server at its capacity turning the client away) as
+``busy``, not as a broken echo: an echo's first byte is 0.
 """
 
 import argparse
@@ -26,6 +30,7 @@ HIST_LIMIT_US = 1_000_000
 SRC_FIRST, SRC_COUNT = 2, 250   # source addresses 127.0.0.2 .. 127.0.0.251, as loadgen.c
 IDLE_WAIT = 120.0
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+BUSY = b"busy\n"     # what a server at its capacity answers before it closes (servers/service.py)
 
 
 def _pattern(size):
@@ -34,7 +39,7 @@ def _pattern(size):
 
 class Counters:
     def __init__(self):
-        self.requests = self.errors = self.failures = self.bytes_checked = 0
+        self.requests = self.errors = self.failures = self.busy = self.bytes_checked = 0
         self.established = 0
         self.hist = {}        # whole microseconds -> count
         self.over = 0
@@ -43,7 +48,7 @@ class Counters:
 
 class Conn:
     __slots__ = ("sock", "k", "size", "sent", "recvd", "t_start", "t_connect", "ident",
-                 "connecting")
+                 "connecting", "busy")
 
 
 class Worker:
@@ -60,6 +65,7 @@ class Worker:
     def open(self, ident, now):
         conn = Conn()
         conn.ident, conn.k, conn.t_connect, conn.connecting = ident, 0, now, True
+        conn.busy = None        # the bytes of BUSY read in place of the first echo
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -85,6 +91,15 @@ class Worker:
         self.sel.unregister(conn.sock)
         conn.sock.close()
 
+    def turn_away(self, conn):
+        """The server answered busy and closed: a client turned away, not a broken echo."""
+        self.c.busy += 1
+        if self.c.busy == 1:
+            print("pyload: the server answered busy (at its capacity) and closed; counted as "
+                  "turned away, not as a broken echo", file=sys.stderr)
+        self.sel.unregister(conn.sock)
+        conn.sock.close()
+
     def start(self, conn, size, now):
         conn.size, conn.sent, conn.recvd, conn.t_start = size, 0, 0, now
         self.send(conn)
@@ -103,7 +118,12 @@ class Worker:
         self.sel.modify(conn.sock, selectors.EVENT_READ, conn)
 
     def recv(self, conn):
-        """Read what there is of the current message: True when it is complete."""
+        """Read what there is of the current message: True when it is complete.
+
+        False: not yet; None: the connection is gone (failed, or turned away).
+        """
+        if conn.busy is not None:
+            return self.read_busy(conn)
         expected = self.pattern[(conn.k & 255):(conn.k & 255) + conn.size]
         while True:
             try:
@@ -116,6 +136,9 @@ class Worker:
             if not data:
                 self.fail(conn, False, "server closed the connection early")
                 return None
+            if conn.k == 0 and conn.recvd == 0 and BUSY.startswith(data):
+                conn.busy = data        # before its first echo, turned away instead
+                return self.read_busy(conn)
             if conn.recvd + len(data) > conn.sent:
                 self.fail(conn, True, "more bytes came back than were sent")
                 return None
@@ -126,6 +149,30 @@ class Worker:
             self.c.bytes_checked += len(data)
             if conn.recvd == conn.size:
                 return True
+
+    def read_busy(self, conn):
+        """The rest of a ``busy\n`` reply, then the server's close (None once it came)."""
+        while True:
+            try:
+                data = conn.sock.recv(len(BUSY) + 1)
+            except BlockingIOError:
+                return False
+            except OSError as exc:      # reset: after the whole reply, the close came
+                if conn.busy == BUSY:
+                    self.turn_away(conn)
+                else:
+                    self.fail(conn, False, exc.strerror or str(exc))
+                return None
+            if data and BUSY.startswith(conn.busy + data):
+                conn.busy += data
+                continue
+            if data:
+                self.fail(conn, True, "a reply that is neither the echo nor busy")
+            elif conn.busy == BUSY:
+                self.turn_away(conn)
+            else:
+                self.fail(conn, False, "server closed the connection early")
+            return None
 
     def connected(self, conn):
         err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
@@ -237,7 +284,8 @@ class Worker:
         stalled = 0
         for key in list(self.sel.get_map().values()):
             conn = key.data
-            if not churn and not conn.connecting and conn.sent > conn.recvd \
+            if not churn and not conn.connecting and conn.busy is None \
+                    and conn.sent > conn.recvd \
                     and self.t_end - conn.t_start > 1.0:
                 stalled += 1
             key.fileobj.close()
@@ -248,7 +296,7 @@ class Worker:
                 poller.register(sock, select.POLLIN | select.POLLRDHUP)
             idle_lost = len(poller.poll(0))
         c = self.c
-        return {"requests": c.requests, "errors": c.errors, "failures": c.failures,
+        return {"requests": c.requests, "errors": c.errors, "failures": c.failures, "busy": c.busy,
                 "bytes_checked": c.bytes_checked, "established": c.established,
                 "served": len(c.served) if not churn else 0, "hist": c.hist, "over": c.over,
                 "stalled": stalled, "idle_lost": idle_lost,
@@ -352,7 +400,8 @@ def main(argv=None):
     else:
         mark("warm_end")
     mark("end")
-    total = {"requests": 0, "errors": 0, "failures": 0, "bytes_checked": 0, "established": 0,
+    total = {"requests": 0, "errors": 0, "failures": 0, "busy": 0, "bytes_checked": 0,
+             "established": 0,
              "served": 0, "over": 0, "cpu": 0.0, "stalled": 0, "idle_lost": 0}
     hist = {}
     crashed = 0
@@ -375,6 +424,7 @@ def main(argv=None):
         "mode": args.mode, "conns": args.conns, "idle": args.idle, "idle_ok": idle_ok,
         "size": args.size, "seconds": args.seconds, "requests": n,
         "per_s": n / args.seconds, "errors": total["errors"], "failures": total["failures"],
+        "busy": total["busy"],
         "bytes_checked": total["bytes_checked"], "established": total["established"],
         "served": total["served"], "p50_us": _percentile(hist, n, 0.50),
         "p99_us": _percentile(hist, n, 0.99), "lat_overflow": total["over"],

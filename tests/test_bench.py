@@ -169,6 +169,82 @@ def test_load_generators_report_a_lost_byte_as_a_stalled_connection(which, reque
     server.listener.close()
 
 
+class _AtCapacity:
+    """An echo server for its first ``capacity`` clients; to the others it says ``reply``
+    (by default ``busy\\n``, as servers/service.py does), half-closes, drains and closes."""
+
+    def __init__(self, capacity, reply=b"busy\n"):
+        self.capacity, self.reply, self.accepted = capacity, reply, 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return      # closed at the end of the test
+            self.accepted += 1
+            serve = self._echo if self.accepted <= self.capacity else self._turn_away
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    def _echo(self, conn):
+        with conn:
+            try:
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+            except ConnectionResetError:
+                pass        # the load generator closing while an echo was on its way
+
+    def _turn_away(self, conn):
+        with conn:
+            conn.sendall(self.reply)
+            conn.shutdown(socket.SHUT_WR)
+            conn.settimeout(1.0)
+            try:
+                while conn.recv(4096):
+                    pass
+            except OSError:
+                pass
+
+
+@pytest.mark.parametrize("which", ["c", "python"])
+def test_load_generators_count_clients_turned_away_with_busy_apart_from_broken_echoes(which,
+                                                                                      request):
+    """A server at its capacity that answers `busy` and closes has not broken an echo: both
+    load generators count those clients as turned away (``busy``), not as errors, and exit 0.
+    This is what a server with 992 places meets when bench opens 1,000 idle connections
+    under a 1,024-descriptor limit."""
+    argv = _generator(which, request, "--procs", "1")
+    server = _AtCapacity(3)
+    done = subprocess.run([*argv, "pingpong", "-p", str(server.port), "-c", "0", "-i", "5",
+                           "-d", "0.2", "-w", "0"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=DEADLINE)
+    result = json.loads(done.stdout)
+    assert done.returncode == 0, done.stderr
+    assert (result["idle_ok"], result["busy"], result["errors"]) == (3, 2, 0), result
+    assert result["failures"] == 0, result
+    assert "turned away, not as a broken echo" in done.stderr
+    server.listener.close()
+
+
+@pytest.mark.parametrize("which", ["c", "python"])
+def test_a_reply_that_only_looks_like_busy_is_still_a_broken_echo(which, request):
+    """Only `busy` itself is a client turned away: a server that answers something else in
+    place of the echo (here ``busz``) has broken it, and the run fails (exit 1)."""
+    argv = _generator(which, request, "--procs", "1")
+    server = _AtCapacity(1, reply=b"busz\n")
+    done = subprocess.run([*argv, "pingpong", "-p", str(server.port), "-c", "2", "-s", "64",
+                           "-d", "0.3", "-w", "0", "-T", "2"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=DEADLINE)
+    result = json.loads(done.stdout)
+    assert done.returncode == 1
+    assert result["errors"] == 1 and result["busy"] == 0, result
+    assert result["requests"] > 0       # the one it served echoed correctly
+    server.listener.close()
+
+
 @pytest.mark.parametrize("mode", ["pingpong", "churn"])
 def test_python_load_generator_checks_every_byte(mode, start_server):
     """The Python load generator drives echo_select in both modes; every byte comes back checked."""
