@@ -90,6 +90,114 @@ def normal_start_and_end(r):
              "the parent reaped its child (SIGCHLD handled with waitpid): no zombie")
 
 
+def _ours(rows, ours, port):
+    """The rows of the connections in ``ours`` (and the listener), as ``_states`` reads them."""
+    return _states([x for x in rows if x.state == "LISTEN" or (x.local, x.remote) in ours], port)
+
+
+@scenario("X2", "normal-termination", "Normal termination, step by step: CLOSE_WAIT and "
+          "FIN_WAIT_2, then TIME_WAIT and the zombie", f"{SOURCE}, 5.7 Normal Termination", """\
+Step 3: "This sends a FIN to the server, to which the server TCP responds with an ACK. ...
+At this point, the server socket is in the CLOSE_WAIT state and the client socket is in the
+FIN_WAIT_2 state"
+Step 4: "When the server TCP receives the FIN, the server child is blocked in a call to read
+..., and read then returns 0."
+Steps 5-6: "The server child terminates by calling exit." "The closing of the connected socket
+by the child causes the final two segments of the TCP connection termination to take place: a
+FIN from the server to the client, and an ACK from the client."
+"The client's side of the connection (since the local port is 42758) enters the TIME_WAIT state"
+Step 7: "we do not catch the signal in our code, and the default action of the signal is to be
+ignored. Thus, the child enters the zombie state."
+""")
+def normal_termination(r):
+    # tcpserv01's child pauses once read has returned 0, before its exit: the
+    # half-closed connection stays for netstat to see until SIGUSR1.
+    server = r.server("bench.scenarios.texts_unp", "tcpserv01", "--pause-at-eof", "0",
+                      label="tcpserv01", loopback=False)
+    port = server.port
+    client = r.client("clients.echo", "--plain", "127.0.0.1", port, label="tcpcli01")
+    for line in ("hello, world", "good bye"):
+        client.send(line + "\n")
+        client.wait_for(f"^{line}$")
+    r.until(lambda: observe.children_of(server.pid))
+    r.remember_children(server)
+    child = observe.children_of(server.pid)[0]
+    rows = r.netstat(port, "two lines echoed")
+    ours = {(x.local, x.remote) for x in rows if x.state == "ESTABLISHED"}
+    r.until(lambda: _state(child) == "S" and _state(client.pid) == "S")
+    r.ps([server, client], "the child waits in read for the next line, the client in fgets")
+
+    r.heading("steps 1-2: ^D; fgets returns NULL, str_cli returns, main calls exit")
+    client.close_stdin()
+    status = client.wait()
+    client.flush()
+    r.expect(status == 0, f"steps 1-2: at ^D the client returns from str_cli and exits "
+                          f"(exit status {status})")
+
+    r.heading("steps 3-4: the client's FIN; the child's read returns 0")
+    server.wait_for(rf"child {child}: read returned 0")
+    r.until(lambda: _ours(r.tcp_sockets(port), ours, port)[:2] == (["CLOSE_WAIT"], ["FIN_WAIT2"]))
+    rows = r.netstat(port, "the child has read 0 and not yet exited")
+    server_side, client_side, _ = _ours(rows, ours, port)
+    r.expect(server_side == ["CLOSE_WAIT"] and client_side == ["FIN_WAIT2"],
+             f"step 3: the client's FIN is ACKed: the server's socket is in CLOSE_WAIT "
+             f"({server_side}), the client's in FIN_WAIT_2 ({client_side}), though the client "
+             f"process is gone (its socket lives on in the kernel)")
+    procs = r.ps([server], "the child has read 0 and waits at the pause point")
+    r.expect(any(p.pid == child and not p.zombie for p in procs),
+             f"step 4: the child {child} saw read return 0 (it says so) and is still alive: "
+             f"the connection stays half closed for as long as the server does not close it")
+
+    r.heading("steps 5-6: the child calls exit; its socket is closed: FIN from the server")
+    r.say(f"$ kill -USR1 {child}    # the child goes on from its pause point to exit(0)")
+    os.kill(child, signal.SIGUSR1)
+    r.until(lambda: _state(child) == "Z")
+    r.until(lambda: _ours(r.tcp_sockets(port), ours, port)[:2] == ([], ["TIME_WAIT"]))
+    rows = r.netstat(port, "the child has exited")
+    server_side, client_side, listening = _ours(rows, ours, port)
+    r.expect_timewait(client_side == ["TIME_WAIT"] and not server_side,
+                      f"step 6: the server's FIN and the client's ACK end the connection: the "
+                      f"client's side, which closed first, is in TIME_WAIT ({client_side}); the "
+                      f"server child's socket is gone")
+    r.expect(listening, "the listening server is still waiting for another client connection")
+
+    r.heading("step 7: SIGCHLD, not caught: the zombie")
+    procs = r.ps([server], "tcpserv01 has no SIGCHLD handler")
+    zombie = [p for p in procs if p.pid == child and p.zombie]
+    r.expect(zombie, f"step 7: the child {child} is a zombie (STAT Z, <defunct>): tcpserv01 "
+                     f"does not catch SIGCHLD")
+
+    r.heading("selectlab's echo_fork (SIGCHLD handled with waitpid)")
+    server = r.server("servers.echo_fork", "-v")
+    client = r.client("clients.echo", "--plain", "127.0.0.1", server.port, label="tcpcli01")
+    client.send("good bye\n")
+    client.wait_for("^good bye$")
+    r.until(lambda: observe.children_of(server.pid))
+    r.remember_children(server)
+    child = observe.children_of(server.pid)[0]
+    rows = r.netstat(server.port, "one line echoed")
+    ours = {(x.local, x.remote) for x in rows if x.state == "ESTABLISHED"}
+    client.close_stdin()
+    client.wait()
+    client.flush()
+    server.wait_for(rf"child {child} terminated")
+    r.until(lambda: _ours(r.tcp_sockets(server.port), ours, server.port)[:2]
+            == ([], ["TIME_WAIT"]))
+    rows = r.netstat(server.port, "after ^D")
+    _, client_side, _ = _ours(rows, ours, server.port)
+    procs = r.ps([server], "after ^D")
+    r.expect(server.has(rf"\[{child}\] .* closed \(peer eof\)")
+             and server.has(rf"child {child} terminated \(exit 0\)")
+             and not [p for p in procs if p.zombie],
+             f"echo_fork: the child's read returns 0 ('closed (peer eof)'), it exits, and the "
+             f"parent's SIGCHLD handler reaps it ('child {child} terminated'): no zombie")
+    r.expect_timewait(client_side == ["TIME_WAIT"],
+                      "echo_fork: the client's side ends in TIME_WAIT as before")
+    r.say("Without the pause point, the child's read returns 0 and it closes at once: CLOSE_WAIT")
+    r.say("and FIN_WAIT_2 last a few microseconds here. echo_fork --reap none ends its children")
+    r.say("as tcpserv01 does, as zombies (scenario X3).")
+
+
 @scenario("X3", "zombies", "Zombies: the fork server that never waits for its children "
           "(--reap none)", f"{SOURCE}, 5.7 Normal Termination and 5.9 Handling SIGCHLD", """\
 "we do not catch the signal in our code, and the default action of the signal is to be
@@ -231,6 +339,159 @@ def eintr_accept(r):
     r.expect(outcomes["echo_fork"] == (False, False, True),
              "selectlab's fork server (PEP 475 restarts the call; its loop waits in epoll) "
              "serves the next client")
+
+
+def _listen_overflows():
+    """How many SYNs and handshakes this host dropped at a full accept queue (ListenOverflows)."""
+    with open("/proc/net/netstat") as f:
+        lines = f.read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        fields = dict(zip(names.split(), values.split()))
+        if "ListenOverflows" in fields:
+            return int(fields["ListenOverflows"])
+    return 0
+
+
+def _sysctl(name):
+    with open(f"/proc/sys/{name.replace('.', '/')}") as f:
+        return f.read().strip()
+
+
+def _asleep_in_a_call(pid):
+    """The process's WCHAN while it sleeps (STAT S), or None while it runs or has gone."""
+    p = observe.process(pid)
+    return p.wchan if p is not None and p.stat == "S" and p.wchan != "-" else None
+
+
+def _polling(wchan):
+    """Whether a WCHAN is where poll(2) and select(2) sleep (poll_schedule_timeout)."""
+    return wchan is not None and "poll" in wchan
+
+
+_FULL_QUEUE = """\
+A SYN that finds the accept queue full is dropped, whatever that setting (with 1, the kernel
+resets only a handshake whose last ACK finds the queue full), and the client's TCP sends it
+again each time its retransmission timer runs out, 1 s at first."""
+
+_CONNECT_AGAIN = """\
+Linux: a second connect() on a blocking socket whose handshake is under way sleeps until it
+completes; only a non-blocking one gets EALREADY at once (net/ipv4/af_inet.c,
+__inet_stream_connect). CPython's socket.connect, when
+connect() fails with EINTR and the handler returns (socketmodule.c, internal_connect): "the
+connection is running asynchronously. If the socket is blocking or has a timeout, wait until
+the connection completes, fails or timed out using select(), and then get the connection
+status using getsockopt(SO_ERROR)." -- the text's advice, built in."""
+
+
+@scenario("X21", "eintr-connect", "connect() interrupted by a signal: EINTR, then select for "
+          "the connection", f"{SOURCE}, 5.9 Handling Interrupted System Calls", """\
+"However, there is one function that we cannot restart: connect. If this function returns
+EINTR, we cannot call it again, as doing so will return an immediate error. When connect is
+interrupted by a caught signal and is not automatically restarted, we must call select to wait
+for the connection to complete."
+""")
+def eintr_connect(r):
+    r.say(f"net.ipv4.tcp_abort_on_overflow = {_sysctl('net.ipv4.tcp_abort_on_overflow')}")
+    r.say(_FULL_QUEUE)
+    # A connect blocks while the server cannot accept: stopped, its queue full.
+    server = r.server("servers.echo_select", "--backlog", "1", "-v", label="echo_select")
+    port = server.port
+    server.signal(signal.SIGSTOP)
+    stopped = True
+    queued = []
+    try:
+        r.until(lambda: _state(server.pid) == "T", timeout=2)
+        queued = [socket.create_connection(server.address, timeout=2) for _ in range(2)]
+        r.say("[two clients] connect() returned: the kernel completed their handshakes and "
+              "queued them; listen(1) holds two")
+        overflows = _listen_overflows()
+        clients = {}
+        for args, label in ((("--on-eintr", "again"), "connect again"),
+                            (("--on-eintr", "select"), "select (the fix)"),
+                            (("--handler", "return"), "handler returns")):
+            client = r.client("bench.scenarios.texts_unp", "connect_intr", *args, "127.0.0.1",
+                              port, label=label)
+            client.wait_for("^connect to ")
+            # Asleep after that line: in connect, its SYN sent (the netstat below shows it).
+            r.until(lambda: _asleep_in_a_call(client.pid))
+            clients[label] = client
+        ours = r.client("clients.echo", "127.0.0.1", port, label="clients.echo")
+        r.until(lambda: _polling(_asleep_in_a_call(ours.pid)))
+        rows = r.netstat(port, "the server stopped, its accept queue full")
+        listen_q = [x.recv_q for x in rows if x.state == "LISTEN"]
+        syn_sent = [x for x in rows if x.state == "SYN_SENT"]
+        dropped = _listen_overflows() - overflows
+        r.expect(listen_q == [2] and len(syn_sent) == 4 and dropped > 0,
+                 f"the connects block: the accept queue is full (LISTEN Recv-Q {listen_q}), the "
+                 f"kernel drops the SYNs (ListenOverflows rose by {dropped}), and "
+                 f"{len(syn_sent)} clients wait in SYN_SENT")
+        procs = r.ps([server, *clients.values(), ours], "each client asleep in connect")
+        wchan = {p.pid: p.wchan for p in procs}
+        r.expect(_polling(wchan.get(ours.pid)),
+                 f"selectlab's clients.echo connects with a timeout, so CPython makes it a "
+                 f"non-blocking connect and waits in poll from the start (WCHAN "
+                 f"{wchan.get(ours.pid)}): a signal can interrupt only the poll, which PEP 475 "
+                 f"restarts")
+
+        r.heading("SIGALRM, caught, interrupts the three connects")
+        for client in clients.values():
+            client.signal(signal.SIGALRM)
+        clients["connect again"].wait_for("^connect error: ")
+        clients["select (the fix)"].wait_for("^select: waiting")
+        clients["handler returns"].wait_for("^SIGALRM caught")
+        r.until(lambda: all(_asleep_in_a_call(c.pid) for c in clients.values()))
+        procs = r.ps([server, *clients.values()], "after SIGALRM: the server still stopped")
+        wchan = {p.pid: p.wchan for p in procs}
+        for label in ("connect again", "select (the fix)"):
+            r.expect(clients[label].has(r"^connect error: Interrupted system call \(EINTR\); "
+                                        r"the socket, local port \d+, is in SYN_SENT"),
+                     f"{label}: connect returns -1 with errno EINTR, and its socket is still "
+                     f"in SYN_SENT: the handshake goes on in the kernel")
+        again = clients["connect again"]
+        r.expect(not again.has("^connect again:") and wchan.get(again.pid)
+                 and not _polling(wchan.get(again.pid)),
+                 f"Linux differs: connect called again on the blocking socket returns no "
+                 f"immediate error; it sleeps in connect again (WCHAN {wchan.get(again.pid)}), "
+                 f"waiting for the same handshake")
+        fix = clients["select (the fix)"]
+        r.expect(fix.has(r"^connect again \(O_NONBLOCK\): -1, errno EALREADY \(Operation "
+                         r"already in progress\), at once"),
+                 "the immediate error is the one a non-blocking connect gets at once: EALREADY, "
+                 "'Operation already in progress'; then select waits")
+        cpython = clients["handler returns"]
+        r.expect(_polling(wchan.get(cpython.pid)) and not cpython.has("^connect (error|returned)"),
+                 f"CPython, when the handler returns: connect does not fail; CPython waits for "
+                 f"the connection itself, in poll (WCHAN {wchan.get(cpython.pid)}), as the text "
+                 f"advises (socketmodule.c, internal_connect)")
+
+        r.say(_CONNECT_AGAIN)
+
+        r.heading("the server goes on: the queue drains, the next SYNs get in")
+        server.signal(signal.SIGCONT)
+        stopped = False
+        ours.send("still there?\n")
+        for client in clients.values():
+            client.wait_for("^echo: hello$", timeout=10)
+        ours.wait_for(r"^still there\?$", timeout=10)
+        ours.close_stdin()
+        statuses = {label: c.wait() for label, c in [*clients.items(), ("clients.echo", ours)]}
+        r.flush_all()
+        r.netstat_summary(port, "every client connected and echoed")
+        r.expect(again.has(r"^connect again: returned 0"),
+                 "connect again: it returns 0 once the handshake completes (on Linux, calling "
+                 "connect again on a blocking socket waits for the connection)")
+        r.expect(fix.has(r"^select: writable; getsockopt\(SO_ERROR\) = 0 \(connected\)"),
+                 "the fix: select returns the socket writable and getsockopt(SO_ERROR) gives 0: "
+                 "connected")
+        r.expect(cpython.has(r"^connect returned 0"),
+                 "CPython's connect returns 0 once the connection is complete")
+        r.expect(set(statuses.values()) == {0},
+                 f"every client is then echoed and ends normally (exit statuses {statuses})")
+    finally:
+        for sock in queued:
+            sock.close()
+        if stopped:
+            server.signal(signal.SIGCONT)
 
 
 @scenario("X6", "rst-before-accept", "Connection abort before accept returns",
