@@ -1,13 +1,16 @@
-"""Comer's single-thread server (ch. 13, 8.29), and select()'s limit (select(2))."""
+"""Comer's single-thread server (ch. 13, 8.29), idle clients (10.7), select(2)'s fd limit."""
 
 import os
+import re
 import resource
 import select
 import selectors
+import signal
 import socket
 import time
 
-from bench.scenarios.harness import ScenarioError, scenario
+from bench.scenarios import observe
+from bench.scenarios.harness import ScenarioError, recv_to_eof, recv_until, scenario
 from reactor.loop import FD_SETSIZE
 from servers.limits import RESERVED_FDS
 
@@ -86,6 +89,139 @@ def deadlock(r):
     served, _, _ = outcome["echo_select"]
     r.expect(served, "echo_select: client B is echoed at once, while client A's output "
                      "waits (the reactor buffers it, stops reading A, and keeps serving)")
+
+
+UNP = "Stevens, UNIX Network Programming, ch. 5"
+
+# The clients X20 leaves idle on each server, and the half line one of them sends.
+HALF_LINE = b"hello, wor"
+
+
+def _idle_clients(address):
+    """Three connected clients: two that send nothing, one that sends half a line (echoed)."""
+    socks = [socket.create_connection(address, timeout=2) for _ in range(3)]
+    socks[2].sendall(HALF_LINE)
+    echo = recv_until(socks[2], lambda d: len(d) >= len(HALF_LINE))
+    if echo != HALF_LINE:
+        raise ScenarioError(f"the half line came back as {echo!r}")
+    return socks
+
+
+def _held(rows, port):
+    """The server's ESTABLISHED sides in a netstat snapshot (the clients it holds, or queues)."""
+    return [x for x in rows if x.local[1] == port and x.state == "ESTABLISHED"]
+
+
+def _logged(r, server, pattern, count, timeout=5.0):
+    """Whether ``count`` of the server's lines match ``pattern`` within ``timeout`` (waited for)."""
+    regex = re.compile(pattern)
+    done = r.until(lambda: sum(map(bool, map(regex.search, server.output()))) >= count,
+                   timeout=timeout)
+    server.flush()
+    return done
+
+
+@scenario("X20", "idle-clients", "Clients that connect and never send hold a server's places "
+          "for ever, unless it has an idle timeout",
+          f"{COMER}, 10.7; {UNP}, 5.9 Handling Interrupted System Calls", """\
+"10.7 Connection Termination And Server Vulnerability" (Comer, contents).
+"accept: there is no guarantee that a server's call to accept will ever return, if there are no
+clients that will connect to the server."
+"read: the server's call to read in server's str_echo function will never return if the client
+never sends a line for the server to echo." (Stevens)
+So a client that connects and never sends, or never closes, keeps what the server gave it (a
+process, a place among its --max-clients) for as long as it likes, unless the server ends idle
+connections itself.
+""", limit=30.0)
+def idle_clients(r):
+    socks = []
+    try:
+        r.heading("busy_select --max-clients 3, no idle timeout")
+        held = r.server("servers.busy_select", "--max-clients", "3", "-v",
+                        label="busy_select")
+        socks += _idle_clients(held.address)
+        since = time.monotonic()
+        r.say(f"[3 clients] two connect and send nothing; one sends {HALF_LINE!r} (half a "
+              f"line, no newline) and reads it back; then all three send nothing more")
+        held.wait_for(r"#3 .* open")
+        with socket.create_connection(held.address, timeout=2) as late:
+            first, how = recv_to_eof(late)
+        r.say(f"[client 4] read {first!r}, then {how}")
+
+        r.heading("echo_fork --max-children 3 (no idle timeout: it has none)")
+        forked = r.server("servers.echo_fork", "--max-children", "3", "-v", label="echo_fork")
+        socks += _idle_clients(forked.address)
+        r.say("[3 clients] the same three")
+        r.until(lambda: len(observe.children_of(forked.pid)) == 3)
+        r.remember_children(forked)
+        queued = socket.create_connection(forked.address, timeout=2)
+        socks.append(queued)
+        queued.sendall(b"anyone there?\n")
+        r.say("[client 4] connected, sent b'anyone there?\\n'")
+        forked.wait_for("3 children: not accepting until one ends")
+
+        r.heading("busy_select --max-clients 3 --idle-timeout 1")
+        timed = r.server("servers.busy_select", "--max-clients", "3", "--idle-timeout", "1",
+                         "-v", label="busy_select --idle-timeout 1")
+        timed_socks = _idle_clients(timed.address)
+        socks += timed_socks
+        r.say("[3 clients] the same three, connected after the others")
+        if not _logged(r, timed, r"idle for 1 s: closing", 3):
+            r.expect(False, "with --idle-timeout 1 the server closes its three idle clients: "
+                            "it logged no 'idle for 1 s: closing' for them within 5 s")
+            return
+        ends = [recv_to_eof(s, timeout=2) for s in timed_socks]
+        r.say(f"[3 clients] each reads {sorted(set(ends))}, and closes")
+        for sock in timed_socks:
+            sock.close()
+        closed = _logged(r, timed, r"closed \(idle timeout\)", 3)
+        rows = r.netstat(timed.port, "a second of silence later")
+        r.expect(closed and all(end == (b"", "EOF") for end in ends)
+                 and not _held(rows, timed.port),
+                 f"with --idle-timeout 1 the server ends all three after 1 s of silence (its "
+                 f"log: 'idle for 1 s: closing', then 'closed (idle timeout)'); each client reads "
+                 f"EOF; no ESTABLISHED line of the server's is left "
+                 f"({len(_held(rows, timed.port))})")
+        echo = _echo_once(timed.address, b"hello\n", timeout=2)
+        r.say(f"[client 4] sent b'hello\\n', read {echo!r}")
+        r.expect(echo == b"hello\n", "its places free again, a new client is served at once")
+
+        r.heading("meanwhile, the servers without an idle timeout")
+        r.say(f"their silent clients have been connected {time.monotonic() - since:.1f} s now; "
+              f"the server above closed its own after 1 s of silence")
+        held.signal(signal.SIGUSR1)
+        stats = held.wait_for(r"stats: .*active=(\d+) .*idle_timeouts=(\d+)")
+        rows = r.netstat(held.port, "busy_select, a while later")
+        with socket.create_connection(held.address, timeout=2) as late:
+            again, how = recv_to_eof(late)
+        r.say(f"[client 5] read {again!r}, then {how}")
+        r.expect(first == b"busy\n" and again == b"busy\n" and len(_held(rows, held.port)) == 3
+                 and stats.group(1, 2) == ("3", "0"),
+                 f"busy_select without an idle timeout still holds the three silent clients "
+                 f"(ESTABLISHED: {len(_held(rows, held.port))}; its counters: active="
+                 f"{stats.group(1)}, idle_timeouts={stats.group(2)}): a new client reads "
+                 f"{again!r} now as before")
+        forked.signal(signal.SIGUSR1)
+        stats = forked.wait_for(r"stats: current=(\d+)")
+        rows = r.netstat(forked.port, "echo_fork, a while later")
+        procs = r.ps([forked], "echo_fork, a while later")
+        children = [p for p in procs if p.ppid == forked.pid]
+        listen_q = [x.recv_q for x in rows if x.state == "LISTEN"]
+        queued.setblocking(False)
+        try:
+            answer = queued.recv(64)
+        except BlockingIOError:
+            answer = None
+        r.expect(len(children) == 3 and all(p.stat == "S" for p in children)
+                 and stats.group(1) == "3",
+                 f"echo_fork still has its three children, each asleep in read (WCHAN "
+                 f"{sorted({p.wchan for p in children})}; current={stats.group(1)})")
+        r.expect(listen_q == [1] and answer is None,
+                 f"and the fourth client waits in the accept queue (LISTEN Recv-Q {listen_q}), "
+                 f"unanswered ({answer!r})")
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def _connect_many(address, count, deadline):
