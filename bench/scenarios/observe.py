@@ -59,14 +59,22 @@ class TcpSocket:
 _USER_HZ = os.sysconf("SC_CLK_TCK")
 
 
-def _read_table(path, family):
+def _read_table(path, family, port):
+    """The rows of ``path`` with ``port`` at either end.
+
+    A busy host has tens of thousands of rows (a benchmark's TIME_WAITs):
+    only those whose text holds the port, in hex, are parsed.
+    """
     try:
         with open(path) as f:
             lines = f.read().splitlines()[1:]
     except FileNotFoundError:       # no IPv6 on this kernel
         return []
+    hex_port = f":{port:04X} "
     rows = []
     for line in lines:
+        if hex_port not in line:
+            continue
         fields = line.split()
         tx, rx = fields[4].split(":")
         rows.append(TcpSocket(_address(fields[1], family), _address(fields[2], family),
@@ -78,8 +86,8 @@ def _read_table(path, family):
 
 def tcp_sockets(port):
     """Every TCP socket of this host with ``port`` as its local or remote port."""
-    rows = (_read_table("/proc/net/tcp", socket.AF_INET)
-            + _read_table("/proc/net/tcp6", socket.AF_INET6))
+    rows = (_read_table("/proc/net/tcp", socket.AF_INET, port)
+            + _read_table("/proc/net/tcp6", socket.AF_INET6, port))
     return [r for r in rows if port in (r.local[1], r.remote[1])]
 
 
