@@ -188,7 +188,7 @@ def listen_queue_full(r):
     server = r.server(TEXTS, "iterative", "0", label="guide's iterative server", loopback=False)
     address = server.address
     abort, retries = _sysctl("tcp_abort_on_overflow"), _sysctl("tcp_syn_retries")
-    linear = _sysctl("tcp_syn_linear_timeouts")        # Linux 6.17 and later
+    linear = _sysctl("tcp_syn_linear_timeouts")        # recent kernels only
     r.say(f"/proc/sys/net/ipv4/: tcp_abort_on_overflow = {abort}, tcp_syn_retries = {retries}"
           + (f", tcp_syn_linear_timeouts = {linear}" if linear is not None else ""))
 
