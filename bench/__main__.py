@@ -220,6 +220,12 @@ def main(argv=None):
     progress.end()
     summary = _write(out_dir, meta, runs)
     print(_markdown(summary, meta))
+    turned = [s for s in summary if s.get("busy")]
+    if turned:
+        print("bench: clients turned away with busy, the server at its capacity (counted "
+              "apart, not as broken echoes): " + ", ".join(
+                  f"{s['busy']} by {s['server']} in {s['workload']}" for s in turned),
+              file=sys.stderr)
     bad = [s for s in summary if s["errors"]]
     if bad:
         print("bench: broken echoes from " + ", ".join(s["server"] for s in bad), file=sys.stderr)
@@ -356,7 +362,11 @@ def _write(out_dir, meta, runs):
         try:
             paths = [multicore.plot(summary, meta, out_dir)] if mode else \
                 report.plot(summary, meta, out_dir)
-            print("bench: plots in " + ", ".join(map(str, paths)), file=sys.stderr)
+            if paths:
+                print("bench: plots in " + ", ".join(map(str, paths)), file=sys.stderr)
+            else:
+                print("bench: no plots: this run measured no 1 KiB ping-pong and no memory "
+                      "workload", file=sys.stderr)
         except ImportError:
             print("bench: no plots: matplotlib is not installed; pip install -e '.[bench]' "
                   "to get them", file=sys.stderr)

@@ -163,6 +163,33 @@ MULTICORE_SERVERS = ["echo_select", *(s.name for s in WORKER_SERVERS), "echo_for
 MULTICORE_SERVER = {**{s.name: s for s in WORKER_SERVERS}, **SERVER}
 
 
+#: Each server's colour and marker in every plot, whatever else ran beside it: a
+#: server keeps its look from run to run and from plot to plot.  selectlab's reactor is
+#: black, its logging variants gold, its --workers rows indigo; the fork designs red
+#: and pink, the thread designs orange, olive and green, the asyncio peers blue and
+#: cyan, the C floor grey (dashed where there are lines).  The colours are matplotlib's
+#: tab10 and tab20b, each used once, since --servers may put any of them side by side.
+PLOT_STYLE = {
+    "echo_select": ("black", "o"),
+    "echo_select_log": ("#8c6d31", "D"),
+    "echo_select_v": ("#e7ba52", "d"),
+    "echo_fork": ("#d62728", "v"),
+    "echo_thread": ("#ff7f0e", "^"),
+    "echo_iterative": ("#8c564b", "<"),
+    "asyncio": ("#1f77b4", ">"),
+    "uvloop": ("#17becf", "p"),
+    "ss_fork": ("#e377c2", "X"),
+    "ss_fork_1024": ("#9467bd", "P"),
+    "ss_thread": ("#bcbd22", "h"),
+    "ss_thread_1024": ("#2ca02c", "H"),
+    "c_epoll": ("#7f7f7f", "s"),
+    "echo_select_w1": ("#393b79", "8"),
+    "echo_select_w2": ("#5254a3", "*"),
+    "echo_select_w2_shared": ("#6b6ecf", "+"),
+    "echo_select_wauto": ("#9c9ede", "x"),
+}
+
+
 @functools.lru_cache(maxsize=None)
 def offers(module, option):
     """Whether ``python -m module --help`` lists ``option``."""

@@ -1,10 +1,19 @@
-"""Turn the benchmark's runs into medians, ratios, Markdown tables and (with matplotlib) plots."""
+"""Turn the benchmark's runs into medians, ratios, Markdown tables and (with matplotlib) plots.
 
+The report shows what the run measured and nothing else: a column, comparison
+or plot that no figure of this run goes in is left out, and the text says so
+once.  One run is "1 run", with no spread.  Each server has one look in every
+plot (``catalog.PLOT_STYLE``).
+"""
+
+import math
 import statistics
 
-from bench.catalog import SERVER, WORKLOADS
+from bench.catalog import KIB, PLOT_STYLE, SERVER, WORKLOAD, WORKLOADS
 
 NOISE_PCT = 10.0   # a repetition is "noisy" when other work took this much of a core
+# PSS cannot show less growth per idle connection than this: a C server's is 0 within noise.
+PSS_FLOOR_KIB = 0.05
 
 
 def _median(values):
@@ -25,6 +34,8 @@ def summarise(runs):
             "per_s": _median(rates), "per_s_min": min(rates), "per_s_max": max(rates),
             "errors": sum(r["errors"] for r in reps),
             "failures": sum(r["failures"] for r in reps),
+            # Clients the server answered busy, at its capacity: not broken echoes.
+            "busy": max(r.get("busy", 0) for r in reps),
             "bytes_checked": sum(r["bytes_checked"] for r in reps),
             "established": min(r["established"] for r in reps),
             "served": min(r["served"] for r in reps),
@@ -87,7 +98,7 @@ def _ratio(a, b):
 def _resolved(s):
     """KiB per idle connection if PSS can show it (a C server's is within noise of 0)."""
     per = s.get("kib_per_idle_conn")
-    return per if per is not None and per >= 0.05 else None
+    return per if per is not None and per >= PSS_FLOOR_KIB else None
 
 
 def _fmt(value, spec="{:,.0f}", none="–"):
@@ -115,81 +126,140 @@ def _notes(s, workload):
     if s["errors"]:
         notes.append(f"**{s['errors']} broken echoes**")
     if s["noisy"]:
-        notes.append(f"{s['noisy']} noisy rep(s)")
+        notes.append("noisy: other work took over 10% of a core" if s["reps"] == 1
+                     else f"{s['noisy']} of {s['reps']} runs noisy")
     if s.get("idle_ok") is not None and s["idle_ok"] < workload.idle:
         notes.append(f"only {s['idle_ok']} of {workload.idle} idle connections held")
+    if s.get("busy"):
+        notes.append(f"{s['busy']} turned away with `busy`: the server was at its capacity "
+                     "(not broken echoes)")
     per = s.get("kib_per_idle_conn")
-    if per is not None and per < 0.05:
+    if per is not None and per < PSS_FLOOR_KIB:
         notes.append("below what PSS can show: its clients live in kernel socket buffers")
     return "; ".join(notes)
 
 
+def _reference(summary):
+    """The 1 KiB ping-pong the overview's CPU column and the headline compare servers on.
+
+    100 connections if this run measured it, else the measured count nearest
+    to it (a ``--quick`` run has only 10).
+    """
+    measured = {s["workload"] for s in summary}
+    pingpong = [w for w in WORKLOADS if w.mode == "pingpong" and w.size == KIB
+                and w.id in measured]
+    if not pingpong:
+        return WORKLOAD["pingpong-1k-100"]
+    return min(pingpong, key=lambda w: abs(math.log10(w.conns / 100)))
+
+
 def headline(summary):
-    """The comparisons the report opens with, as (what, value) pairs; ``None`` where not measured."""
+    """The comparisons the report opens with: ``(rows, left_out)``.
+
+    ``rows`` are (what, value) pairs for the comparisons this run measured;
+    ``left_out`` counts the others.  A ratio needs both its servers; a list
+    of servers shows those measured and needs two of them (or its only one).
+    A row that begins with … goes on from the row above; when that row is
+    left out, it is said in full.  The ping-pong rows are at 100 connections,
+    or the count nearest it that was measured (:func:`_reference`).
+    """
     def get(server, workload, key):
         s = _find(summary, server, workload)
         return s.get(key) if s else None
 
-    sel = "echo_select"
-    return [
-        ("1 KiB ping-pong at 100 connections, requests/s: echo_select ÷ asyncio",
-         _x(_ratio(get(sel, "pingpong-1k-100", "per_s"), get("asyncio", "pingpong-1k-100", "per_s")))),
-        ("… server CPU per request, µs: echo_select / uvloop / asyncio / C",
-         " / ".join(_fmt(get(n, "pingpong-1k-100", "server_us_per_req"), "{:.2f}")
-                    for n in (sel, "uvloop", "asyncio", "c_epoll"))),
-        ("… requests/s: echo_select ÷ echo_fork",
-         _x(_ratio(get(sel, "pingpong-1k-100", "per_s"), get("echo_fork", "pingpong-1k-100", "per_s")))),
-        ("connection churn, connections/s: echo_select ÷ asyncio",
-         _x(_ratio(get(sel, "churn-10", "per_s"), get("asyncio", "churn-10", "per_s")))),
-        ("connection churn, connections/s: echo_select ÷ echo_fork",
-         _x(_ratio(get(sel, "churn-10", "per_s"), get("echo_fork", "churn-10", "per_s")))),
-        ("memory per idle connection (1,000 held), KiB: echo_select / echo_fork",
-         " / ".join(_fmt(get(n, "idle-1000", "kib_per_idle_conn"), "{:,.2f}")
-                    for n in (sel, "echo_fork"))),
-        ("… echo_fork ÷ echo_select",
-         _x(_ratio(get("echo_fork", "idle-1000", "kib_per_idle_conn"),
-                   get(sel, "idle-1000", "kib_per_idle_conn")))),
-        ("p99 latency of 100 active connections beside 10,000 idle ones, µs: echo_select",
-         _fmt(get(sel, "idle-10000", "p99_us"), "{:,.0f}")),
-        ("server CPU per short connection (churn), µs: echo_select -q / default logging / -v "
-         "/ uvloop / C",
-         " / ".join(_fmt(get(n, "churn-10", "server_us_per_req"), "{:.2f}")
-                    for n in (sel, "echo_select_log", "echo_select_v", "uvloop", "c_epoll"))),
-        ("… default logging ÷ -q",
-         _x(_ratio(get("echo_select_log", "churn-10", "server_us_per_req"),
-                   get(sel, "churn-10", "server_us_per_req")))),
-        ("… -v (a line as each client opens and closes) ÷ -q",
-         _x(_ratio(get("echo_select_v", "churn-10", "server_us_per_req"),
-                   get(sel, "churn-10", "server_us_per_req")))),
-        ("… -q ÷ uvloop",
-         _x(_ratio(get(sel, "churn-10", "server_us_per_req"),
-                   get("uvloop", "churn-10", "server_us_per_req")))),
-        ("server CPU per 1 KiB request at 100 connections, µs: echo_select -q / default "
-         "logging / -v",
-         " / ".join(_fmt(get(n, "pingpong-1k-100", "server_us_per_req"), "{:.2f}")
-                    for n in (sel, "echo_select_log", "echo_select_v"))),
+    def ratio(what, a, b, workload, key):
+        value = _ratio(get(a, workload, key), get(b, workload, key))
+        return None if value is None else (what, _x(value))
+
+    def listing(unit, named, workload, key, spec="{:.2f}"):
+        got = [(label, get(server, workload, key)) for label, server in named]
+        got = [(label, value) for label, value in got if value is not None]
+        if len(got) < min(2, len(named)):
+            return None
+        return (f"{unit}: " + " / ".join(label for label, _ in got),
+                " / ".join(spec.format(value) for _, value in got))
+
+    sel, ref = "echo_select", _reference(summary)
+    at = f"1 KiB ping-pong at {ref.conns:,} connections"
+    churn = "server CPU per short connection (churn)"
+    memory = "memory per idle connection (1,000 held)"
+    us = "server_us_per_req"
+    rows = [    # (context, goes on from the row above, (what, value) or None)
+        (at, False, ratio("requests/s: echo_select ÷ asyncio", sel, "asyncio", ref.id, "per_s")),
+        (at, True, listing("server CPU per request, µs", [(sel, sel), ("uvloop", "uvloop"),
+                           ("asyncio", "asyncio"), ("C", "c_epoll")], ref.id, us)),
+        (at, True, ratio("requests/s: echo_select ÷ echo_fork", sel, "echo_fork", ref.id,
+                         "per_s")),
+        ("connection churn", False, ratio("connections/s: echo_select ÷ asyncio", sel,
+                                          "asyncio", "churn-10", "per_s")),
+        ("connection churn", False, ratio("connections/s: echo_select ÷ echo_fork", sel,
+                                          "echo_fork", "churn-10", "per_s")),
+        (memory, False, listing("KiB", [(sel, sel), ("echo_fork", "echo_fork")], "idle-1000",
+                                "kib_per_idle_conn", "{:,.2f}")),
+        (memory, True, ratio("echo_fork ÷ echo_select", "echo_fork", sel, "idle-1000",
+                             "kib_per_idle_conn")),
+        ("p99 latency of 100 active connections beside 10,000 idle ones", False,
+         listing("µs", [(sel, sel)], "idle-10000", "p99_us", "{:,.0f}")),
+        (churn, False, listing("µs", [("echo_select -q", sel), ("default logging",
+                                      "echo_select_log"), ("-v", "echo_select_v"),
+                                     ("uvloop", "uvloop"), ("C", "c_epoll")], "churn-10", us)),
+        (churn, True, ratio("default logging ÷ -q", "echo_select_log", sel, "churn-10", us)),
+        (churn, True, ratio("-v (a line as each client opens and closes) ÷ -q",
+                            "echo_select_v", sel, "churn-10", us)),
+        (churn, True, ratio("-q ÷ uvloop", sel, "uvloop", "churn-10", us)),
+        (f"server CPU per 1 KiB request at {ref.conns:,} connections", False,
+         listing("µs", [("echo_select -q", sel), ("default logging", "echo_select_log"),
+                        ("-v", "echo_select_v")], ref.id, us)),
     ]
+    out, above = [], None
+    for context, goes_on, row in rows:
+        if row is None:
+            continue
+        what, value = row
+        out.append((f"… {what}" if goes_on and above == context else f"{context}, {what}",
+                    value))
+        above = context
+    return out, len(rows) - len(out)
+
+
+def _table(head, rows, always=("server", "notes")):
+    """A Markdown table without the columns in which no row has a figure; and their headings.
+
+    ``head`` is the headings, ``rows`` the cells ("–" where there is no
+    figure).  The columns named in ``always`` stay, left-aligned; the others
+    hold numbers, right-aligned.
+    """
+    keep = [i for i, heading in enumerate(head)
+            if heading in always or any(row[i] != "–" for row in rows)]
+    align = ["---" if head[i] in always else "---:" for i in keep]
+    out = ["| " + " | ".join(head[i] for i in keep) + " |", "| " + " | ".join(align) + " |"]
+    out += ["| " + " | ".join(row[i] for i in keep) + " |" for row in rows]
+    return out, [head[i] for i in range(len(head)) if i not in keep]
 
 
 def overview(summary):
-    """One table, a row per server: requests/s for every rate workload, CPU and memory per client."""
-    rate = [w for w in WORKLOADS if w.mode != "memory"]
-    names = _ordered({s["server"] for s in summary})
-    head = ["server", *(_short(w) for w in rate), "µs CPU/req, 1 KiB ×100",
-            "KiB per idle conn (1,000)"]
-    out = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
-    for name in names:
+    """One table, a row per server: requests/s for every rate workload, CPU and memory per client.
+
+    A column no server has a figure in (a workload this run did not measure)
+    is left out, and the line under the table names it.  The CPU column is at
+    1 KiB ×100, or the nearest count measured (:func:`_reference`).
+    """
+    ref = _reference(summary)
+    columns = [(_short(w), w.id, "per_s", "{:,.0f}") for w in WORKLOADS if w.mode != "memory"]
+    columns += [(f"µs CPU/req, {_short(ref)}", ref.id, "server_us_per_req", "{:.2f}"),
+                ("KiB per idle conn (1,000)", "idle-1000", "kib_per_idle_conn", "{:,.2f}")]
+    rows = []
+    for name in _ordered({s["server"] for s in summary}):
         cells = [name]
-        for w in rate:
-            s = _find(summary, name, w.id)
-            cells.append(_fmt(s and s["per_s"]))
-        s = _find(summary, name, "pingpong-1k-100")
-        cells.append(_fmt(s and s["server_us_per_req"], "{:.2f}"))
-        s = _find(summary, name, "idle-1000")
-        cells.append(_fmt(s and s.get("kib_per_idle_conn"), "{:,.2f}"))
-        out.append("| " + " | ".join(cells) + " |")
+        for _, workload, key, spec in columns:
+            s = _find(summary, name, workload)
+            cells.append(_fmt(s and s.get(key), spec))
+        rows.append(cells)
+    out, left = _table(["server", *(heading for heading, *_ in columns)], rows)
     out += ["", "Requests/s (connections/s for churn); – where a server does not run a workload "
             "(see the notes at the end)."]
+    if left:
+        out[-1] += f" Not measured in this run, so not shown: {', '.join(left)}."
     return out
 
 
@@ -217,17 +287,26 @@ def markdown(summary, meta):
         f"Run {meta['started']} with `{meta['command']}`.",
         "",
         f"Load generator: {meta['loadgen']}. Server on CPU {meta['server_cpu']}, load generator "
-        f"on CPU {meta['client_cpu']}. Each cell is the median of {meta['reps']} runs of "
-        f"{meta['seconds']} s after a {meta['warmup']} s warm-up (± is half the range, in % "
-        "of the median). Server CPU counts the server and all its children, from /proc.",
+        f"on CPU {meta['client_cpu']}. {_each_cell(meta)} Server CPU counts the server and all "
+        "its children, from /proc." + (" A `--quick` smoke run: it shows that every part works; "
+                                       "its numbers are not for comparing." if meta.get("quick")
+                                       else ""),
         "",
     ]
     if meta.get("lower_bound"):
         lines += ["**Measured with the Python load generator: every rate here is a lower bound "
                   "(install a C compiler for real numbers).**", ""]
     lines += ["## Overview", "", *overview(summary), ""]
-    lines += ["## Headline", "", "| comparison | measured |", "| --- | --- |"]
-    lines += [f"| {what} | {value} |" for what, value in headline(summary)]
+    rows, left_out = headline(summary)
+    lines += ["## Headline", ""]
+    if rows:
+        lines += ["| comparison | measured |", "| --- | --- |"]
+        lines += [f"| {what} | {value} |" for what, value in rows]
+        if left_out:
+            lines += ["", f"{left_out} other comparisons need servers or workloads this run did "
+                      "not measure."]
+    else:
+        lines.append("No comparison: each needs servers or workloads this run did not measure.")
     lines.append("")
     for workload in WORKLOADS:
         rows = [s for s in summary if s["workload"] == workload.id]
@@ -252,111 +331,183 @@ def markdown(summary, meta):
     return "\n".join(lines)
 
 
+def _each_cell(meta):
+    """What one cell of the tables is: one run, or the median of several and their spread."""
+    if meta["reps"] == 1:
+        return (f"Each cell is 1 run of {meta['seconds']} s after a {meta['warmup']} s warm-up, "
+                "so there is no spread to show.")
+    return (f"Each cell is the median of {meta['reps']} runs of {meta['seconds']} s after a "
+            f"{meta['warmup']} s warm-up (± is half the range, in % of the median).")
+
+
 def _rate_table(rows, summary, workload):
+    """One rate workload's table.  Without a column no row has a figure in: ± with one run
+    each (a spread needs two), a ratio to a server that did not run."""
     unit = "connections/s" if workload.mode == "churn" else "requests/s"
     per = "connection" if workload.mode == "churn" else "request"
     fork = _find(summary, "echo_fork", workload.id)
     aio = _find(summary, "asyncio", workload.id)
-    out = [f"| server | {unit} | ± | server CPU µs/{per} | server CPU | load-gen CPU "
-           f"| p50 µs | p99 µs | ÷ echo_fork | ÷ asyncio | notes |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    head = ["server", unit, "±", f"server CPU µs/{per}", "server CPU", "load-gen CPU", "p50 µs",
+            "p99 µs", "÷ echo_fork", "÷ asyncio", "notes"]
+    cells = []
     for s in rows:
-        spread = (100.0 * (s["per_s_max"] - s["per_s_min"]) / 2 / s["per_s"]) if s["per_s"] else None
-        out.append("| " + " | ".join([
-            s["server"], _fmt(s["per_s"]), _fmt(spread, "{:.0f}%"),
+        half = (100.0 * (s["per_s_max"] - s["per_s_min"]) / 2 / s["per_s"]) \
+            if s["per_s"] and s["reps"] > 1 else None
+        cells.append([
+            s["server"], _fmt(s["per_s"]), _fmt(half, "{:.0f}%"),
             _fmt(s["server_us_per_req"], "{:.2f}"), _fmt(s["server_cpu_pct"], "{:.0f}%"),
             _fmt(s["client_cpu_pct"], "{:.0f}%"), _fmt(s["p50_us"]), _fmt(s["p99_us"]),
             _x(_ratio(s["per_s"], fork and fork["per_s"])),
-            _x(_ratio(s["per_s"], aio and aio["per_s"])), _notes(s, workload)]) + " |")
-    return out
+            _x(_ratio(s["per_s"], aio and aio["per_s"])), _notes(s, workload)])
+    return _table(head, cells)[0]
 
 
 def _memory_table(rows, summary, workload):
+    """One memory workload's table: latency only where connections ping-pong beside the idle
+    ones, the ratio only if echo_fork ran."""
     fork = _find(summary, "echo_fork", "idle-1000")
-    out = ["| server | processes | PSS before | PSS held | KiB per idle connection (anonymous PSS) "
-           "| echo_fork (1,000) ÷ this | p99 µs, 100 active | notes |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    head = ["server", "processes", "PSS before", "PSS held",
+            "KiB per idle connection (anonymous PSS)", "echo_fork (1,000) ÷ this",
+            "p99 µs, 100 active", "notes"]
+    cells = []
     for s in rows:
-        out.append("| " + " | ".join([
+        cells.append([
             s["server"], _fmt(s.get("processes")),
             _fmt(s.get("pss_before_kib") and s["pss_before_kib"] / 1024, "{:,.1f} MiB"),
             _fmt(s.get("pss_kib") and s["pss_kib"] / 1024, "{:,.1f} MiB"),
             _fmt(s.get("kib_per_idle_conn"), "{:,.2f}"),
             _x(_ratio(fork and fork.get("kib_per_idle_conn"), _resolved(s))),
-            _fmt(s["p99_us"]) if workload.conns else "–", _notes(s, workload)]) + " |")
-    return out
+            _fmt(s["p99_us"]) if workload.conns else "–", _notes(s, workload)])
+    return _table(head, cells)[0]
 
 
-def _style(name, names):
-    """selectlab's reactor thick and black, the C floor dashed grey, the others apart."""
+def _style(name):
+    """A server's look in every plot: its colour and marker from catalog.PLOT_STYLE, the
+    reactor's line thick, the C floor's dashed."""
+    # A name an older results.json has and the catalog no longer: grey, apart.
+    colour, marker = PLOT_STYLE.get(name, ("#c7c7c7", "."))
+    style = {"color": colour, "marker": marker, "linewidth": 1.2}
     if name == "echo_select":
-        return {"color": "black", "linewidth": 2.8, "marker": "o"}
-    if name == "c_epoll":
-        return {"color": "grey", "linewidth": 1.5, "linestyle": "--", "marker": "s"}
-    import matplotlib
-    # The logging variants have no curve (see plot): they take no colour from the others.
-    others = [n for n in names if n not in ("echo_select", "c_epoll")
-              and not n.startswith("echo_select_")]
-    i = others.index(name) if name in others else 0
-    return {"color": matplotlib.colormaps["tab10"](i % 10), "linewidth": 1.2,
-            "marker": "ov^<>sDpXh"[i % 10]}
+        style["linewidth"] = 2.8
+    elif name == "c_epoll":
+        style.update(linewidth=1.5, linestyle="--")
+    return style
+
+
+def _runs_said(meta):
+    return "1 run each" if meta["reps"] == 1 else f"median of {meta['reps']} runs"
+
+
+def _numbers(axis, spec, minor=False):
+    """Tick labels as plain numbers (``{:,g}``: 8, 10, 20), not as powers of ten.
+
+    ``minor``: label the minor ticks too, for a log axis spanning about a decade,
+    which may have one major tick or none.
+    """
+    from matplotlib.ticker import FuncFormatter
+    axis.set_major_formatter(FuncFormatter(lambda v, _: spec.format(v)))
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: spec.format(v) if minor else ""))
+
+
+def _legend_beside(ax, handles_of):
+    """The legend to the right of ``ax``, outside it, so that it covers no point."""
+    ax.legend(*handles_of.get_legend_handles_labels(), loc="center left",
+              bbox_to_anchor=(1.02, 0.5), fontsize=8)
+
+
+def _connections_axis(ax, counts, label):
+    """A log axis of connection counts, ticked at the counts measured (one count: one tick)."""
+    from matplotlib.ticker import NullLocator
+    counts = sorted(counts)
+    ax.set_xscale("log")
+    ax.set_xlim(counts[0] / 2, counts[-1] * 2)
+    ax.set_xticks(counts, labels=[f"{c:,}" for c in counts])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(label)
+    ax.grid(True, alpha=0.3)
 
 
 def plot(summary, meta, out_dir):
-    """Write the PNG plots; return their paths, or raise ImportError without matplotlib."""
+    """Write the plots this run has figures for; return their paths.  ImportError: no matplotlib.
+
+    ``pingpong.png``: requests/s and server CPU per request against connections,
+    for every server with a 1 KiB ping-pong figure (a line where it has two or
+    more; a run of one count, such as ``--quick``, is one point each).
+    ``memory.png``: KiB per idle connection, for every server with a memory
+    figure; one below what PSS can show is drawn on that floor and says so.
+    A plot with nothing in it is not written, and an older one of that name is
+    removed from ``out_dir``, so that no plot there disagrees with the results.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     machine = meta["machine"]
     subtitle = (f"{machine['cpu_model']}, {machine['cores']} cores, Python {machine['python']}; "
-                f"median of {meta['reps']}")
-    series = [w for w in WORKLOADS if w.mode == "pingpong" and w.size == 1024]
+                f"{_runs_said(meta)}")
     names = _ordered({s["server"] for s in summary})
     paths = []
-    fig, (ax_rate, ax_cpu) = plt.subplots(1, 2, figsize=(12, 4.8))
+
+    series = [w for w in WORKLOADS if w.mode == "pingpong" and w.size == KIB]
+    curves = {}
     for name in names:
-        points = [(w.conns, _find(summary, name, w.id)) for w in series]
-        points = [(c, s) for c, s in points if s and s["per_s"]]
-        if len(points) < 2:
-            continue        # one point is no curve: the logging variants are in the tables
-        style = _style(name, names)
-        ax_rate.plot([c for c, _ in points], [s["per_s"] for _, s in points], label=name, **style)
-        ax_cpu.plot([c for c, _ in points], [s["server_us_per_req"] for _, s in points],
-                    label=name, **style)
-    for ax, title in ((ax_rate, "requests/s (higher is better)"),
-                      (ax_cpu, "server CPU µs per request (lower is better)")):
-        ax.set_xscale("log")
-        ax.set_xlabel("connections (1 KiB ping-pong)")
-        ax.set_title(title)
-        ax.grid(True, alpha=0.3)
-    ax_cpu.set_yscale("log")
-    ax_rate.legend(fontsize=8)
-    fig.suptitle(f"Echo servers on loopback — {subtitle}", fontsize=10)
-    fig.tight_layout()
+        points = [(w.conns, s) for w in series if (s := _find(summary, name, w.id)) and s["per_s"]]
+        if points:
+            curves[name] = points
     path = out_dir / "pingpong.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    paths.append(path)
+    if curves:
+        fig, (ax_rate, ax_cpu) = plt.subplots(1, 2, figsize=(12, 4.8))
+        for name, points in curves.items():
+            style = _style(name)
+            ax_rate.plot([c for c, _ in points], [s["per_s"] for _, s in points], label=name,
+                         **style)
+            cpu = [(c, s["server_us_per_req"]) for c, s in points if s.get("server_us_per_req")]
+            if cpu:
+                ax_cpu.plot([c for c, _ in cpu], [us for _, us in cpu], label=name, **style)
+                ax_cpu.set_yscale("log")
+        counts = {c for points in curves.values() for c, _ in points}
+        for ax, title in ((ax_rate, "requests/s (higher is better)"),
+                          (ax_cpu, "server CPU µs per request (lower is better)")):
+            _connections_axis(ax, counts, "connections (1 KiB ping-pong)")
+            ax.set_title(title)
+        _numbers(ax_rate.yaxis, "{:,.0f}")
+        _numbers(ax_cpu.yaxis, "{:,g}", minor=True)
+        _legend_beside(ax_cpu, ax_rate)
+        fig.suptitle(f"Echo servers on loopback — {subtitle}", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    else:
+        path.unlink(missing_ok=True)
 
     memory = [w for w in WORKLOADS if w.mode == "memory"]
-    fig, ax = plt.subplots(figsize=(7, 4.8))
-    for name in names:
-        points = [(w.idle, _find(summary, name, w.id)) for w in memory]
-        points = [(n, s) for n, s in points if s and _resolved(s) is not None]
-        if points:
-            ax.plot([n for n, _ in points], [s["kib_per_idle_conn"] for _, s in points],
-                    label=name, **_style(name, names))
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("idle connections held")
-    ax.set_ylabel("server anonymous PSS per idle connection, KiB")
-    ax.set_title(f"Memory per idle connection (lower is better)\n{subtitle}", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
     path = out_dir / "memory.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    paths.append(path)
+    drawn = {}
+    for name in names:
+        points = [(w.idle, s["kib_per_idle_conn"]) for w in memory
+                  if (s := _find(summary, name, w.id)) and s.get("kib_per_idle_conn") is not None]
+        if points:
+            drawn[name] = points
+    if drawn:
+        fig, ax = plt.subplots(figsize=(8.5, 4.8))
+        for name, points in drawn.items():
+            below = any(kib < PSS_FLOOR_KIB for _, kib in points)
+            label = name + (f" (below what PSS can show; drawn at {PSS_FLOOR_KIB})" if below
+                            else "")
+            ax.plot([n for n, _ in points], [max(kib, PSS_FLOOR_KIB) for _, kib in points],
+                    label=label, **_style(name))
+        _connections_axis(ax, {n for points in drawn.values() for n, _ in points},
+                          "idle connections held")
+        ax.set_yscale("log")
+        _numbers(ax.yaxis, "{:,g}")
+        ax.set_ylabel("server anonymous PSS per idle connection, KiB")
+        ax.set_title(f"Memory per idle connection (lower is better)\n{subtitle}", fontsize=10)
+        _legend_beside(ax, ax)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+    else:
+        path.unlink(missing_ok=True)
     return paths
