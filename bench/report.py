@@ -464,7 +464,11 @@ def plot(summary, meta, out_dir):
             cpu = [(c, s["server_us_per_req"]) for c, s in points if s.get("server_us_per_req")]
             if cpu:
                 ax_cpu.plot([c for c, _ in cpu], [us for _, us in cpu], label=name, **style)
-                ax_cpu.set_yscale("log")
+        cpu = [us for line in ax_cpu.lines for us in line.get_ydata()]
+        if cpu and max(cpu) > 3 * min(cpu):
+            # A wide range (1 connection against 1,000) on a log scale; a narrow one, as in
+            # a --quick run, stays linear, where a log axis would have no tick inside it.
+            ax_cpu.set_yscale("log")
         counts = {c for points in curves.values() for c, _ in points}
         for ax, title in ((ax_rate, "requests/s (higher is better)"),
                           (ax_cpu, "server CPU µs per request (lower is better)")):
