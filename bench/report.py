@@ -259,7 +259,7 @@ def overview(summary):
     out += ["", "Requests/s (connections/s for churn); – where a server does not run a workload "
             "(see the notes at the end)."]
     if left:
-        out[-1] += f" Not measured in this run, so not shown: {', '.join(left)}."
+        out[-1] += f" Not measured in this run, so not shown: {'; '.join(left)}."
     return out
 
 

@@ -360,7 +360,7 @@ def test_report_shows_only_what_the_run_measured_and_says_once_what_it_left_out(
     assert _empty_columns(text) == []
     headline = text[text.index("## Headline"):text.index("## 1 KiB ping-pong, 10")]
     assert "–" not in headline
-    assert text.count("Not measured in this run, so not shown: 1 KiB ×1, 1 KiB ×100, "
+    assert text.count("Not measured in this run, so not shown: 1 KiB ×1; 1 KiB ×100; "
                       "1 KiB ×1,000.") == 1
     assert "µs CPU/req, 1 KiB ×10 |" in text
     if len(servers) == 1:
