@@ -469,6 +469,9 @@ def plot(summary, meta, out_dir):
             # A wide range (1 connection against 1,000) on a log scale; a narrow one, as in
             # a --quick run, stays linear, where a log axis would have no tick inside it.
             ax_cpu.set_yscale("log")
+        else:
+            ax_cpu.set_ylim(bottom=0)
+        ax_rate.set_ylim(bottom=0)  # linear axes from 0: one server alone is not zoomed into
         counts = {c for points in curves.values() for c, _ in points}
         for ax, title in ((ax_rate, "requests/s (higher is better)"),
                           (ax_cpu, "server CPU µs per request (lower is better)")):
