@@ -288,9 +288,7 @@ def markdown(summary, meta):
         "",
         f"Load generator: {meta['loadgen']}. Server on CPU {meta['server_cpu']}, load generator "
         f"on CPU {meta['client_cpu']}. {_each_cell(meta)} Server CPU counts the server and all "
-        "its children, from /proc." + (" A `--quick` smoke run: it shows that every part works; "
-                                       "its numbers are not for comparing." if meta.get("quick")
-                                       else ""),
+        f"its children, from /proc.{_quick_said(meta)}",
         "",
     ]
     if meta.get("lower_bound"):
@@ -338,6 +336,12 @@ def _each_cell(meta):
                 "so there is no spread to show.")
     return (f"Each cell is the median of {meta['reps']} runs of {meta['seconds']} s after a "
             f"{meta['warmup']} s warm-up (± is half the range, in % of the median).")
+
+
+def _quick_said(meta):
+    """The sentence a ``--quick`` run's report adds (with a space before it), else nothing."""
+    return (" A `--quick` smoke run: it shows that every part works; its numbers are not for "
+            "comparing." if meta.get("quick") else "")
 
 
 def _rate_table(rows, summary, workload):
@@ -427,6 +431,26 @@ def _connections_axis(ax, counts, label):
     ax.grid(True, alpha=0.3)
 
 
+def _pyplot():
+    """matplotlib's pyplot, drawing to files only (no display).  ImportError: no matplotlib."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path):
+    """Write ``fig``, laid out, to ``path`` and return the path.  With no figure (nothing to draw),
+    remove an older plot of that name instead, so that none disagrees with the results,
+    and return None."""
+    if fig is None:
+        path.unlink(missing_ok=True)
+        return None
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
 def plot(summary, meta, out_dir):
     """Write the plots this run has figures for; return their paths.  ImportError: no matplotlib.
 
@@ -436,85 +460,80 @@ def plot(summary, meta, out_dir):
     ``memory.png``: KiB per idle connection, for every server with a memory
     figure; one below what PSS can show is drawn on that floor and says so.
     A plot with nothing in it is not written, and an older one of that name is
-    removed from ``out_dir``, so that no plot there disagrees with the results.
+    removed from ``out_dir`` (:func:`_save`).
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     machine = meta["machine"]
     subtitle = (f"{machine['cpu_model']}, {machine['cores']} cores, Python {machine['python']}; "
                 f"{_runs_said(meta)}")
     names = _ordered({s["server"] for s in summary})
-    paths = []
+    paths = [_save(_pingpong_figure(summary, names, subtitle), out_dir / "pingpong.png"),
+             _save(_memory_figure(summary, names, subtitle), out_dir / "memory.png")]
+    return [path for path in paths if path]
 
+
+def _pingpong_figure(summary, names, subtitle):
+    """Requests/s and server CPU per request against connections; None with no figure."""
     series = [w for w in WORKLOADS if w.mode == "pingpong" and w.size == KIB]
     curves = {}
     for name in names:
         points = [(w.conns, s) for w in series if (s := _find(summary, name, w.id)) and s["per_s"]]
         if points:
             curves[name] = points
-    path = out_dir / "pingpong.png"
-    if curves:
-        fig, (ax_rate, ax_cpu) = plt.subplots(1, 2, figsize=(12, 4.8))
-        for name, points in curves.items():
-            style = _style(name)
-            ax_rate.plot([c for c, _ in points], [s["per_s"] for _, s in points], label=name,
-                         **style)
-            cpu = [(c, s["server_us_per_req"]) for c, s in points if s.get("server_us_per_req")]
-            if cpu:
-                ax_cpu.plot([c for c, _ in cpu], [us for _, us in cpu], label=name, **style)
-        cpu = [us for line in ax_cpu.lines for us in line.get_ydata()]
-        if cpu and max(cpu) > 3 * min(cpu):
-            # A wide range (1 connection against 1,000) on a log scale; a narrow one, as in
-            # a --quick run, stays linear, where a log axis would have no tick inside it.
-            ax_cpu.set_yscale("log")
-        else:
-            ax_cpu.set_ylim(bottom=0)
-        ax_rate.set_ylim(bottom=0)  # linear axes from 0: one server alone is not zoomed into
-        counts = {c for points in curves.values() for c, _ in points}
-        for ax, title in ((ax_rate, "requests/s (higher is better)"),
-                          (ax_cpu, "server CPU µs per request (lower is better)")):
-            _connections_axis(ax, counts, "connections (1 KiB ping-pong)")
-            ax.set_title(title)
-        _numbers(ax_rate.yaxis, "{:,.0f}")
-        _numbers(ax_cpu.yaxis, "{:,g}", minor=True)
-        _legend_beside(ax_cpu, ax_rate)
-        fig.suptitle(f"Echo servers on loopback — {subtitle}", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
+    if not curves:
+        return None
+    fig, (ax_rate, ax_cpu) = _pyplot().subplots(1, 2, figsize=(12, 4.8))
+    for name, points in curves.items():
+        style = _style(name)
+        ax_rate.plot([c for c, _ in points], [s["per_s"] for _, s in points], label=name,
+                     **style)
+        cpu = [(c, s["server_us_per_req"]) for c, s in points if s.get("server_us_per_req")]
+        if cpu:
+            ax_cpu.plot([c for c, _ in cpu], [us for _, us in cpu], label=name, **style)
+    cpu = [us for line in ax_cpu.lines for us in line.get_ydata()]
+    if cpu and max(cpu) > 3 * min(cpu):
+        # A wide range (1 connection against 1,000) on a log scale; a narrow one, as in
+        # a --quick run, stays linear, where a log axis would have no tick inside it.
+        ax_cpu.set_yscale("log")
     else:
-        path.unlink(missing_ok=True)
+        ax_cpu.set_ylim(bottom=0)
+    ax_rate.set_ylim(bottom=0)  # linear axes from 0: one server alone is not zoomed into
+    counts = {c for points in curves.values() for c, _ in points}
+    for ax, title in ((ax_rate, "requests/s (higher is better)"),
+                      (ax_cpu, "server CPU µs per request (lower is better)")):
+        _connections_axis(ax, counts, "connections (1 KiB ping-pong)")
+        ax.set_title(title)
+    _numbers(ax_rate.yaxis, "{:,.0f}")
+    _numbers(ax_cpu.yaxis, "{:,g}", minor=True)
+    _legend_beside(ax_cpu, ax_rate)
+    fig.suptitle(f"Echo servers on loopback — {subtitle}", fontsize=10)
+    fig.tight_layout()
+    return fig
 
+
+def _memory_figure(summary, names, subtitle):
+    """KiB per idle connection against connections held; None with no figure."""
     memory = [w for w in WORKLOADS if w.mode == "memory"]
-    path = out_dir / "memory.png"
     drawn = {}
     for name in names:
         points = [(w.idle, s["kib_per_idle_conn"]) for w in memory
                   if (s := _find(summary, name, w.id)) and s.get("kib_per_idle_conn") is not None]
         if points:
             drawn[name] = points
-    if drawn:
-        fig, ax = plt.subplots(figsize=(8.5, 4.8))
-        for name, points in drawn.items():
-            below = any(kib < PSS_FLOOR_KIB for _, kib in points)
-            label = name + (f" (below what PSS can show; drawn at {PSS_FLOOR_KIB})" if below
-                            else "")
-            ax.plot([n for n, _ in points], [max(kib, PSS_FLOOR_KIB) for _, kib in points],
-                    label=label, **_style(name))
-        _connections_axis(ax, {n for points in drawn.values() for n, _ in points},
-                          "idle connections held")
-        ax.set_yscale("log")
-        _numbers(ax.yaxis, "{:,g}")
-        ax.set_ylabel("server anonymous PSS per idle connection, KiB")
-        ax.set_title(f"Memory per idle connection (lower is better)\n{subtitle}", fontsize=10)
-        _legend_beside(ax, ax)
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
-    else:
-        path.unlink(missing_ok=True)
-    return paths
+    if not drawn:
+        return None
+    fig, ax = _pyplot().subplots(figsize=(8.5, 4.8))
+    for name, points in drawn.items():
+        below = any(kib < PSS_FLOOR_KIB for _, kib in points)
+        label = name + (f" (below what PSS can show; drawn at {PSS_FLOOR_KIB})" if below
+                        else "")
+        ax.plot([n for n, _ in points], [max(kib, PSS_FLOOR_KIB) for _, kib in points],
+                label=label, **_style(name))
+    _connections_axis(ax, {n for points in drawn.values() for n, _ in points},
+                      "idle connections held")
+    ax.set_yscale("log")
+    _numbers(ax.yaxis, "{:,g}")
+    ax.set_ylabel("server anonymous PSS per idle connection, KiB")
+    ax.set_title(f"Memory per idle connection (lower is better)\n{subtitle}", fontsize=10)
+    _legend_beside(ax, ax)
+    fig.tight_layout()
+    return fig
