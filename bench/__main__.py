@@ -360,8 +360,7 @@ def _write(out_dir, meta, runs):
     (out_dir / "results.md").write_text(text + "\n")
     if runs:
         try:
-            paths = [multicore.plot(summary, meta, out_dir)] if mode else \
-                report.plot(summary, meta, out_dir)
+            paths = (multicore.plot if mode else report.plot)(summary, meta, out_dir)
             if paths:
                 print("bench: plots in " + ", ".join(map(str, paths)), file=sys.stderr)
             else:

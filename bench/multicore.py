@@ -7,6 +7,10 @@ mode (``bench.runner.run_load``) with the CPU split added: the server's and the
 load generator's shares of all the cores during the window, and what stayed
 idle.  This module only turns them into Markdown and a plot; it runs nothing.
 
+Its tables and plot read as the default mode's do (``bench.report``): a
+column no server has a figure in is left out, one run is "1 run" with no ±
+column, and each server has its colour from ``catalog.PLOT_STYLE``.
+
 What it leaves out: comparisons with the pinned run.  Those are two runs at
 different times; the section says which figure carries over, and the reader
 can put the two tables side by side.
@@ -90,15 +94,14 @@ def markdown(summary, meta, level=2):
         "",
         f"Nothing is pinned: each server, every process and thread it makes, the load "
         f"generator{'' if meta.get('lower_bound') else ' (one C thread)'} and the driver may "
-        f"run on CPUs {_cpus_text(cpus)}, and share them. Load generator: {meta['loadgen']}. Each cell is the median of {meta['reps']} runs "
-        f"of {meta['seconds']} s after a {meta['warmup']} s warm-up (± is half the range, in % "
-        "of the median). Server CPU counts the server and all its descendant processes, from "
+        f"run on CPUs {_cpus_text(cpus)}, and share them. Load generator: {meta['loadgen']}. "
+        f"{report._each_cell(meta)}{report._quick_said(meta)} Server CPU counts the server and all its descendant processes, from "
         "/proc; *server cores* is that CPU time over the window (1.00: one core busy "
         "throughout). *CPU split* is how all the cores' time in the window was spent: the "
         "server's share, the load generator's share, and what stayed idle (the rest is the "
-        "driver, the kernel's work nobody is charged for, and any other job: a repetition "
-        "where that came to more than a tenth of a core is *noisy*). *Processes* are the server's at "
-        "the end of the window.",
+        "driver, the kernel's work nobody is charged for, and any other job: a run where that "
+        "came to more than a tenth of a core is *noisy*). *Processes* are the server's at the "
+        "end of the window.",
         "",
     ]
     if meta.get("lower_bound"):
@@ -124,12 +127,16 @@ def markdown(summary, meta, level=2):
 
 
 def overview(summary, workloads):
-    """One row per server: for each workload, echoes/s, server CPU per request, load-gen share."""
+    """One row per server: for each workload, echoes/s, server CPU per request, load-gen share.
+
+    ``workloads`` are those the run measured; a column no server has a figure
+    in (a CPU figure /proc could not give) is left out, as in the default mode.
+    """
     head = ["server"]
     for w in workloads:
         head += [f"{report._short(w)} {'conns' if w.mode == 'churn' else 'echoes'}/s",
                  "µs CPU/req", "load-gen share"]
-    out = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
+    rows = []
     for name in ordered({s["server"] for s in summary}):
         cells = [name]
         for w in workloads:
@@ -137,7 +144,8 @@ def overview(summary, workloads):
             cells += [report._fmt(s and s["per_s"]),
                       report._fmt(s and s.get("server_us_per_req"), "{:.2f}"),
                       report._fmt(s and s.get("client_share_pct"), "{:.0f}%")]
-        out.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    out = report._table(head, rows)[0]
     out += ["", "Echoes/s (connections/s, one echo each, for churn); µs of server CPU per echo "
             "(per connection for churn); the load generator's share of all the cores. – where a "
             "server did not run a workload."]
@@ -145,32 +153,31 @@ def overview(summary, workloads):
 
 
 def rate_table(rows, workload, meta):
+    """One workload's table.  Without a column no row has a figure in: ± with one run each
+    (``--quick``: a spread needs two runs), a split the run could not measure."""
     unit = "connections/s" if workload.mode == "churn" else "echoes/s"
     per = "connection" if workload.mode == "churn" else "echo"
-    out = [f"| server | processes | {unit} | ± | server CPU µs/{per} | server cores "
-           "| CPU split: server / load gen / idle | p50 µs | p99 µs | notes |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    head = ["server", "processes", unit, "±", f"server CPU µs/{per}", "server cores",
+            "CPU split: server / load gen / idle", "p50 µs", "p99 µs", "notes"]
+    cells = []
     for s in rows:
-        spread = (100.0 * (s["per_s_max"] - s["per_s_min"]) / 2 / s["per_s"]) if s["per_s"] else None
-        out.append("| " + " | ".join([
+        half = (100.0 * (s["per_s_max"] - s["per_s_min"]) / 2 / s["per_s"]) \
+            if s["per_s"] and s["reps"] > 1 else None
+        cells.append([
             s["server"], report._fmt(s.get("server_processes")), report._fmt(s["per_s"]),
-            report._fmt(spread, "{:.0f}%"), report._fmt(s.get("server_us_per_req"), "{:.2f}"),
+            report._fmt(half, "{:.0f}%"), report._fmt(s.get("server_us_per_req"), "{:.2f}"),
             report._fmt(_cores(s, meta), "{:.2f}"), _split(s), report._fmt(s.get("p50_us")),
-            report._fmt(s.get("p99_us")), report._notes(s, workload)]) + " |")
-    return out
+            report._fmt(s.get("p99_us")), report._notes(s, workload)])
+    return report._table(head, cells)[0]
 
 
-def _colour(name, names):
-    """selectlab's reactor and its workers in black and greys, the C floor hatched, others apart."""
-    import matplotlib
-    ours = ["echo_select", *(s.name for s in catalog.WORKER_SERVERS)]
-    if name in ours:
-        greys = ["black", "#4d4d4d", "#7a7a7a", "#a6a6a6", "#d0d0d0"]
-        return {"color": greys[ours.index(name) % len(greys)], "edgecolor": "black"}
+def _bar_style(name):
+    """A server's bars: its colour in every plot (``catalog.PLOT_STYLE``, through
+    ``report._style``), the C floor's hatched as its line is dashed elsewhere."""
+    style = {"color": report._style(name)["color"], "edgecolor": "black"}
     if name == "c_epoll":
-        return {"color": "white", "edgecolor": "grey", "hatch": "//"}
-    others = [n for n in names if n not in ours and n != "c_epoll"]
-    return {"color": matplotlib.colormaps["tab10"](others.index(name) % 10), "edgecolor": "black"}
+        style["hatch"] = "//"
+    return style
 
 
 _SPLIT = (("server_share_pct", "#4477aa", "white", "server"),
@@ -189,21 +196,28 @@ def _shares(s):
 
 
 def plot(summary, meta, out_dir):
-    """Write multicore.png; return its path, or raise ImportError without matplotlib.
+    """Write multicore.png; return ``[its path]``.  ImportError: no matplotlib.
 
     One column per workload; rows: throughput, server CPU per request, and how
     the cores' time was split between server, load generator, the rest and idle.
+    Each server's bars are in its colour from ``catalog.PLOT_STYLE``.  With no
+    run to draw, nothing is written and an older multicore.png is removed
+    (``report._save``).
     """
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    return [path for path in [report._save(_figure(summary, meta), out_dir / PLOT)] if path]
+
+
+def _figure(summary, meta):
+    """The plot's figure; None with nothing to draw."""
     from matplotlib.ticker import FuncFormatter
 
     m = meta["machine"]
     cpus = meta.get("server_cpus") or []
     workloads = [w for w in catalog.WORKLOADS if any(s["workload"] == w.id for s in summary)]
+    if not workloads:
+        return None
     names = ordered({s["server"] for s in summary})
-    fig, axes = plt.subplots(3, len(workloads), figsize=(5.4 * len(workloads), 11.5),
+    fig, axes = report._pyplot().subplots(3, len(workloads), figsize=(5.4 * len(workloads), 11.5),
                              squeeze=False)
     ys = range(len(names))
     thousands = FuncFormatter(lambda x, _: f"{x / 1000:,.0f}k" if x else "0")
@@ -217,7 +231,7 @@ def plot(summary, meta, out_dir):
         for y, name, s in zip(ys, names, rows):
             if not s:
                 continue
-            style = _colour(name, names)
+            style = _bar_style(name)
             rate.barh(y, s["per_s"] or 0, **style)
             rate.annotate(f" {s['per_s']:,.0f}", (s["per_s"] or 0, y), va="center", fontsize=8)
             us = s.get("server_us_per_req")
@@ -259,9 +273,6 @@ def plot(summary, meta, out_dir):
                frameon=False)
     fig.suptitle(f"Echo servers on loopback, nothing pinned: each server and the load generator "
                  f"share CPUs {_cpus_text(cpus)}\n{m['cpu_model']}, {m['cores']} cores, Python "
-                 f"{m['python']}; median of {meta['reps']}", fontsize=11)
+                 f"{m['python']}; {report._runs_said(meta)}", fontsize=11)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    path = out_dir / PLOT
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return fig

@@ -221,6 +221,105 @@ def test_report_says_when_the_python_load_generator_made_the_numbers():
     assert "every rate here is a lower bound" in text
 
 
+def _tables(text):
+    """Every Markdown table in ``text``: (headings, rows of cells)."""
+    tables, block = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            block.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+        elif block:
+            tables.append((block[0], block[2:]))
+            block = []
+    return tables
+
+
+def test_a_quick_multicore_report_says_one_run_and_shows_no_spread():
+    """`--multicore --quick` measures each cell once: its report says "1 run" and that it is a
+    smoke run, not "median of 1 runs", and has no ± column of 0 % spreads; three runs give
+    the median and a ± column."""
+    one = [r for r in _runs() if r["rep"] == 1]
+    text = multicore.markdown(report.summarise(one), _meta(reps=1, quick=True))
+    assert "Each cell is 1 run of 2.0 s" in text and "no spread to show" in text
+    assert "A `--quick` smoke run" in text and "median" not in text
+    assert _tables(text) and all("±" not in head for head, _ in _tables(text))
+    three = multicore.markdown(report.summarise(_runs()), _meta())
+    assert "Each cell is the median of 3 runs" in three and "smoke run" not in three
+    assert all("±" in head for head, _ in _tables(three)[1:])     # every workload's table
+
+
+def test_a_column_no_server_has_a_figure_in_is_left_out():
+    """A multicore.json from before the CPU split was recorded reads without columns of –
+    (the load generator's share, the split, the cores): each table keeps the columns some
+    server has a figure in."""
+    old = [{k: v for k, v in r.items() if not k.endswith("_share_pct") and k != "idle_pct"}
+           for r in _runs()]
+    text = multicore.markdown(report.summarise(old), _meta())
+    tables = _tables(text)
+    assert len(tables) == 3     # the overview and one table per workload
+    for head, rows in tables:
+        empty = [h for i, h in enumerate(head) if all(row[i] == "–" for row in rows)]
+        assert empty == [], (head, empty)
+    assert not any("load-gen share" in head or "server cores" in head for head, _ in tables)
+    overview = tables[0][0]
+    assert overview == ["server", "1 KiB ×100 echoes/s", "µs CPU/req", "churn ×10 conns/s",
+                        "µs CPU/req"]
+
+
+@pytest.fixture
+def bars():
+    """What multicore's figure draws: {column title: {server: bar colour}} from its
+    throughput row, the C floor's hatch, and the figure's title."""
+    pytest.importorskip("matplotlib")
+    from matplotlib.colors import to_hex
+
+    def drawn(summary, meta):
+        fig = multicore._figure(summary, meta)
+        names = multicore.ordered({s["server"] for s in summary})
+        seen, hatches = {}, {}
+        for ax in fig.axes[:len(fig.axes) // 3]:      # the first row: echoes/s
+            colours = {}
+            for bar in ax.patches:
+                name = names[round(bar.get_y() + bar.get_height() / 2)]
+                colours[name] = to_hex(bar.get_facecolor())
+                hatches[name] = bar.get_hatch()
+            seen[ax.get_title()] = colours
+        title = fig._suptitle.get_text()
+        report._pyplot().close(fig)
+        return seen, hatches, title
+    return drawn
+
+
+def test_each_server_has_its_catalog_colour_whatever_ran_beside_it(bars):
+    """In multicore.png each server's bars are its colour from catalog.PLOT_STYLE, the one it
+    has in pingpong.png, not one picked by its place among the servers that ran: asyncio
+    keeps its colour with or without echo_fork beside it.  The C floor is hatched, and a
+    --quick run's title says "1 run each"."""
+    from matplotlib.colors import to_hex
+    servers = ["echo_select", "echo_select_w2", "echo_fork", "asyncio", "c_epoll"]
+    runs = [_run(name, "pingpong-1k-100", 100000 - 1000 * i, 8.0 + i, (50, 40, 5))
+            for i, name in enumerate(servers)]
+    seen, hatches, title = bars(report.summarise(runs), _meta(reps=1, quick=True))
+    (colours,) = seen.values()
+    assert colours == {name: to_hex(catalog.PLOT_STYLE[name][0]) for name in servers}
+    assert hatches["c_epoll"] == "//" and not hatches["asyncio"]
+    assert "1 run each" in title and "median" not in title
+    alone, _, title = bars(report.summarise([r for r in runs if r["server"] != "echo_fork"]),
+                           _meta())
+    assert next(iter(alone.values()))["asyncio"] == colours["asyncio"]
+    assert "median of 3 runs" in title
+
+
+def test_a_plot_of_nothing_is_not_written_and_an_older_one_is_removed(tmp_path):
+    """With no run to draw, multicore.plot writes no multicore.png and removes one left from
+    an earlier run, so that no plot in the folder disagrees with its results."""
+    pytest.importorskip("matplotlib")
+    assert multicore.plot(report.summarise(_runs()), _meta(), tmp_path) == [
+        tmp_path / multicore.PLOT]
+    assert (tmp_path / multicore.PLOT).stat().st_size > 0
+    assert multicore.plot([], _meta(), tmp_path) == []
+    assert not (tmp_path / multicore.PLOT).exists()
+
+
 def _single_core_results():
     """A default-mode results.json as older runs wrote it: no "mode" in meta."""
     meta = {k: v for k, v in _meta().items() if k != "mode"}
