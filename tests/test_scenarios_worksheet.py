@@ -1,9 +1,11 @@
-"""The worksheet's serverFork.c as translated for the scenarios (``bench.scenarios.serverfork``):
-it behaves as the C program does -- one reply per recv, ``quit`` matched byte for byte, SIGPIPE's
-default action, a SIGCHLD handler whose ``wait`` blocks the parent -- and the scenarios' helpers
-read what the kernel shows."""
+"""The worksheet's serverFork.c as translated for the scenarios (``bench.scenarios.texts_worksheet
+serverfork``): it behaves as the C program does -- one reply per recv, ``quit`` matched byte for
+byte, SIGPIPE's default action, a SIGCHLD handler whose ``wait`` blocks the parent -- and so do its
+alterations (``--no-handler``, ``--maxdatasize``, ``--status``); and the scenarios' helpers read
+what the kernel shows."""
 
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -15,7 +17,7 @@ import pytest
 from conftest import DEADLINE
 from bench.process import Child, parse_listening, python_env
 from bench.scenarios import observe, worksheet
-from bench.scenarios.serverfork import HELLO, MAXDATASIZE, build_parser
+from bench.scenarios.texts_worksheet import HELLO, MAXDATASIZE, build_parser
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -24,7 +26,8 @@ class Started:
     """A serverfork process: its port, and its stdout and stderr, merged in the order written."""
 
     def __init__(self, *args):
-        self.child = Child([sys.executable, "-m", "bench.scenarios.serverfork", *args, "0"],
+        self.child = Child([sys.executable, "-m", "bench.scenarios.texts_worksheet", "serverfork",
+                            *args, "0"],
                            stderr=subprocess.STDOUT, env=python_env(),
                            new_session=True)
         self.pid = self.child.pid
@@ -42,6 +45,15 @@ class Started:
         found = self.child.stdout.wait(lambda: self.lines().count(text) >= count, DEADLINE)
         assert found, f"never printed {text!r} x{count}: {self.lines()}"
 
+    def ended(self, n):
+        """Wait until ``--status`` has printed ``n`` children's ends; return those lines."""
+        def found():
+            got = [line for line in self.lines() if line.startswith("Server: child ")]
+            return got if len(got) >= n else None
+        got = self.child.stdout.wait(found, DEADLINE)
+        assert got, f"fewer than {n} 'Server: child' lines: {self.lines()}"
+        return got
+
     def children(self):
         return [observe.process(pid) for pid in observe.children_of(self.pid)]
 
@@ -54,7 +66,8 @@ class Started:
 
 @pytest.fixture
 def serverfork():
-    """Start ``python -m bench.scenarios.serverfork [ARGS] 0``; everything in its session is ended
+    """Start ``python -m bench.scenarios.texts_worksheet serverfork [ARGS] 0``; everything in its
+    session is ended
     by pid afterwards."""
     started = []
 
@@ -100,10 +113,22 @@ def received(server):
 
 
 def test_defaults_are_the_worksheets():
-    """Without arguments it listens on MYPORT 3490 with the handler, and MAXDATASIZE is 200."""
-    args = build_parser().parse_args([])
-    assert (args.port, args.handler, MAXDATASIZE) == (3490, True, 200)
-    assert build_parser().parse_args(["--no-handler", "0"]).handler is False
+    """Without options it listens on MYPORT 3490 with the handler, not printing exit codes, and
+    MAXDATASIZE is 200."""
+    args = build_parser().parse_args(["serverfork"])
+    assert (args.port, args.handler, args.status, args.maxdatasize) == (3490, True, False, 200)
+    assert MAXDATASIZE == 200
+    assert build_parser().parse_args(["serverfork", "--no-handler", "0"]).handler is False
+
+
+@pytest.mark.parametrize("args", [["--maxdatasize", "1"], ["--maxdatasize", "0"],
+                                  ["--maxdatasize", "x"], ["--no-handler", "--status"]])
+def test_impossible_alterations_are_refused(args, capsys):
+    """MAXDATASIZE leaves a byte for the NUL: 0 and 1 (and not-a-number) are usage errors; and
+    with no handler there is nobody to print the exit codes."""
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["serverfork", *args, "0"])
+    assert exc.value.code == 2
 
 
 def test_it_announces_itself_and_each_connection(serverfork):
@@ -150,16 +175,36 @@ def test_only_quit_itself_ends_the_child(serverfork):
     assert received(server) == ["quit\r", "quit", "still there?", "quit"]
 
 
+def test_maxdatasize_20_takes_a_message_19_bytes_at_a_time(serverfork):
+    """--maxdatasize 20: a 40-byte message is three recvs (19, 19, 2), three replies."""
+    server = serverfork("--maxdatasize", "20")
+    message = b"this message is longer than twenty bytes"
+    with connect(server) as sock:
+        sock.sendall(message)
+        assert read_replies(sock, 3) == HELLO * 3
+        sock.sendall(b"quit")
+        read_to_eof(sock)
+    server.wait_for_line("Message received: quit")
+    assert received(server) == [message[:19].decode(), message[19:38].decode(),
+                                message[38:].decode(), "quit"]
+
+
 def test_the_handler_reaps_and_without_it_children_stay_zombies(serverfork):
-    """With the SIGCHLD handler a child that has ended is reaped; with --no-handler it stays a
-    zombie, its exit status 0 kept for a wait that never comes."""
-    for args in ((), ("--no-handler",)):
+    """With the SIGCHLD handler a child that has ended is reaped, its exit status thrown away
+    (nothing printed), or with --status printed, 0; with --no-handler it stays a zombie, its exit
+    status 0 kept for a wait that never comes."""
+    for args in ((), ("--status",), ("--no-handler",)):
         server = serverfork(*args)
         with connect(server) as sock:
             sock.sendall(b"quit")
             read_to_eof(sock)
-        if not args:
+        server.wait_for_line("Message received: quit")
+        if args == ("--status",):
+            assert server.ended(1)[0].endswith("exit status 0")
+        if args != ("--no-handler",):
             until(lambda: not server.children(), "the child to be reaped")
+            if not args:
+                assert not any(line.startswith("Server: child") for line in server.lines())
         else:
             zombie = until(lambda: next((p for p in server.children() if p and p.zombie), None),
                            "a zombie")
@@ -168,17 +213,22 @@ def test_the_handler_reaps_and_without_it_children_stay_zombies(serverfork):
 
 def test_a_client_that_leaves_without_quit_has_its_child_killed_by_sigpipe(serverfork):
     """The client's EOF is a message "" to the C child, answered into the closed connection
-    until SIGPIPE (at its default action, as in C) kills the child: no 'Server send' line."""
-    server = serverfork("--no-handler")
-    with connect(server) as sock:
-        sock.sendall(b"hello")
-        read_replies(sock, 1)
-    zombie = until(lambda: next((p for p in server.children() if p and p.zombie), None),
-                   "the child to end")
-    status = worksheet._wait_status(zombie.pid)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == 13     # SIGPIPE
-    assert received(server)[1:] and set(received(server)[1:]) == {""}
-    assert not any(line.startswith("Server send") for line in server.lines())
+    until SIGPIPE (at its default action, as in C) kills the child: no 'Server send' line; the
+    zombie's status, and --status's line, say killed by signal 13."""
+    for args in (("--no-handler",), ("--status",)):
+        server = serverfork(*args)
+        with connect(server) as sock:
+            sock.sendall(b"hello")
+            read_replies(sock, 1)
+        if args == ("--status",):
+            assert server.ended(1)[0].endswith(f"killed by signal {int(signal.SIGPIPE)}")
+        else:
+            zombie = until(lambda: next((p for p in server.children() if p and p.zombie), None),
+                           "the child to end")
+            status = worksheet._wait_status(zombie.pid)
+            assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGPIPE
+        assert received(server)[1:] and set(received(server)[1:]) == {""}
+        assert not any(line.startswith("Server send") for line in server.lines())
 
 
 def test_a_reset_in_recv_is_perror_and_exit_1(serverfork):
@@ -195,6 +245,22 @@ def test_a_reset_in_recv_is_perror_and_exit_1(serverfork):
                    "the child to end")
     status = worksheet._wait_status(zombie.pid)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1
+
+
+def test_with_status_a_reset_is_exit_status_1_and_the_next_client_is_served(serverfork):
+    """--status: a client that resets while the child waits in recv has the parent print 'exit
+    status 1'; the next client is served, and its child's end is 'exit status 0'."""
+    server = serverfork("--status")
+    sock = connect(server)
+    server.wait_for_line("Server: got connection from 127.0.0.1")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+    assert server.ended(1)[0].endswith("exit status 1")
+    assert "Server recv: Connection reset by peer" in server.lines()
+    with connect(server) as sock:
+        sock.sendall(b"quit")
+        assert read_to_eof(sock) == HELLO
+    assert server.ended(2)[1].endswith("exit status 0")
 
 
 def test_the_handlers_wait_keeps_the_parent_from_accepting(serverfork):

@@ -1,7 +1,7 @@
 """The "Concurrent Servers" worksheet's experiments: the Hello server and its msgclient.
 
 E13 and E3 run selectlab's ``servers.hello``.  The others run the worksheet's
-own ``serverFork.c``, translated line for line (``bench.scenarios.serverfork``),
+own ``serverFork.c``, translated line for line (``bench.scenarios.texts_worksheet``),
 beside selectlab's server where they contrast them: its running (E1 E2 E5 E6,
 and the SIGCHLD handler that blocks the parent), its ``quit`` (E4 X23), its
 parent killed (X17 E7 E8 E9), its handler commented out (E10), and a client
@@ -27,7 +27,7 @@ WORKSHEET = "\"Concurrent Servers\" worksheet"
 UNP = "Stevens, UNIX Network Programming, ch. 5"
 CSAPP = "Bryant & O'Hallaron, CS:APP ch. 11"
 HELLO = b"Hello, World!\n"
-SERVERFORK = "bench.scenarios.serverfork"
+TEXTS = "bench.scenarios.texts_worksheet"
 
 
 @scenario("E13", "maxdatasize-20", "The worksheet's MAXDATASIZE 20 exercise",
@@ -114,9 +114,9 @@ REAP_WAIT = 4.0
 EXIT_CODE_FIELD = 52
 
 
-def _serverfork(r, *args, label="serverFork"):
-    """Start the worksheet's server, translated (``args`` before the port, which is 0)."""
-    return r.server(SERVERFORK, *args, "0", label=label, loopback=False)
+def _serverfork(r, *args, port="0", label="serverFork"):
+    """Start the worksheet's server, translated (``args`` before the port, 0 unless given)."""
+    return r.server(TEXTS, "serverfork", *args, port, label=label, loopback=False)
 
 
 def _children(pid):
@@ -533,7 +533,7 @@ def parent_killed(r):
              f"without SO_REUSEADDR, bind fails while the old children's ESTABLISHED sockets "
              f"hold port {port}: {bound}")
     try:
-        again = r.server(SERVERFORK, port, label="new serverFork", loopback=False)
+        again = _serverfork(r, port=port, label="new serverFork")
     except ScenarioError as exc:
         r.expect(False, f"with SO_REUSEADDR the new server binds port {port}: it did not ({exc})")
         return
