@@ -17,6 +17,7 @@ import pytest
 
 from bench import catalog, multicore, process, procinfo, report, runner
 from tests.conftest import ROOT
+from tests.test_bench import _tables
 
 TWO_CORES = len(os.sched_getaffinity(0)) >= 2
 
@@ -219,18 +220,6 @@ def test_report_says_when_the_python_load_generator_made_the_numbers():
     """A multi-core run measured with the Python load generator says its rates are a lower bound."""
     text = multicore.markdown(report.summarise(_runs()), _meta(lower_bound=True))
     assert "every rate here is a lower bound" in text
-
-
-def _tables(text):
-    """Every Markdown table in ``text``: (headings, rows of cells)."""
-    tables, block = [], []
-    for line in text.splitlines() + [""]:
-        if line.startswith("|"):
-            block.append([cell.strip() for cell in line.strip().strip("|").split("|")])
-        elif block:
-            tables.append((block[0], block[2:]))
-            block = []
-    return tables
 
 
 def test_a_quick_multicore_report_says_one_run_and_shows_no_spread():
