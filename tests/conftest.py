@@ -9,6 +9,7 @@ import re
 import resource
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -16,6 +17,8 @@ import time
 import pytest
 
 from bench.process import LISTENING as LISTENING_TEXT, Child, parse_listening, stat
+from bench.process import python_env
+from bench.scenarios import observe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEADLINE = 20.0     # seconds any single wait in a test may take before it fails
@@ -365,3 +368,27 @@ def no_dns(monkeypatch):
     def unknown(*args, **kwargs):
         raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
     monkeypatch.setattr(socket, "getaddrinfo", unknown)
+
+
+@pytest.fixture
+def texts_guide():
+    """Start ``python -m bench.scenarios.texts_guide PROGRAM [ARGS] 0`` (one of the quick guide's
+    servers); returns (process, port), stdout and stderr merged in a pipe.  The process and its
+    children are ended by pid at teardown."""
+    started = []
+
+    def start(program, *args):
+        proc = subprocess.Popen([sys.executable, "-m", "bench.scenarios.texts_guide", program,
+                                 *map(str, args), "0"], cwd=ROOT, env=python_env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        started.append(proc)
+        line = proc.stdout.readline()
+        assert LISTENING.search(line), line
+        return proc, int(line.split(b":")[-1])
+    yield start
+    for proc in started:
+        for pid in observe.children_of(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait(DEADLINE)
+        proc.stdout.close()

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, LISTENING
+from conftest import ROOT
 from bench.process import python_env
 from bench.scenarios import guide_io, observe
 from wire.streamio import Reader, writen
@@ -19,32 +19,12 @@ TIMEOUT = 10
 
 
 def texts(*args):
-    return [sys.executable, "-m", "bench.scenarios.texts_guide_io", *map(str, args)]
+    return [sys.executable, "-m", "bench.scenarios.texts_guide", *map(str, args)]
 
 
 def run_texts(*args):
     return subprocess.run(texts(*args), cwd=ROOT, env=python_env(), capture_output=True,
                           timeout=TIMEOUT)
-
-
-@pytest.fixture
-def guide_server():
-    """Start the guide's 10th-task server (``tcpserver ARGS``) on port 0; ended by pid after."""
-    started = []
-
-    def start(*args):
-        proc = subprocess.Popen(texts("tcpserver", *args, 0), cwd=ROOT, env=python_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        started.append(proc)
-        line = proc.stdout.readline()
-        match = LISTENING.search(line)
-        assert match, line
-        return proc, int(line.split(b":")[-1])
-    yield start
-    for proc in started:
-        proc.kill()
-        proc.wait(TIMEOUT)
-        proc.stdout.close()
 
 
 def test_the_guide_client_reads_its_echo_back():
@@ -110,12 +90,12 @@ def test_the_guide_client_exits_1_when_connect_fails():
 
 
 @pytest.mark.parametrize("rcvbuf", [0, 4096])
-def test_the_guide_server_echoes_everything_in_128_byte_reads(guide_server, rcvbuf):
+def test_the_guide_server_echoes_everything_in_128_byte_reads(texts_guide, rcvbuf):
     """The guide's server echoes a message much bigger than its buffer (and, with --rcvbuf,
     than its receive buffer) byte for byte, and reports the reads it took when the client
     closes."""
     args = ("--rcvbuf", rcvbuf) if rcvbuf else ()
-    proc, port = guide_server(*args)
+    proc, port = texts_guide("iterative", *args)
     message = bytes(range(256)) * 64            # 16 KiB
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
         sock.sendall(message)
@@ -128,19 +108,19 @@ def test_the_guide_server_echoes_everything_in_128_byte_reads(guide_server, rcvb
     assert reads >= len(message) // 128 + 1, "at most 128 bytes a read, and the last one 0"
 
 
-def test_the_guide_server_cannot_bind_a_port_in_use(guide_server):
+def test_the_guide_server_cannot_bind_a_port_in_use(texts_guide):
     """The guide's server on a port already listened on: 'bind: -1, errno EADDRINUSE', exit 1."""
-    _proc, port = guide_server()
-    proc = run_texts("tcpserver", port)
+    _proc, port = texts_guide("iterative")
+    proc = run_texts("iterative", port)
     assert proc.returncode == 1
     assert proc.stdout.decode() == ("bind: -1, errno EADDRINUSE (Address already in use): "
                                     "exit(1)\n")
 
 
-def test_the_guide_server_sets_no_so_reuseaddr(guide_server):
+def test_the_guide_server_sets_no_so_reuseaddr(texts_guide):
     """The guide's server does not set SO_REUSEADDR (its code has no setsockopt): the TIME_WAIT
     it leaves when killed refuses a later bind even with SO_REUSEADDR (Linux)."""
-    proc, port = guide_server()
+    proc, port = texts_guide("iterative")
     overflows = observe.timewait_overflows()
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
         sock.sendall(b"x")

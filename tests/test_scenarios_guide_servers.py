@@ -2,7 +2,6 @@
 as the guide's C does (one client at a time, exit(1) on any error, SIGPIPE's default action, a
 child per client reaped by the kernel), and the helpers read what the kernel shows."""
 
-import os
 import signal
 import socket
 import struct
@@ -12,33 +11,10 @@ import time
 
 import pytest
 
-from conftest import DEADLINE, LISTENING, ROOT
-from bench.process import python_env
+from conftest import DEADLINE
 from bench.scenarios import guide_servers, observe
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-def guide_server():
-    """Start ``texts_guide PROGRAM 0``; returns (process, port); ended by pid after."""
-    started = []
-
-    def start(program):
-        proc = subprocess.Popen([sys.executable, "-m", "bench.scenarios.texts_guide", program,
-                                 "0"], cwd=ROOT, env=python_env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
-        started.append(proc)
-        line = proc.stdout.readline()
-        assert LISTENING.search(line), line
-        return proc, int(line.split(b":")[-1])
-    yield start
-    for proc in started:
-        for pid in observe.children_of(proc.pid):
-            os.kill(pid, signal.SIGKILL)
-        proc.kill()
-        proc.wait(DEADLINE)
-        proc.stdout.close()
 
 
 def echo(sock, data):
@@ -81,18 +57,18 @@ def reset(sock):
 
 
 @pytest.mark.parametrize("program", ["iterative", "fork"])
-def test_the_guide_servers_keep_sigpipe_default_as_a_c_program(guide_server, program):
+def test_the_guide_servers_keep_sigpipe_default_as_a_c_program(texts_guide, program):
     """Unlike a CPython program, the translated servers do not ignore SIGPIPE (a C program's
     default action kills on a write to a broken connection); the fork server ignores SIGCHLD,
     as the guide's sigaction does, and the iterative one does not."""
-    proc, _port = guide_server(program)
+    proc, _port = texts_guide(program)
     assert not guide_servers._ignores(proc.pid, signal.SIGPIPE)
     assert guide_servers._ignores(proc.pid, signal.SIGCHLD) == (program == "fork")
 
 
-def test_the_iterative_server_serves_one_client_at_a_time(guide_server):
+def test_the_iterative_server_serves_one_client_at_a_time(texts_guide):
     """The 10th task's server echoes a client, and a second one only once the first has closed."""
-    _proc, port = guide_server("iterative")
+    _proc, port = texts_guide("iterative")
     with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as first, \
             socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as second:
         assert echo(first, b"one\n") == b"one\n"
@@ -105,11 +81,11 @@ def test_the_iterative_server_serves_one_client_at_a_time(guide_server):
         assert second.recv(10) == b"two\n"
 
 
-def test_the_iterative_server_exits_1_when_its_write_fails(guide_server):
+def test_the_iterative_server_exits_1_when_its_write_fails(texts_guide):
     """A client that resets while the server's write to it sleeps makes the write fail with
     ECONNRESET; the server says so and takes that exit(1), and the client queued behind it is
     reset."""
-    proc, port = guide_server("iterative")
+    proc, port = texts_guide("iterative")
     bad = stuck_writer(port, proc.pid)
     queued = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
     reset(bad)
@@ -122,10 +98,10 @@ def test_the_iterative_server_exits_1_when_its_write_fails(guide_server):
     queued.close()
 
 
-def test_the_fork_server_loses_only_the_bad_clients_child(guide_server):
+def test_the_fork_server_loses_only_the_bad_clients_child(texts_guide):
     """In the 12th task's server the bad client's child takes the exit(1), and nothing is left of
     it (the kernel reaps it: SIGCHLD ignored); the parent and the other clients' children go on."""
-    proc, port = guide_server("fork")
+    proc, port = texts_guide("fork")
     with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as good:
         assert echo(good, b"hello\n") == b"hello\n"
         until(lambda: len(observe.children_of(proc.pid)) == 1)

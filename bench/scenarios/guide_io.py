@@ -11,7 +11,7 @@ Four of the guide's answers, each set beside what Linux does:
 * X18 (answer 8): ``send`` takes fewer bytes than asked, ``recv`` returns
   fewer than asked, and the loops that move everything all the same.
 
-The guide's TCP client and server, translated, are in ``texts_guide_io``;
+The guide's TCP client and server, translated, are in ``texts_guide``;
 its UDP client in ``texts``.  UDP has no states for ``r.netstat``: the UDP
 sockets are read here from /proc/net/udp (:func:`udp_sockets`).
 """
@@ -30,7 +30,7 @@ from wire.streamio import Reader, writen
 
 GUIDE = "Sanguino, A Quick Guide to Networking Software"
 WORKSHEET = "\"Concurrent Servers\" worksheet"
-TEXTS = "bench.scenarios.texts_guide_io"
+TEXTS = "bench.scenarios.texts_guide"
 
 
 def _stat(pid):
@@ -513,13 +513,13 @@ def _restart_with_reuseaddr(r, first):
 
 def _restart_without_it(r):
     r.heading("the guide's 10th-task server killed by us: no setsockopt")
-    guide = r.server(TEXTS, "tcpserver", "0", loopback=False, label="guide's tcp server")
+    guide = r.server(TEXTS, "iterative", "0", loopback=False, label="guide's tcp server")
     port = guide.port
     _killed_with_a_client(r, guide)
     if not _timewait_left(r, port, "the guide's server killed, its client gone",
                           "the guide's server"):
         return
-    status, lines = _refused_start(r, TEXTS, "tcpserver", port,
+    status, lines = _refused_start(r, TEXTS, "iterative", port,
                                    label="guide's tcp server (restarted)")
     r.expect(status == 1 and any(line.startswith("bind: -1, errno EADDRINUSE")
                                  for line in lines),
@@ -587,7 +587,7 @@ Transport layer buffers may be full. However, write returns the number of bytes 
 available at the socket."
 """)
 def partial_io(r):
-    server = r.server(TEXTS, "tcpserver", "--rcvbuf", SMALL_BUFFER, "0", loopback=False,
+    server = r.server(TEXTS, "iterative", "--rcvbuf", SMALL_BUFFER, "0", loopback=False,
                       label="guide's tcp server")
     port = server.port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -1,30 +1,49 @@
-"""The quick guide's TCP echo servers, translated line for line, for the scenarios to run.
+"""The quick guide's TCP client and echo servers, translated line for line, for the scenarios to run.
 
-Sanguino's *A Quick Guide to Networking Software* gives two TCP echo servers
-whose every error path is ``/*error*/exit(1)``, so one client that goes
-wrong can end the server.  Each is rendered here as it is written, flaws
-included, and is used only by ``bench.scenarios``:
+Sanguino's *A Quick Guide to Networking Software* gives a TCP client and two
+TCP echo servers whose every error path is ``/*error*/exit(1)``, so one
+client that goes wrong can end the server.  Each is rendered here as it is
+written, flaws included, and is used only by ``bench.scenarios``
+(``guide_io``, ``guide_servers``):
 
-``iterative PORT``
-    The 10th task's server: ``listen(fd,5)``, then ``accept``; ``read(newfd,
+``tcpcli HOST PORT``
+    The 6th and 7th tasks' client: ``socket``, ``connect``, then the
+    ``nleft``/``nwritten`` loop that writes ``Hello!\\n`` (7 bytes) and the
+    ``nleft``/``nread`` loop that reads 7 bytes back, leaving it early when
+    ``read`` returns 0 ("closed by peer"), then ``printf("echo: %s\\n")``,
+    ``close(fd)``, ``exit(0)``.  The guide's comment ``/**closed by peer``
+    lacks its ``*/``, which would comment out the rest of the loop; it is
+    read here as meant.  Whether ``write`` and ``read`` may have to be
+    called more than once, and what ``read`` does when the peer closes, are
+    the guide's answers 8 and 9.
+``iterative [--rcvbuf BYTES] PORT``
+    The 10th task's server: ``bind`` with no ``SO_REUSEADDR`` (the guide's
+    code sets none), ``listen(fd,5)``, then ``accept``; ``read(newfd,
     buffer,128)`` and ``write`` it all back until ``read`` returns 0;
     ``close(newfd)``; back to ``accept``.  One client at a time, the others
-    waiting in the listen queue (answers 11 and 12).
+    waiting in the listen queue (answers 11 and 12).  ``--rcvbuf`` (not the
+    guide's: the experiment's) sets ``SO_RCVBUF`` on the listening socket
+    before ``listen``, so that a connection's receive window is small from
+    its start.
 ``fork PORT``
     The 12th task's concurrent server: ``SIGCHLD`` set to ``SIG_IGN`` (the
     kernel reaps the children), ``accept`` retried on ``EINTR``, ``fork``;
     the child closes ``fd``, runs the same echo loop, ``close(newfd);
     exit(0)``; the parent closes ``newfd``, retrying on ``EINTR``.
 
-``PORT`` replaces the guide's "58001" (0 picks a free one).  Each listens
-on 127.0.0.1 only and prints ``listening on 127.0.0.1:PORT`` as selectlab's
-servers do.  The one other addition: before each ``exit(1)``, a line saying
-which call failed and its errno (``write: -1, errno ECONNRESET (Connection
-reset by peer): exit(1)``), which the guide's servers do not print, so that
-a scenario can say which error path it took.
+``PORT`` replaces the guide's "58001" (0 picks a free one).  The servers
+listen on 127.0.0.1 only and print ``listening on 127.0.0.1:PORT`` as
+selectlab's servers do.  What the guide's programs do not print and these
+do, so that a scenario can see which path they took: the client a line for
+each ``write`` and ``read`` call and its return value (the line
+``read(...): waiting`` comes just before the call that may block), the
+iterative server a line when it closes a connection (bytes echoed, in how
+many reads and writes), and all of them, before each ``exit(1)``, the call
+that failed and its errno (``write: -1, errno ECONNRESET (Connection reset
+by peer): exit(1)``).
 
 Python differs from C in three places, each made to behave as the C does:
-CPython ignores SIGPIPE at start-up, and these programs restore its default
+CPython ignores SIGPIPE at start-up, and the servers restore its default
 action, as a C program has it (the guide: "Do not forget to protect the
 child process against the SIGPIPE signal" -- its code does not); ``read``
 and ``write`` are ``os.read`` and ``os.write`` on the descriptor, the same
@@ -43,6 +62,7 @@ import sys
 
 BUFSIZE = 128           # the guide's char buffer[128]
 GUIDE_BACKLOG = 5       # the guide's listen(fd,5)
+MESSAGE = b"Hello!\n"   # the 7th task's strcpy(buffer,"Hello!\n"); nbytes=7
 
 
 def _exit(status, call=None, exc=None):
@@ -54,12 +74,17 @@ def _exit(status, call=None, exc=None):
     os._exit(status)
 
 
-def _listen(port):
-    """socket, bind, listen, each ``/*error*/exit(1)``; the guide's getaddrinfo(NULL,...) is 127.0.0.1 here."""
+def _listen(port, rcvbuf=0):
+    """socket, bind, listen, each ``/*error*/exit(1)``; the guide's getaddrinfo(NULL,...) is 127.0.0.1 here.
+
+    ``rcvbuf``: SO_RCVBUF before ``listen`` (not the guide's), unless 0.
+    """
     try:
         fd = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     except OSError as exc:
         _exit(1, "socket", exc)
+    if rcvbuf:
+        fd.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     try:
         fd.bind(("127.0.0.1", port))
     except OSError as exc:
@@ -73,15 +98,20 @@ def _listen(port):
 
 
 def _echo(newfd):
-    """The guide's loop: read 128, write it all, until read returns 0; any error exit(1)."""
+    """The guide's loop: read 128, write it all, until read returns 0; any error exit(1).
+
+    Returns ``(bytes echoed, reads, writes)``, for the iterative server's close line.
+    """
+    total = reads = writes = 0
     while True:
         try:
-            buffer = os.read(newfd, BUFSIZE)
+            buffer = os.read(newfd, BUFSIZE)        # n=read(newfd,buffer,128)
         except OSError as exc:                      # if(n==-1)/*error*/exit(1);
             _exit(1, "read", exc)
+        reads += 1
         n = len(buffer)
         if n == 0:
-            return
+            return total, reads, writes
         ptr = 0
         while n > 0:
             try:
@@ -90,23 +120,78 @@ def _echo(newfd):
                 _exit(1, "write", exc)
             if nw <= 0:
                 _exit(1)
+            writes += 1
+            total += nw
             n -= nw
             ptr += nw
 
 
+# --- the 6th and 7th tasks: the TCP client -----------------------------------
+
+def tcpcli(host, port):
+    try:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    except OSError as exc:                          # if(fd==-1) exit(1);
+        _exit(1, "socket", exc)
+    try:
+        sock.connect((host, port))
+    except OSError as exc:                          # if(n==-1) /*error*/ exit(1);
+        _exit(1, "connect", exc)
+    fd = sock.detach()
+    print(f"connected to {host}:{port}", flush=True)
+
+    buffer = MESSAGE                                # ptr=strcpy(buffer,"Hello!\n");
+    nbytes = len(MESSAGE)
+    nleft, ptr = nbytes, 0
+    while nleft > 0:
+        try:
+            nwritten = os.write(fd, buffer[ptr:ptr + nleft])
+        except OSError as exc:                      # if(nwritten<=0)/*error*/exit(1);
+            _exit(1, "write", exc)
+        print(f"write(fd,ptr,{nleft}) returned {nwritten}", flush=True)
+        if nwritten <= 0:
+            _exit(1)
+        nleft -= nwritten
+        ptr += nwritten
+
+    nleft, received = nbytes, b""                   # nleft=nbytes; ptr=buffer;
+    while nleft > 0:
+        print(f"read(fd,ptr,{nleft}): waiting", flush=True)
+        try:
+            data = os.read(fd, nleft)
+        except OSError as exc:                      # if(nread==-1)/*error*/exit(1);
+            _exit(1, "read", exc)
+        nread = len(data)
+        print(f"read(fd,ptr,{nleft}) returned {nread} {data!r}", flush=True)
+        if nread == 0:
+            print("closed by peer", flush=True)     # else if(nread==0)break;
+            break
+        nleft -= nread
+        received += data                            # ptr+=nread;
+    nread = nbytes - nleft
+
+    # buffer[nread] = '\0'; printf("echo: %s\n", buffer);
+    print(f"echo: {received[:nread].decode(errors='replace')}", flush=True)
+    os.close(fd)
+    print("close(fd); exit(0)", flush=True)
+    _exit(0)
+
+
 # --- the 10th task: the iterative TCP echo server ----------------------------
 
-def iterative(port):
+def iterative(port, rcvbuf=0):
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # a C program's default action
-    fd = _listen(port)
+    fd = _listen(port, rcvbuf)
     while True:
         try:
             newsock, _addr = fd.accept()
         except OSError as exc:                      # if((newfd=accept(...))==-1) exit(1);
             _exit(1, "accept", exc)
         newfd = newsock.detach()
-        _echo(newfd)
+        total, reads, writes = _echo(newfd)
         os.close(newfd)
+        print(f"close(newfd): {total} bytes echoed, {reads} reads, {writes} writes",
+              flush=True)
 
 
 # --- the 12th task: the fork concurrent server -------------------------------
@@ -150,21 +235,31 @@ def fork(port):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m bench.scenarios.texts_guide",
-        description="The quick guide's TCP echo servers, translated line for line, exit(1) on "
-                    "every error included, for the scenarios (see the module docstring). "
-                    "Loopback only.")
+        description="The quick guide's TCP client (7th task) and echo servers (10th and 12th "
+                    "tasks), translated line for line, exit(1) on every error included, for the "
+                    "scenarios (see the module docstring). Loopback only.")
     sub = parser.add_subparsers(dest="program", required=True)
-    for name, text in (("iterative", "the 10th task: one client at a time"),
-                       ("fork", "the 12th task: a child per client, SIGCHLD ignored")):
-        p = sub.add_parser(name, help=f"{text}; any error exit(1)")
-        p.add_argument("port", type=int)
+    p = sub.add_parser("tcpcli", help="the 7th task: write Hello!\\n with the write loop, "
+                                      "read 7 bytes with the read loop")
+    p.add_argument("host", choices=["127.0.0.1"], help="loopback only")
+    p.add_argument("port", type=int)
+    p = sub.add_parser("iterative", help="the 10th task: one client at a time, no SO_REUSEADDR; "
+                                         "any error exit(1)")
+    p.add_argument("--rcvbuf", type=int, default=0, metavar="BYTES",
+                   help="SO_RCVBUF on the listening socket before listen (not the guide's)")
+    p.add_argument("port", type=int)
+    p = sub.add_parser("fork", help="the 12th task: a child per client, SIGCHLD ignored; "
+                                    "any error exit(1)")
+    p.add_argument("port", type=int)
     return parser
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.program == "tcpcli":
+        return tcpcli(args.host, args.port)
     if args.program == "iterative":
-        return iterative(args.port)
+        return iterative(args.port, args.rcvbuf)
     return fork(args.port)
 
 
