@@ -150,8 +150,8 @@ def test_the_udp_table_tells_connected_sockets_and_queued_datagrams():
         b.connect(a.getsockname())
         b.send(b"queued")
         aport, bport = a.getsockname()[1], b.getsockname()[1]
-        rows = {r.local[1]: r for r in guide_io.udp_sockets({aport, bport})}
-        lines = guide_io.format_udp_netstat(rows.values())
+        rows = {r.local[1]: r for r in observe.udp_sockets({aport, bport})}
+        lines = observe.format_udp_netstat(rows.values())
     assert set(rows) == {aport, bport}
     assert rows[bport].connected and rows[bport].remote == ("127.0.0.1", aport)
     assert not rows[aport].connected and rows[aport].remote == ("0.0.0.0", 0)

@@ -137,10 +137,10 @@ def test_a_connect_to_a_full_accept_queue_is_pending_and_counted():
     with socket.create_server(("127.0.0.1", 0), backlog=0) as listener:
         address = listener.getsockname()
         with socket.create_connection(address, timeout=DEADLINE):
-            before = guide_servers._listen_overflows()
+            before = observe.netstat_counter("ListenOverflows")
             pending = guide_servers._connect_nowait(address)
             try:
-                until(lambda: guide_servers._listen_overflows() > before)
+                until(lambda: observe.netstat_counter("ListenOverflows") > before)
                 assert guide_servers._state(pending) == "SYN_SENT"
                 assert pending.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
             finally:

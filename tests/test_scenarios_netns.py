@@ -77,11 +77,11 @@ def test_a_proc_net_tcp_line_is_read_with_its_timer():
     keepalive = line.replace(" 01:", " 02:").replace(" 00000003 ", " 00000000 ").replace(
         "     0        0 12345", "     0        2 12345")
     text = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt\n"
-    rows = netns.parse_tcp_table(text + line + "\n" + keepalive + "\n", 40000)
+    rows = observe.parse_tcp_table(text + line + "\n" + keepalive + "\n", 40000)
     assert [(x.local, x.remote, x.state, x.send_q, x.recv_q) for x in rows] == [
         (("169.254.1.1", 50000), ("169.254.1.2", 40000), "ESTABLISHED", 21, 0)] * 2
-    assert [netns.format_timer(x) for x in rows] == ["on (0.20/3/0)", "keepalive (0.20/0/2)"]
-    assert netns.parse_tcp_table(text + line + "\n", 40001) == []
+    assert [observe.format_timer(x) for x in rows] == ["on (0.20/3/0)", "keepalive (0.20/0/2)"]
+    assert observe.parse_tcp_table(text + line + "\n", 40001) == []
 
 
 def test_the_real_table_shows_a_connection_and_its_unread_bytes():
@@ -100,7 +100,7 @@ def test_the_real_table_shows_a_connection_and_its_unread_bytes():
                 # connections with the same port number.
                 rows = [x for x in netns.host_rows("127.0.0.1", port) if x.local == here]
                 with open("/proc/net/tcp") as f:
-                    server_side = [x for x in netns.parse_tcp_table(f.read(), port)
+                    server_side = [x for x in observe.parse_tcp_table(f.read(), port)
                                    if x.remote == here]
     assert [x.state for x in rows] == ["ESTABLISHED"]
     assert [(x.local, x.state, x.recv_q) for x in server_side] == [

@@ -47,14 +47,14 @@ def _run(limit=30.0):
 
 
 def test_held_stops_the_process_and_lets_it_go_even_when_the_block_fails():
-    """_held leaves the process stopped (STAT T) inside the block and running after it, also when
-    the block raises."""
+    """Run.held (E14's and X22's hold on the server) leaves the process stopped (STAT T) inside
+    the block and running after it, also when the block raises."""
     run = _run()
     try:
         server = run.server("bench.scenarios.texts_worksheet", "serverfork", "0",
                             label="serverFork", loopback=False)
         with pytest.raises(ScenarioError):
-            with wc._held(run, server):
+            with run.held(server):
                 assert observe.process(server.pid).stat == "T"
                 raise ScenarioError("the block failed")
         assert run.until(lambda: observe.process(server.pid).stat != "T", timeout=DEADLINE)

@@ -13,11 +13,10 @@ Four of the guide's answers, each set beside what Linux does:
 
 The guide's TCP client and server, translated, are in ``texts_guide``;
 its UDP client in ``texts``.  UDP has no states for ``r.netstat``: the UDP
-sockets are read here from /proc/net/udp (:func:`udp_sockets`).
+sockets are read from /proc/net/udp (:func:`observe.udp_sockets`).
 """
 
 import errno
-import os
 import select
 import signal
 import socket
@@ -38,19 +37,6 @@ def _stat(pid):
     return (p.stat, p.wchan) if p else (None, None)
 
 
-def _stopped(r, proc):
-    """SIGSTOP ``proc`` and wait until it shows STAT T."""
-    proc.signal(signal.SIGSTOP)
-    if not r.until(lambda: _stat(proc.pid)[0] == "T", timeout=3):
-        raise ScenarioError(f"{proc.label} did not stop within 3 s")
-
-
-def _continued(proc):
-    """SIGCONT ``proc`` if it still runs (a stopped process would outwait the cleanup's SIGTERM)."""
-    if proc.alive():
-        proc.signal(signal.SIGCONT)
-
-
 def _asleep(r, proc):
     """Wait until ``proc`` sleeps (STAT S) in the kernel; its (stat, wchan)."""
     r.until(lambda: _stat(proc.pid)[0] == "S" and _stat(proc.pid)[1] != "-", timeout=3)
@@ -59,85 +45,18 @@ def _asleep(r, proc):
 
 # --- UDP sockets from /proc/net/udp --------------------------------------------
 
-class UdpSocket:
-    """One line of /proc/net/udp or udp6: addresses, whether connected, queues, inode, drops.
-
-    ``recv_q``/``send_q`` are what netstat shows for UDP: the memory the
-    queued datagrams take (``sk_rmem_alloc``), not their bytes.
-    """
-
-    __slots__ = ("local", "remote", "connected", "recv_q", "send_q", "inode", "drops")
-
-    def __init__(self, local, remote, connected, recv_q, send_q, inode, drops):
-        self.local, self.remote, self.connected = local, remote, connected
-        self.recv_q, self.send_q, self.inode, self.drops = recv_q, send_q, inode, drops
-
-
-def _read_udp(path, family):
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()[1:]
-    except FileNotFoundError:       # no IPv6 on this kernel
-        return []
-    rows = []
-    for line in lines:
-        fields = line.split()
-        tx, rx = fields[4].split(":")
-        # st 01 (TCP_ESTABLISHED) once connect()ed, 07 (TCP_CLOSE) otherwise.
-        rows.append(UdpSocket(observe._address(fields[1], family),
-                              observe._address(fields[2], family), int(fields[3], 16) == 1,
-                              int(rx, 16), int(tx, 16), int(fields[9]), int(fields[12])))
-    return rows
-
-
-def udp_sockets(ports):
-    """Every UDP socket of this host with one of ``ports`` as its local or remote port."""
-    rows = (_read_udp("/proc/net/udp", socket.AF_INET)
-            + _read_udp("/proc/net/udp6", socket.AF_INET6))
-    return [r for r in rows if r.local[1] in ports or r.remote[1] in ports]
-
-
-def format_udp_netstat(rows):
-    """``netstat -a -u`` lines: a connected socket's State is ESTABLISHED, as netstat shows it."""
-    lines = [f"{'Proto':<6}{'Recv-Q':>9}{'Send-Q':>9}  {'Local Address':<22}"
-             f"{'Foreign Address':<22}State"]
-    for r in sorted(rows, key=lambda r: r.local[1]):
-        lines.append(f"{'udp':<6}{r.recv_q:>9}{r.send_q:>9}  "
-                     f"{observe.format_endpoint(r.local):<22}"
-                     f"{observe.format_endpoint(r.remote):<22}"
-                     f"{'ESTABLISHED' if r.connected else ''}")
-    return lines
-
-
 def udp_netstat(r, ports, title):
     """The UDP sockets on ``ports``, as ``netstat -a | grep -E 'P1|P2'`` shows them."""
-    rows = udp_sockets(set(ports))
-    r.heading(f"netstat -a | grep -E '{'|'.join(map(str, ports))}'  (UDP; {title})")
-    r.say("\n".join(format_udp_netstat(rows)))
+    rows = observe.udp_sockets(set(ports))
+    r.table(f"netstat -a | grep -E '{'|'.join(map(str, ports))}'  (UDP; {title})",
+            observe.format_udp_netstat(rows))
     return rows
-
-
-def socket_inodes(pid):
-    """The inodes of the sockets process ``pid`` holds (from /proc/PID/fd)."""
-    inodes = set()
-    try:
-        names = os.listdir(f"/proc/{pid}/fd")
-    except (FileNotFoundError, ProcessLookupError):
-        return inodes
-    for name in names:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{name}")
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(int(target[8:-1]))
-    return inodes
 
 
 def udp_port_of(pid):
     """The local port of the UDP socket process ``pid`` has bound (sent from), or None."""
-    inodes = socket_inodes(pid)
-    for row in _read_udp("/proc/net/udp", socket.AF_INET):
+    inodes = observe.socket_inodes(pid)
+    for row in observe.udp_sockets():
         if row.inode in inodes and row.local[1]:
             return row.local[1]
     return None
@@ -183,8 +102,7 @@ def orderly_close(r):
             r.say("The FIN is answered by the client's kernel at once and the client returns")
             r.say("from read and closes within microseconds; to see the states in between,")
             r.say("SIGSTOP holds it where it is (its read goes on when it is continued).")
-            try:
-                _stopped(r, reader)
+            with r.held(reader):
                 r.say("[peer] close(): an orderly close, a FIN")
                 conn.close()
                 r.until(lambda: {"FIN_WAIT2", "CLOSE_WAIT"}
@@ -200,8 +118,6 @@ def orderly_close(r):
                          "the peer's end is in FIN_WAIT2 (its FIN sent and ACKed), the "
                          "client's in CLOSE_WAIT (it has the FIN, its process has not read "
                          "it yet)")
-            finally:
-                _continued(reader)
         reader.wait_for(r"^read\(fd,ptr,7\) returned 0", what="read(fd,ptr,7) returned 0")
         status = reader.wait()
         reader.flush()
@@ -249,8 +165,7 @@ def udp_who_replied(r):
 def _guide_client_takes_it(r, server, stranger, tport):
     r.heading("the guide's UDP client (3rd task): recvfrom, its addr not looked at")
     r.say("The server is stopped, so that the stranger's datagram comes before the echo.")
-    try:
-        _stopped(r, server)
+    with r.held(server):
         guide = r.client("bench.scenarios.texts", "udpcli", "127.0.0.1", server.port,
                          label="guide's udp client")
         guide.wait_for("waiting in recvfrom")
@@ -266,8 +181,6 @@ def _guide_client_takes_it(r, server, stranger, tport):
         stranger.sendto(STRANGER, ("127.0.0.1", cport))
         guide.wait_for("^echo:", timeout=3)
         status = guide.wait()
-    finally:
-        _continued(server)
     guide.flush()
     r.expect(status == 0 and guide.has(f"^echo: {STRANGER.decode().strip()}$"),
              "the guide's client prints the stranger's datagram as its 'echo:' and exits 0: "
@@ -301,8 +214,7 @@ def _recvfrom_tells(r, server, stranger, tport):
 
 def _ours_ignores_it(r, server, stranger):
     r.heading("selectlab's client: datagrams not from the server are ignored")
-    try:
-        _stopped(r, server)
+    with r.held(server):
         ours = r.client("clients.udp_echo", "-n", "--timeout", "3", "--tries", "1",
                         "127.0.0.1", server.port, label="clients.udp_echo")
         cport = r.until(lambda: udp_port_of(ours.pid), timeout=3)
@@ -311,8 +223,6 @@ def _ours_ignores_it(r, server, stranger):
         _asleep(r, ours)
         r.say(f"[stranger] sendto 127.0.0.1:{cport} {STRANGER!r}, before the server answers")
         stranger.sendto(STRANGER, ("127.0.0.1", cport))
-    finally:
-        _continued(server)
     status = ours.wait()
     ours.flush()
     r.expect(status == 0 and ours.has("^echo: Hello!$")
@@ -324,9 +234,7 @@ def _ours_ignores_it(r, server, stranger):
 
 def _udp_no_ports():
     """The host's count of datagrams that found no socket (/proc/net/snmp Udp: NoPorts)."""
-    with open("/proc/net/snmp") as f:
-        lines = [line.split() for line in f if line.startswith("Udp:")]
-    return int(dict(zip(lines[0], lines[1]))["NoPorts"])
+    return observe.netstat_counter("NoPorts", "Udp", "/proc/net/snmp")
 
 
 def _connected_never_sees_it(r, server):
@@ -598,11 +506,10 @@ def partial_io(r):
         r.say(f"[client] connected from port {sock.getsockname()[1]}; SO_SNDBUF {SMALL_BUFFER} "
               f"(the kernel makes it {sndbuf}); the server's SO_RCVBUF is {SMALL_BUFFER} too")
         # Accepted once it holds a second socket; then it reads.
-        r.until(lambda: len(socket_inodes(server.pid)) >= 2, timeout=3)
+        r.until(lambda: len(observe.socket_inodes(server.pid)) >= 2, timeout=3)
         _asleep(r, server)
         r.ps([server], "the guide's server in read(newfd,buffer,128)")
-        try:
-            _stopped(r, server)
+        with r.held(server):
             r.say("The server is stopped: from now on it reads nothing.")
             sent, sends, full = _send_until_full(r, sock)
             r.until(lambda: sum(_queued(r, port)) == sent, timeout=3)
@@ -610,8 +517,6 @@ def partial_io(r):
             r.ps([server], "stopped (T): it reads nothing")
             recv_q = sum(x.recv_q for x in rows if x.local[1] == port)
             send_q = sum(x.send_q for x in rows if x.remote[1] == port)
-        finally:
-            _continued(server)
         r.expect(0 < sends[0] < len(MESSAGE),
                  f"send({len(MESSAGE)}) on a non-blocking socket returns {sends[0]}: fewer "
                  f"bytes than asked, and says how many")

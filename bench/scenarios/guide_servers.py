@@ -80,26 +80,6 @@ def _stat(pid):
     return p.stat if p else None
 
 
-def _sysctl(name):
-    """An integer from /proc/sys/net/ipv4/, or None where this kernel has no such setting."""
-    try:
-        with open(f"/proc/sys/net/ipv4/{name}") as f:
-            return int(f.read())
-    except FileNotFoundError:
-        return None
-
-
-def _listen_overflows():
-    """TcpExt ListenOverflows: SYNs (and handshakes) this host dropped at a full accept queue."""
-    with open("/proc/net/netstat") as f:
-        lines = f.read().splitlines()
-    for names, values in zip(lines[::2], lines[1::2]):
-        fields = dict(zip(names.split(), values.split()))
-        if "ListenOverflows" in fields:
-            return int(fields["ListenOverflows"])
-    return 0
-
-
 def _retransmissions(sock):
     """(``tcpi_retransmits``, ``tcpi_total_retrans``) from TCP_INFO: now, and over the connection's life."""
     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
@@ -187,8 +167,9 @@ depends on the listen backlog argument."
 def listen_queue_full(r):
     server = r.server(TEXTS, "iterative", "0", label="guide's iterative server", loopback=False)
     address = server.address
-    abort, retries = _sysctl("tcp_abort_on_overflow"), _sysctl("tcp_syn_retries")
-    linear = _sysctl("tcp_syn_linear_timeouts")        # recent kernels only
+    abort = observe.sysctl("net.ipv4.tcp_abort_on_overflow")
+    retries = observe.sysctl("net.ipv4.tcp_syn_retries")
+    linear = observe.sysctl("net.ipv4.tcp_syn_linear_timeouts")        # recent kernels only
     r.say(f"/proc/sys/net/ipv4/: tcp_abort_on_overflow = {abort}, tcp_syn_retries = {retries}"
           + (f", tcp_syn_linear_timeouts = {linear}" if linear is not None else ""))
 
@@ -211,7 +192,7 @@ def listen_queue_full(r):
              f"LISTEN line's Recv-Q is {_listen_queue(rows)})")
 
     r.heading("two more clients: one with its SYN retries cut to 1 (TCP_SYNCNT), one as usual")
-    dropped = _listen_overflows()
+    dropped = observe.netstat_counter("ListenOverflows")
     started = time.monotonic()
     giving_up = _connect_nowait(address, syn_retries=1)
     pending = _connect_nowait(address)
@@ -220,8 +201,8 @@ def listen_queue_full(r):
           f"{giving_up.getsockname()[1]}, TCP_SYNCNT 1 (non-blocking)")
     r.say(f"[client {GUIDE_BACKLOG + 4}] connect() started from port "
           f"{pending.getsockname()[1]} (non-blocking)")
-    r.until(lambda: _listen_overflows() - dropped >= 2, timeout=2)
-    overflows = _listen_overflows() - dropped
+    r.until(lambda: observe.netstat_counter("ListenOverflows") - dropped >= 2, timeout=2)
+    overflows = observe.netstat_counter("ListenOverflows") - dropped
     rows = r.netstat(server.port, "the queue full: two connects pending")
     syn_sent = sorted(x.local[1] for x in rows if x.state == "SYN_SENT")
     server_side = [x for x in rows if x.remote[1] in ports]
@@ -496,11 +477,9 @@ def _guide_fork(r):
     # The parent's own exit(1)s follow accept, fork and close. A reset before
     # accept is the one a client can cause (UNP 5.11): does accept fail?
     r.heading(f"{label}: a client reset before the parent accepts it")
-    server.signal(signal.SIGSTOP)
-    r.until(lambda: _stat(server.pid) == "T", timeout=2)
-    r.say("[client 4] connects, and resets (SO_LINGER 0) while the parent is stopped")
-    _reset(socket.create_connection(server.address, timeout=2))
-    server.signal(signal.SIGCONT)
+    with r.held(server):
+        r.say("[client 4] connects, and resets (SO_LINGER 0) while the parent is stopped")
+        _reset(socket.create_connection(server.address, timeout=2))
     r.until(lambda: len(_exits(server)) >= 2, timeout=3)
     r.remember_children(server)
     rows = _ps(r, [server], "after the reset connection was accepted")

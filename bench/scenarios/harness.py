@@ -17,6 +17,7 @@ whatever happened, and its children too (a fork server's), once each, only
 while they are still the processes it started (same start time).
 """
 
+import contextlib
 import re
 import signal
 import subprocess
@@ -217,9 +218,11 @@ class Run:
             stamp = " " * 7
         self.out.flush()
 
-    def _row(self, text):
-        """A row of a snapshot, under its stamped heading."""
-        self._emit(None, text)
+    def table(self, heading, rows):
+        """A snapshot: ``heading`` stamped now, then its ``rows`` (lines of text), unstamped."""
+        self.heading(heading)
+        for row in rows:
+            self._emit(None, row)
 
     def command(self, argv):
         shown = ["python" if a == sys.executable else a for a in argv]
@@ -245,13 +248,15 @@ class Run:
             return ends is not None and time.monotonic() + row.timer <= ends + 1.0
         return row.inode == inode
 
-    def netstat(self, port, title):
-        """The TCP sockets with ``port`` at either end, as ``netstat -a | grep PORT``."""
+    def netstat(self, port, title, every=False):
+        """The TCP sockets with ``port`` at either end, as ``netstat -a | grep PORT``.
+
+        ``every``: those older than our servers too (a killed server's
+        children's, when they are the point).
+        """
         self.flush_all()
-        rows = self.tcp_sockets(port)
-        self.heading(f"netstat -a | grep {port}  ({title})")
-        for line in observe.format_netstat(rows, port):
-            self._row(line)
+        rows = observe.tcp_sockets(port) if every else self.tcp_sockets(port)
+        self.table(f"netstat -a | grep {port}  ({title})", observe.format_netstat(rows, port))
         return rows
 
     def netstat_summary(self, port, title):
@@ -262,21 +267,25 @@ class Run:
             side = "server" if r.local[1] == port else "client"
             key = f"{r.state} ({side} side)" if r.state != "LISTEN" else "LISTEN"
             counts[key] = counts.get(key, 0) + 1
-        self.heading(f"netstat -a | grep {port} | count by state  ({title})")
-        for key, n in sorted(counts.items()):
-            self._row(f"{n:>6}  {key}")
+        self.table(f"netstat -a | grep {port} | count by state  ({title})",
+                   [f"{n:>6}  {key}" for key, n in sorted(counts.items())])
         return rows
 
     def ps(self, procs, title):
         """The process table of ``procs`` and their children, as ``ps -o pid,ppid,stat,wchan,args``."""
-        self.flush_all()
-        rows = observe.family([p.pid for p in procs])
-        self.heading(f"ps  ({title})")
-        names = {p.pid: p.label for p in procs}
-        for line in observe.format_ps(rows, names):
-            self._row(line)
+        rows = self.ps_of([p.pid for p in procs], title, {p.pid: p.label for p in procs})
         for proc in procs:
             proc.child.remember_family()
+        return rows
+
+    def ps_of(self, pids, title, names=None):
+        """:meth:`ps` of ``pids``, processes this run did not start (a killed server's orphans).
+
+        ``names``: pid -> the role shown beside it.
+        """
+        self.flush_all()
+        rows = observe.family(pids)
+        self.table(f"ps  ({title})", observe.format_ps(rows, names))
         return rows
 
     def flush_all(self):
@@ -326,6 +335,26 @@ class Run:
         argv = self.python(module, *args)
         self.command(argv)
         return Proc(self, label or module.rsplit(".", 1)[-1], argv, stdin)
+
+    @contextlib.contextmanager
+    def held(self, proc):
+        """``proc`` stopped (SIGSTOP) for the block, so it accepts and reads nothing; SIGCONT after.
+
+        The texts' "before the server reads" (or "while the client sleeps"),
+        without a race: what the block sends waits in the kernel until the
+        process goes on.  The block starts once ``proc`` shows STAT T;
+        SIGCONT comes however it ends, while ``proc`` still runs (a stopped
+        process would outwait the cleanup's SIGTERM).
+        """
+        proc.signal(signal.SIGSTOP)
+        try:
+            if not self.until(lambda: (p := observe.process(proc.pid)) is not None
+                              and p.stat == "T", timeout=3):
+                raise ScenarioError(f"{proc.label} did not stop within 3 s")
+            yield
+        finally:
+            if proc.alive():
+                proc.signal(signal.SIGCONT)
 
     def remember_children(self, proc):
         """Note ``proc``'s children now, so that cleanup can end them (fork servers)."""

@@ -38,7 +38,6 @@ import subprocess
 import sys
 import threading
 import time
-from typing import NamedTuple
 
 from bench import process
 from bench.scenarios import observe
@@ -72,8 +71,6 @@ KEEPIDLE, KEEPINTVL, KEEPCNT = 1, 1, 2
 RTO_MIN = 0.2
 RTO_MAX = 120.0
 
-# /proc/net/tcp's "tr" column, as netstat -o names it.
-TIMERS = {0: "off", 1: "on", 2: "keepalive", 3: "timewait", 4: "probe"}
 
 
 # --- the machine ---------------------------------------------------------------
@@ -233,10 +230,11 @@ class Namespace:
         done = _checked(["ip", "neigh", "show", self.address, "dev", self.host_if])
         return done.stdout.strip() or f"{self.address} (no entry)"
 
-    def tcp_table(self):
-        """The namespace's /proc/net/tcp (``cat`` run in it), parsed."""
+    def tcp_table(self, port=None):
+        """The namespace's /proc/net/tcp (``cat`` run in it), parsed; with ``port``, the rows with
+        it at either end."""
         argv = self.exec_argv(["cat", "/proc/net/tcp"])
-        return parse_tcp_table(_checked(argv).stdout)
+        return observe.parse_tcp_table(_checked(argv).stdout, port)
 
     def remove(self, run=None):
         """End what runs in it, delete the pair and the namespace: whatever of them is left."""
@@ -283,62 +281,9 @@ class NamespaceServer(Proc):
 
 # --- /proc/net/tcp, with its timers ----------------------------------------------
 
-class TcpRow(NamedTuple):
-    """A line of /proc/net/tcp, with what ``netstat -o`` shows of its timer.
-
-    ``timer``: off, on (retransmission), keepalive, timewait or probe;
-    ``when``: seconds until it fires; ``retransmits``: retransmissions of the
-    oldest unacknowledged segment so far; ``probes``: keepalive (or
-    zero-window) probes unanswered.
-    """
-    local: tuple
-    remote: tuple
-    state: str
-    send_q: int
-    recv_q: int
-    timer: str
-    when: float
-    retransmits: int
-    probes: int
-
-
-def _endpoint(text):
-    """``0100A8C0:2691`` (the kernel's __be32 printed as a number of this host) as a tuple."""
-    host, port = text.split(":")
-    return str(ipaddress.IPv4Address(int(host, 16).to_bytes(4, sys.byteorder))), int(port, 16)
-
-
-def parse_tcp_table(text, port=None):
-    """The rows of a /proc/net/tcp text; with ``port``, only those with it at either end."""
-    rows = []
-    hexport = f":{port:04X} " if port is not None else ""
-    for line in text.splitlines()[1:]:
-        if hexport and hexport not in line:
-            continue
-        f = line.split()
-        tx, rx = (int(x, 16) for x in f[4].split(":"))
-        timer, when = f[5].split(":")
-        row = TcpRow(_endpoint(f[1]), _endpoint(f[2]),
-                     observe.TCP_STATES.get(int(f[3], 16), f[3]), tx, rx,
-                     TIMERS.get(int(timer, 16), f"unkn-{int(timer, 16)}"),
-                     int(when, 16) / os.sysconf("SC_CLK_TCK"), int(f[6], 16), int(f[8]))
-        if port is None or port in (row.local[1], row.remote[1]):
-            rows.append(row)
-    return rows
-
-
 def host_rows(ns_address, port):
     """This host's TCP sockets connected to ``(ns_address, port)``."""
-    with open("/proc/net/tcp") as f:
-        rows = parse_tcp_table(f.read(), port)
-    return [row for row in rows if row.remote == (ns_address, port)]
-
-
-def format_timer(row):
-    """The Timer column of ``netstat -o``: ``on (0.20/3/0)`` (seconds left/retransmits/probes)."""
-    if row.timer == "off":
-        return f"off (0.00/{row.retransmits}/{row.probes})"
-    return f"{row.timer} ({row.when:.2f}/{row.retransmits}/{row.probes})"
+    return [row for row in observe.tcp_sockets(port) if row.remote == (ns_address, port)]
 
 
 def format_table(rows, names=None):
@@ -351,7 +296,7 @@ def format_table(rows, names=None):
         lines.append(f"{'tcp':<6}{row.recv_q:>7}{row.send_q:>7}  "
                      f"{observe.format_endpoint(row.local):<21}"
                      f"{observe.format_endpoint(row.remote):<21}{row.state:<12} "
-                     f"{format_timer(row)}{role}")
+                     f"{observe.format_timer(row)}{role}")
     return lines
 
 
@@ -367,14 +312,6 @@ def default_timeout(retries2, rto_min=RTO_MIN, rto_max=RTO_MAX):
     if retries2 <= threshold:
         return ((2 << retries2) - 1) * rto_min
     return ((2 << threshold) - 1) * rto_min + (retries2 - threshold) * rto_max
-
-
-def _sysctl(name, default=None):
-    try:
-        with open(f"/proc/sys/net/ipv4/{name}") as f:
-            return int(f.read())
-    except FileNotFoundError:
-        return default
 
 
 # --- the scenario ------------------------------------------------------------------
@@ -489,8 +426,7 @@ class Clients:
     def snapshot(self, r, port, title):
         """This host's side, as ``netstat -ao`` shows it (with the timers); the rows."""
         rows = host_rows(self.ns.address, port)
-        r.heading(f"netstat -ao | grep {port}  ({title})")
-        r.say("\n".join(format_table(rows, self.names())))
+        r.table(f"netstat -ao | grep {port}  ({title})", format_table(rows, self.names()))
         return rows
 
     def close(self):
@@ -508,9 +444,8 @@ class Clients:
 
 def _ns_snapshot(r, ns, port, title):
     """The server host's side, read in the namespace; the rows."""
-    rows = [x for x in ns.tcp_table() if port in (x.local[1], x.remote[1])]
-    r.heading(f"ip netns exec {ns.name} netstat -ao | grep {port}  ({title})")
-    r.say("\n".join(format_table(rows)))
+    rows = ns.tcp_table(port)
+    r.table(f"ip netns exec {ns.name} netstat -ao | grep {port}  ({title})", format_table(rows))
     return rows
 
 
@@ -588,7 +523,7 @@ def _crash(r, ns, clients, port):
     growth = [x.send_q if x else None for x in client1]
     tries = [x.retransmits if x else None for x in client1]
     r.expect(growth == [7, 14] and None not in tries and 1 <= tries[0] < tries[1]
-             and all(x.timer == "on" for x in client1),
+             and all(x.timer_name == "on" for x in client1),
              f"the writes are taken but never acknowledged: client 1's Send-Q grows "
              f"{' -> '.join(map(str, growth))} bytes, its retransmission timer is on and its "
              f"retransmissions count up ({' -> '.join(map(str, tries))})")
@@ -606,31 +541,32 @@ def _crash(r, ns, clients, port):
     code, data, end = probed.result or (None, None, time.monotonic())
     r.say(f"[{KEEPALIVE}] {_outcome(code, data)}, {end - down:.1f} s after the link went down")
     keepalive = clients.row(first, KEEPALIVE)
-    r.expect(code == errno.ETIMEDOUT and keepalive is not None and keepalive.timer == "keepalive",
+    r.expect(code == errno.ETIMEDOUT and keepalive is not None
+             and keepalive.timer_name == "keepalive",
              f"client 3, blocked in read on an idle connection, with keepalive ({KEEPIDLE} s "
              f"idle, {KEEPCNT} probes {KEEPINTVL} s apart): its probes go unanswered (timer "
-             f"{format_timer(keepalive) if keepalive else '?'}) and the read returns "
+             f"{observe.format_timer(keepalive) if keepalive else '?'}) and the read returns "
              f"{_errno_text(errno.ETIMEDOUT)} {end - down:.1f} s after the link went down, "
              f"with nothing ever sent")
 
     clients.write(r, DEFAULTS, b"line 3\n")
     third = clients.snapshot(r, port, "clients 2 and 3 have given up; 1 and 4 have not")
     lasting, idle = clients.row(third, DEFAULTS), clients.row(third, IDLE)
-    retries2 = _sysctl("tcp_retries2", 15)
-    rto_max = _sysctl("tcp_rto_max_ms", int(RTO_MAX * 1000)) / 1000
+    retries2 = observe.sysctl("net.ipv4.tcp_retries2", 15)
+    rto_max = observe.sysctl("net.ipv4.tcp_rto_max_ms", int(RTO_MAX * 1000)) / 1000
     computed = default_timeout(retries2, RTO_MIN, rto_max)
     r.say(f"net.ipv4.tcp_retries2 = {retries2}: without TCP_USER_TIMEOUT the kernel "
           f"retransmits {retries2} times, the timeout doubling from {RTO_MIN:g} s up to "
           f"{rto_max:g} s, and gives up after about {computed:.1f} s ({computed / 60:.1f} min): "
           f"computed as the kernel's tcp_model_timeout does, not waited for")
-    r.expect(lasting is not None and lasting.state == "ESTABLISHED" and lasting.timer == "on"
+    r.expect(lasting is not None and lasting.state == "ESTABLISHED" and lasting.timer_name == "on"
              and lasting.send_q == 21,
              f"client 1, with the defaults, is still retransmitting "
              f"{time.monotonic() - down:.1f} s on (ESTABLISHED, Send-Q "
              f"{lasting.send_q if lasting else '?'}, {lasting.retransmits if lasting else '?'} "
              f"retransmissions, no error); its read would wait the guide's few minutes, "
              f"{computed / 60:.1f} here (computed)")
-    r.expect(idle is not None and idle.state == "ESTABLISHED" and idle.timer == "off"
+    r.expect(idle is not None and idle.state == "ESTABLISHED" and idle.timer_name == "off"
              and not {USER_TIMEOUT, KEEPALIVE} & {clients.names().get(x.local) for x in third},
              "client 4, idle without keepalive, notices nothing (ESTABLISHED, no timer); "
              "clients 2 and 3 are gone from the table: their kernel closed them")

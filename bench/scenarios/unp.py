@@ -341,22 +341,6 @@ def eintr_accept(r):
              "serves the next client")
 
 
-def _listen_overflows():
-    """How many SYNs and handshakes this host dropped at a full accept queue (ListenOverflows)."""
-    with open("/proc/net/netstat") as f:
-        lines = f.read().splitlines()
-    for names, values in zip(lines[::2], lines[1::2]):
-        fields = dict(zip(names.split(), values.split()))
-        if "ListenOverflows" in fields:
-            return int(fields["ListenOverflows"])
-    return 0
-
-
-def _sysctl(name):
-    with open(f"/proc/sys/{name.replace('.', '/')}") as f:
-        return f.read().strip()
-
-
 def _asleep_in_a_call(pid):
     """The process's WCHAN while it sleeps (STAT S), or None while it runs or has gone."""
     p = observe.process(pid)
@@ -391,84 +375,81 @@ interrupted by a caught signal and is not automatically restarted, we must call 
 for the connection to complete."
 """)
 def eintr_connect(r):
-    r.say(f"net.ipv4.tcp_abort_on_overflow = {_sysctl('net.ipv4.tcp_abort_on_overflow')}")
+    r.say(f"net.ipv4.tcp_abort_on_overflow = {observe.sysctl('net.ipv4.tcp_abort_on_overflow')}")
     r.say(_FULL_QUEUE)
     # A connect blocks while the server cannot accept: stopped, its queue full.
     server = r.server("servers.echo_select", "--backlog", "1", "-v", label="echo_select")
     port = server.port
-    server.signal(signal.SIGSTOP)
-    stopped = True
     queued = []
     try:
-        r.until(lambda: _state(server.pid) == "T", timeout=2)
-        queued = [socket.create_connection(server.address, timeout=2) for _ in range(2)]
-        r.say("[two clients] connect() returned: the kernel completed their handshakes and "
-              "queued them; listen(1) holds two")
-        overflows = _listen_overflows()
-        clients = {}
-        for args, label in ((("--on-eintr", "again"), "connect again"),
-                            (("--on-eintr", "select"), "select (the fix)"),
-                            (("--handler", "return"), "handler returns")):
-            client = r.client("bench.scenarios.texts_unp", "connect_intr", *args, "127.0.0.1",
-                              port, label=label)
-            client.wait_for("^connect to ")
-            # Asleep after that line: in connect, its SYN sent (the netstat below shows it).
-            r.until(lambda: _asleep_in_a_call(client.pid))
-            clients[label] = client
-        ours = r.client("clients.echo", "127.0.0.1", port, label="clients.echo")
-        r.until(lambda: _polling(_asleep_in_a_call(ours.pid)))
-        rows = r.netstat(port, "the server stopped, its accept queue full")
-        listen_q = [x.recv_q for x in rows if x.state == "LISTEN"]
-        syn_sent = [x for x in rows if x.state == "SYN_SENT"]
-        dropped = _listen_overflows() - overflows
-        r.expect(listen_q == [2] and len(syn_sent) == 4 and dropped > 0,
-                 f"the connects block: the accept queue is full (LISTEN Recv-Q {listen_q}), the "
-                 f"kernel drops the SYNs (ListenOverflows rose by {dropped}), and "
-                 f"{len(syn_sent)} clients wait in SYN_SENT")
-        procs = r.ps([server, *clients.values(), ours], "each client asleep in connect")
-        wchan = {p.pid: p.wchan for p in procs}
-        r.expect(_polling(wchan.get(ours.pid)),
-                 f"selectlab's clients.echo connects with a timeout, so CPython makes it a "
-                 f"non-blocking connect and waits in poll from the start (WCHAN "
-                 f"{wchan.get(ours.pid)}): a signal can interrupt only the poll, which PEP 475 "
-                 f"restarts")
+        with r.held(server):
+            queued = [socket.create_connection(server.address, timeout=2) for _ in range(2)]
+            r.say("[two clients] connect() returned: the kernel completed their handshakes and "
+                  "queued them; listen(1) holds two")
+            overflows = observe.netstat_counter("ListenOverflows")
+            clients = {}
+            for args, label in ((("--on-eintr", "again"), "connect again"),
+                                (("--on-eintr", "select"), "select (the fix)"),
+                                (("--handler", "return"), "handler returns")):
+                client = r.client("bench.scenarios.texts_unp", "connect_intr", *args, "127.0.0.1",
+                                  port, label=label)
+                client.wait_for("^connect to ")
+                # Asleep after that line: in connect, its SYN sent (the netstat below shows it).
+                r.until(lambda: _asleep_in_a_call(client.pid))
+                clients[label] = client
+            ours = r.client("clients.echo", "127.0.0.1", port, label="clients.echo")
+            r.until(lambda: _polling(_asleep_in_a_call(ours.pid)))
+            rows = r.netstat(port, "the server stopped, its accept queue full")
+            listen_q = [x.recv_q for x in rows if x.state == "LISTEN"]
+            syn_sent = [x for x in rows if x.state == "SYN_SENT"]
+            dropped = observe.netstat_counter("ListenOverflows") - overflows
+            r.expect(listen_q == [2] and len(syn_sent) == 4 and dropped > 0,
+                     f"the connects block: the accept queue is full (LISTEN Recv-Q {listen_q}), the "
+                     f"kernel drops the SYNs (ListenOverflows rose by {dropped}), and "
+                     f"{len(syn_sent)} clients wait in SYN_SENT")
+            procs = r.ps([server, *clients.values(), ours], "each client asleep in connect")
+            wchan = {p.pid: p.wchan for p in procs}
+            r.expect(_polling(wchan.get(ours.pid)),
+                     f"selectlab's clients.echo connects with a timeout, so CPython makes it a "
+                     f"non-blocking connect and waits in poll from the start (WCHAN "
+                     f"{wchan.get(ours.pid)}): a signal can interrupt only the poll, which PEP 475 "
+                     f"restarts")
 
-        r.heading("SIGALRM, caught, interrupts the three connects")
-        for client in clients.values():
-            client.signal(signal.SIGALRM)
-        clients["connect again"].wait_for("^connect error: ")
-        clients["select (the fix)"].wait_for("^select: waiting")
-        clients["handler returns"].wait_for("^SIGALRM caught")
-        r.until(lambda: all(_asleep_in_a_call(c.pid) for c in clients.values()))
-        procs = r.ps([server, *clients.values()], "after SIGALRM: the server still stopped")
-        wchan = {p.pid: p.wchan for p in procs}
-        for label in ("connect again", "select (the fix)"):
-            r.expect(clients[label].has(r"^connect error: Interrupted system call \(EINTR\); "
-                                        r"the socket, local port \d+, is in SYN_SENT"),
-                     f"{label}: connect returns -1 with errno EINTR, and its socket is still "
-                     f"in SYN_SENT: the handshake goes on in the kernel")
-        again = clients["connect again"]
-        r.expect(not again.has("^connect again:") and wchan.get(again.pid)
-                 and not _polling(wchan.get(again.pid)),
-                 f"Linux differs: connect called again on the blocking socket returns no "
-                 f"immediate error; it sleeps in connect again (WCHAN {wchan.get(again.pid)}), "
-                 f"waiting for the same handshake")
-        fix = clients["select (the fix)"]
-        r.expect(fix.has(r"^connect again \(O_NONBLOCK\): -1, errno EALREADY \(Operation "
-                         r"already in progress\), at once"),
-                 "the immediate error is the one a non-blocking connect gets at once: EALREADY, "
-                 "'Operation already in progress'; then select waits")
-        cpython = clients["handler returns"]
-        r.expect(_polling(wchan.get(cpython.pid)) and not cpython.has("^connect (error|returned)"),
-                 f"CPython, when the handler returns: connect does not fail; CPython waits for "
-                 f"the connection itself, in poll (WCHAN {wchan.get(cpython.pid)}), as the text "
-                 f"advises (socketmodule.c, internal_connect)")
+            r.heading("SIGALRM, caught, interrupts the three connects")
+            for client in clients.values():
+                client.signal(signal.SIGALRM)
+            clients["connect again"].wait_for("^connect error: ")
+            clients["select (the fix)"].wait_for("^select: waiting")
+            clients["handler returns"].wait_for("^SIGALRM caught")
+            r.until(lambda: all(_asleep_in_a_call(c.pid) for c in clients.values()))
+            procs = r.ps([server, *clients.values()], "after SIGALRM: the server still stopped")
+            wchan = {p.pid: p.wchan for p in procs}
+            for label in ("connect again", "select (the fix)"):
+                r.expect(clients[label].has(r"^connect error: Interrupted system call \(EINTR\); "
+                                            r"the socket, local port \d+, is in SYN_SENT"),
+                         f"{label}: connect returns -1 with errno EINTR, and its socket is still "
+                         f"in SYN_SENT: the handshake goes on in the kernel")
+            again = clients["connect again"]
+            r.expect(not again.has("^connect again:") and wchan.get(again.pid)
+                     and not _polling(wchan.get(again.pid)),
+                     f"Linux differs: connect called again on the blocking socket returns no "
+                     f"immediate error; it sleeps in connect again (WCHAN {wchan.get(again.pid)}), "
+                     f"waiting for the same handshake")
+            fix = clients["select (the fix)"]
+            r.expect(fix.has(r"^connect again \(O_NONBLOCK\): -1, errno EALREADY \(Operation "
+                             r"already in progress\), at once"),
+                     "the immediate error is the one a non-blocking connect gets at once: EALREADY, "
+                     "'Operation already in progress'; then select waits")
+            cpython = clients["handler returns"]
+            r.expect(_polling(wchan.get(cpython.pid))
+                     and not cpython.has("^connect (error|returned)"),
+                     f"CPython, when the handler returns: connect does not fail; CPython waits for "
+                     f"the connection itself, in poll (WCHAN {wchan.get(cpython.pid)}), as the text "
+                     f"advises (socketmodule.c, internal_connect)")
 
-        r.say(_CONNECT_AGAIN)
+            r.say(_CONNECT_AGAIN)
 
-        r.heading("the server goes on: the queue drains, the next SYNs get in")
-        server.signal(signal.SIGCONT)
-        stopped = False
+            r.heading("the server goes on: the queue drains, the next SYNs get in")
         ours.send("still there?\n")
         for client in clients.values():
             client.wait_for("^echo: hello$", timeout=10)
@@ -490,8 +471,6 @@ def eintr_connect(r):
     finally:
         for sock in queued:
             sock.close()
-        if stopped:
-            server.signal(signal.SIGCONT)
 
 
 @scenario("X6", "rst-before-accept", "Connection abort before accept returns",
@@ -510,21 +489,19 @@ def rst_before_accept(r):
         extra = ("--trace",) if module == "servers.echo_select" else ("-v",)
         server = r.server(module, *extra, label=label)
         # Our servers never sleep before accept; stopping one does the same.
-        server.signal(signal.SIGSTOP)
-        r.until(lambda: _state(server.pid) == "T", timeout=2)
-        r.ps([server], "stopped (STAT T): it cannot call accept")
-        sock = socket.create_connection(server.address, timeout=2)
-        aborted_port = sock.getsockname()[1]
-        r.say(f"[client] connect() returned: {aborted_port} -> {server.port}")
-        r.netstat(server.port, "connected, not yet accepted: the server is stopped")
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        sock.close()
-        r.say("[client] SO_LINGER {on, 0}; close(): RST")
-        rows = r.netstat(server.port, "after the RST, before accept")
-        r.expect([(x.state, x.recv_q) for x in rows] == [("LISTEN", 1)],
-                 f"{label}: the RST ends the connection before accept (no ESTABLISHED line is "
-                 f"left; the LISTEN line's Recv-Q counts it, still queued)")
-        server.signal(signal.SIGCONT)
+        with r.held(server):
+            r.ps([server], "stopped (STAT T): it cannot call accept")
+            sock = socket.create_connection(server.address, timeout=2)
+            aborted_port = sock.getsockname()[1]
+            r.say(f"[client] connect() returned: {aborted_port} -> {server.port}")
+            r.netstat(server.port, "connected, not yet accepted: the server is stopped")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            r.say("[client] SO_LINGER {on, 0}; close(): RST")
+            rows = r.netstat(server.port, "after the RST, before accept")
+            r.expect([(x.state, x.recv_q) for x in rows] == [("LISTEN", 1)],
+                     f"{label}: the RST ends the connection before accept (no ESTABLISHED line is "
+                     f"left; the LISTEN line's Recv-Q counts it, still queued)")
         second = r.client("clients.echo", "--plain", "127.0.0.1", server.port,
                           label="next client")
         second.send("still here?\n")

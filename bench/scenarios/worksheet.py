@@ -155,27 +155,6 @@ def _quiet(sock, seconds):
         sock.settimeout(3)
 
 
-def _ps_of(r, pids, names, title):
-    """``ps`` of ``pids`` and their children, for processes the harness did not start.
-
-    ``r.ps`` takes the processes it started; once the worksheet's server is
-    killed, its children are orphans, shown by pid.
-    """
-    rows = observe.family(pids)
-    r.heading(f"ps  ({title})")
-    r.say("\n".join(observe.format_ps(rows, names)))
-    return rows
-
-
-def _netstat_all(r, port, title):
-    """``netstat -a | grep PORT``, every socket: ``r.netstat`` leaves out those older than the
-    last server started on the port, and here the old children's are the point."""
-    rows = observe.tcp_sockets(port)
-    r.heading(f"netstat -a | grep {port}  ({title})")
-    r.say("\n".join(observe.format_netstat(rows, port)))
-    return rows
-
-
 def _new_child(r, server, known, what):
     """The server's live child that is not in ``known``, once it is there."""
     def found():
@@ -490,8 +469,8 @@ def parent_killed(r):
     adopted = r.until(lambda: all((s := stat(pid)) and s.ppid != server.pid for pid in orphans),
                       timeout=3)
     ppids = {stat(pid).ppid for pid in orphans if stat(pid)}
-    rows = _ps_of(r, orphans, {pid: f"child for {label}" for label, pid in pids.items()},
-                  "the original server killed: its children")
+    rows = r.ps_of(orphans, "the original server killed: its children",
+                   {pid: f"child for {label}" for label, pid in pids.items()})
     adopter = _adopter(next(iter(ppids))) if len(ppids) == 1 else None
     r.say(f"the children's new parent: {', '.join(map(_who, sorted(ppids)))}"
           f"{' -- ' + adopter if adopter else ''}")
@@ -540,9 +519,9 @@ def parent_killed(r):
     newcomer = _connect(r, again, "msgclient 3")
     reply = _exchange(r, newcomer, "msgclient 3", b"hello")
     r.remember_children(again)
-    _netstat_all(r, port, "the new server, its client, and the old children's clients")
+    r.netstat(port, "the new server, its client, and the old children's clients", every=True)
     r.ps([again], "the new server and its child")
-    _ps_of(r, orphans, {}, "the old server's children, still serving")
+    r.ps_of(orphans, "the old server's children, still serving")
     older = _exchange(r, socks["msgclient 2"], "msgclient 2", b"still?")
     r.expect(reply == HELLO and again.has("^Server: got connection from 127.0.0.1$"),
              f"with SO_REUSEADDR (as serverFork.c sets it) the new server binds port {port} and "
@@ -599,7 +578,7 @@ def no_handler_zombies(r):
     pids = [z.pid for z in zombies]
     adopted = r.until(lambda: all((s := stat(pid)) is None or s.ppid != server.pid
                                   for pid in pids), timeout=3)
-    rows = _ps_of(r, pids, {}, "the server killed: its zombies")
+    rows = r.ps_of(pids, "the server killed: its zombies")
     ppids = sorted({p.ppid for p in rows})
     adopter = _adopter(ppids[0]) if len(ppids) == 1 else None
     r.say(f"their new parent: {', '.join(map(_who, ppids)) or '(already reaped)'}"
@@ -609,7 +588,7 @@ def no_handler_zombies(r):
              f"{ppids or 'gone'}: {adopter or 'neither init nor a subreaper'}")
     reaped = r.until(lambda: all(_gone(pid) for pid in pids), timeout=REAP_WAIT)
     took = time.monotonic() - killed
-    _ps_of(r, pids, {}, f"{took:.1f} s later")
+    r.ps_of(pids, f"{took:.1f} s later")
     r.say(f"the zombies {'were reaped' if reaped else 'are still there'} after {took:.1f} s")
     r.expect(reaped, f"their new parent waits for them: all three reaped within {took:.1f} s "
                      f"of the server's death (at most {REAP_WAIT:g} s waited)")

@@ -20,7 +20,6 @@ the server reads", it holds the server with SIGSTOP until the bytes are
 there, then lets it go with SIGCONT.
 """
 
-import contextlib
 import fcntl
 import re
 import signal
@@ -92,24 +91,6 @@ def _wait_count(r, proc, pattern, n, what):
 def _lines_after(proc, start):
     """``proc``'s lines from the ``start``-th on (a mark taken with ``len(proc.output())``)."""
     return proc.output()[start:]
-
-
-@contextlib.contextmanager
-def _held(r, proc):
-    """``proc`` stopped (SIGSTOP) for the block, so it accepts and reads nothing; SIGCONT after.
-
-    The text's "before the server reads", without a race: what the block
-    sends waits in the kernel until the server goes on.
-    """
-    proc.signal(signal.SIGSTOP)
-    try:
-        stopped = r.until(lambda: (p := observe.process(proc.pid)) is not None and p.stat == "T",
-                          timeout=3)
-        if not stopped:
-            raise ScenarioError(f"{proc.label} did not stop")
-        yield
-    finally:
-        proc.signal(signal.SIGCONT)
 
 
 def _new_child(r, server, known):
@@ -210,7 +191,7 @@ def _hold_and_reset(r, server, message, snapshot=False):
     its child reads ``message`` (the kernel kept it) and its reply is the
     first write to a reset connection.
     """
-    with _held(r, server):
+    with r.held(server):
         sock = socket.create_connection(server.address, timeout=3)
         name = sock.getsockname()
         sock.sendall(message)
@@ -488,7 +469,7 @@ def _two_sends(r, server, sends, quit):
     mark = len(server.output())
     quits = _count(server, r"Message received: quit$")
     total = sum(map(len, sends))
-    with _held(r, server):
+    with r.held(server):
         sock = socket.create_connection(server.address, timeout=3)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)    # each send a segment
         name = sock.getsockname()
