@@ -3,10 +3,13 @@
 Each scenario starts the servers and clients it needs on loopback, does what
 the text describes, and sets what happened beside what the text predicts
 (see ``harness`` for the machinery and ``observe`` for what is read from
-/proc).  They are grouped by the text they come from, in the order of
-docs/tutorial.md: the quick guide and the worksheet, UNP ch. 5, CS:APP,
-Comer.  ``texts`` holds the texts' own flawed programs, for the scenarios
-whose point is the flaw.
+/proc).  They are grouped in modules by the text they come from (the quick
+guide's in ``guide``, ``guide_io`` and ``guide_servers``, the worksheet's in
+``worksheet`` and ``worksheet_changes``, UNP's in ``unp`` and ``netns``,
+CS:APP's, Comer's), and run in the order of docs/tutorial.md (``ORDER``
+below).  ``texts``, ``texts_guide``, ``texts_worksheet`` and ``texts_unp``
+hold the texts' own flawed programs, for the scenarios whose point is the
+flaw.
 """
 
 from bench.scenarios.harness import REGISTRY, find
