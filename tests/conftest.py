@@ -4,6 +4,7 @@ Every server a test starts is ended by its pid at teardown; every loop here
 is bounded in time (``DEADLINE``) as well as by pytest-timeout.
 """
 
+import io
 import os
 import re
 import resource
@@ -18,6 +19,7 @@ import pytest
 
 from bench.process import LISTENING as LISTENING_TEXT, Child, parse_listening, stat
 from bench.process import python_env
+from bench.scenarios import __main__ as runner
 from bench.scenarios import observe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -392,3 +394,24 @@ def texts_guide():
         proc.kill()
         proc.wait(DEADLINE)
         proc.stdout.close()
+
+
+def wait_until(condition, what="the condition", timeout=DEADLINE):
+    """Poll ``condition()`` (/proc state, which sends no event) until true; its value. Fails,
+    naming ``what``, after ``timeout``."""
+    end = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.01)
+    return value
+
+
+def run_main(args):
+    """``python -m bench.scenarios ARGS`` in this process: (exit status, what it printed)."""
+    out = io.StringIO()
+    old, sys.stdout = sys.stdout, out
+    try:
+        status = runner.main(args)
+    finally:
+        sys.stdout = old
+    return status, out.getvalue()

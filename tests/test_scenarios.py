@@ -1,7 +1,6 @@
 """`python -m bench.scenarios`: every scenario runs as its text predicts, and the runner
 reports contradictions, bounds each scenario in time and cleans up what it started."""
 
-import io
 import re
 import resource
 import signal
@@ -11,8 +10,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
-from bench.scenarios import __main__ as runner
+from conftest import ROOT, run_main
 from bench.scenarios import netns, observe
 from bench.scenarios.harness import REGISTRY, Scenario, ScenarioError
 
@@ -82,16 +80,6 @@ def fake(monkeypatch):
         monkeypatch.setitem(REGISTRY, "fake", sc)
         return sc
     return register
-
-
-def run_main(args):
-    out = io.StringIO()
-    old, sys.stdout = sys.stdout, out
-    try:
-        status = runner.main(args)
-    finally:
-        sys.stdout = old
-    return status, out.getvalue()
 
 
 def test_a_contradicted_observation_fails_the_run(fake):

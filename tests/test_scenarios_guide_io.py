@@ -27,36 +27,9 @@ def run_texts(*args):
                           timeout=TIMEOUT)
 
 
-def test_the_guide_client_reads_its_echo_back():
-    """The guide's client writes Hello!\\n with its write loop, reads the 7 bytes back with its
-    read loop, prints 'echo: Hello!' and exits 0."""
-    with socket.create_server(("127.0.0.1", 0)) as lsock:
-        lsock.settimeout(TIMEOUT)
-        proc = subprocess.Popen(texts("tcpcli", "127.0.0.1", lsock.getsockname()[1]), cwd=ROOT,
-                                env=python_env(), stdout=subprocess.PIPE)
-        try:
-            conn, _ = lsock.accept()
-            with conn:
-                conn.settimeout(TIMEOUT)
-                got = b""
-                while len(got) < 7:
-                    got += conn.recv(7)
-                conn.sendall(got[:3])           # the echo in two pieces
-                conn.sendall(got[3:])
-            out, _ = proc.communicate(timeout=TIMEOUT)
-        finally:
-            proc.kill()
-    assert got == b"Hello!\n"
-    lines = out.decode().splitlines()
-    assert proc.returncode == 0
-    assert "write(fd,ptr,7) returned 7" in lines
-    assert "echo: Hello!" in lines
-    assert "closed by peer" not in lines
-
-
-def test_the_guide_client_sees_an_orderly_close_as_read_returning_0():
-    """When the peer closes without answering, the client's read returns 0: its loop ends early,
-    it prints an empty echo, closes and exits 0 (no error)."""
+def guide_client(answer):
+    """Run the guide's client against a listener of the test's own that reads its 7 bytes, then
+    ``answer(conn, got)``s and closes; returns (the bytes it got, exit status, lines printed)."""
     with socket.create_server(("127.0.0.1", 0)) as lsock:
         lsock.settimeout(TIMEOUT)
         proc = subprocess.Popen(texts("tcpcli", "127.0.0.1", lsock.getsockname()[1]), cwd=ROOT,
@@ -69,11 +42,32 @@ def test_the_guide_client_sees_an_orderly_close_as_read_returning_0():
                 got = b""
                 while len(got) < 7:
                     got += conn.recv(7)
+                answer(conn, got)
             out, _ = proc.communicate(timeout=TIMEOUT)
         finally:
             proc.kill()
-    lines = out.decode().splitlines()
-    assert proc.returncode == 0
+    return got, proc.returncode, out.decode().splitlines()
+
+
+def test_the_guide_client_reads_its_echo_back():
+    """The guide's client writes Hello!\\n with its write loop, reads the 7 bytes back with its
+    read loop, prints 'echo: Hello!' and exits 0."""
+    def echo_in_two_pieces(conn, got):
+        conn.sendall(got[:3])
+        conn.sendall(got[3:])
+    got, status, lines = guide_client(echo_in_two_pieces)
+    assert got == b"Hello!\n"
+    assert status == 0
+    assert "write(fd,ptr,7) returned 7" in lines
+    assert "echo: Hello!" in lines
+    assert "closed by peer" not in lines
+
+
+def test_the_guide_client_sees_an_orderly_close_as_read_returning_0():
+    """When the peer closes without answering, the client's read returns 0: its loop ends early,
+    it prints an empty echo, closes and exits 0 (no error)."""
+    _got, status, lines = guide_client(lambda conn, got: None)
+    assert status == 0
     assert "read(fd,ptr,7) returned 0 b''" in lines
     assert lines[-3:] == ["closed by peer", "echo: ", "close(fd); exit(0)"]
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import DEADLINE
+from conftest import DEADLINE, wait_until
 from bench.scenarios import guide_servers, observe
 
 pytestmark = pytest.mark.timeout(60)
@@ -25,13 +25,6 @@ def echo(sock, data):
         assert chunk, f"EOF after {got!r}"
         got += chunk
     return got
-
-
-def until(condition, timeout=DEADLINE):
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.01)
 
 
 def stuck_writer(port, server_pid):
@@ -104,11 +97,11 @@ def test_the_fork_server_loses_only_the_bad_clients_child(texts_guide):
     proc, port = texts_guide("fork")
     with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as good:
         assert echo(good, b"hello\n") == b"hello\n"
-        until(lambda: len(observe.children_of(proc.pid)) == 1)
+        wait_until(lambda: len(observe.children_of(proc.pid)) == 1)
         bad = stuck_writer(port, proc.pid)
-        until(lambda: len(observe.children_of(proc.pid)) == 2)
+        wait_until(lambda: len(observe.children_of(proc.pid)) == 2)
         reset(bad)
-        until(lambda: len(observe.children_of(proc.pid)) == 1)
+        wait_until(lambda: len(observe.children_of(proc.pid)) == 1)
         assert echo(good, b"again\n") == b"again\n"
         with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE) as new:
             assert echo(new, b"new\n") == b"new\n"
@@ -123,7 +116,7 @@ def test_syscall_names_what_a_process_is_blocked_in():
     child = subprocess.Popen([sys.executable, "-c", "import os; os.read(0, 1)"],
                              stdin=subprocess.PIPE)
     try:
-        until(lambda: guide_servers._syscall(child.pid) is not None)
+        wait_until(lambda: guide_servers._syscall(child.pid) is not None)
         assert guide_servers._syscall(child.pid) == "read"
     finally:
         child.kill()
@@ -140,7 +133,7 @@ def test_a_connect_to_a_full_accept_queue_is_pending_and_counted():
             before = observe.netstat_counter("ListenOverflows")
             pending = guide_servers._connect_nowait(address)
             try:
-                until(lambda: observe.netstat_counter("ListenOverflows") > before)
+                wait_until(lambda: observe.netstat_counter("ListenOverflows") > before)
                 assert guide_servers._state(pending) == "SYN_SENT"
                 assert pending.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
             finally:

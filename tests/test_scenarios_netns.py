@@ -1,7 +1,6 @@
 """X8, the server host's crash in a network namespace: what it computes and reads, and that the
 namespace and its veth pair are gone after every run, whether it ends, fails or is interrupted."""
 
-import io
 import ipaddress
 import re
 import signal
@@ -12,8 +11,8 @@ import sys
 import pytest
 
 import cli
+from conftest import run_main
 from bench import process
-from bench.scenarios import __main__ as runner
 from bench.scenarios import netns, observe
 from bench.scenarios.harness import ScenarioError
 
@@ -24,16 +23,6 @@ def namespaces_allowed():
     reason = netns.unavailable()
     if reason:
         pytest.skip(reason)
-
-
-def run_main(args):
-    out = io.StringIO()
-    old, sys.stdout = sys.stdout, out
-    try:
-        status = runner.main(args)
-    finally:
-        sys.stdout = old
-    return status, out.getvalue()
 
 
 def server_pids(out):

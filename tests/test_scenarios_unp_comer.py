@@ -7,13 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
 from bench.process import Child, children, parse_listening, stat
 from bench.scenarios import observe, unp
-from conftest import DEADLINE
+from conftest import DEADLINE, wait_until
 
 
 @pytest.fixture
@@ -42,15 +41,6 @@ def wait_line(child, pattern):
     match = child.stdout.wait(found, DEADLINE)
     assert match, f"no line matching {pattern!r}; output: {child.stdout.lines()}"
     return match
-
-
-def wait_until(condition, what):
-    """Poll ``condition()`` (/proc state, which sends no event) until true; fail after DEADLINE."""
-    end = time.monotonic() + DEADLINE
-    while not (value := condition()):
-        assert time.monotonic() < end, f"never happened: {what}"
-        time.sleep(0.02)
-    return value
 
 
 def server_port(child):

@@ -10,11 +10,10 @@ import socket
 import struct
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import DEADLINE
+from conftest import DEADLINE, wait_until
 from bench.process import Child, parse_listening, python_env
 from bench.scenarios import observe, worksheet
 from bench.scenarios.texts_worksheet import HELLO, MAXDATASIZE, build_parser
@@ -57,6 +56,10 @@ class Started:
     def children(self):
         return [observe.process(pid) for pid in observe.children_of(self.pid)]
 
+    def zombie(self):
+        """A child that has ended and is not reaped yet, or None."""
+        return next((p for p in self.children() if p and p.zombie), None)
+
     def stop(self):
         self.child.terminate()
         self.child.wait(3)
@@ -77,14 +80,6 @@ def serverfork():
     yield start
     for server in started:
         server.stop()
-
-
-def until(condition, what):
-    end = time.monotonic() + DEADLINE
-    while not (value := condition()):
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.01)
-    return value
 
 
 def connect(server):
@@ -150,7 +145,7 @@ def test_one_reply_per_recv_of_at_most_maxdatasize_less_one_bytes(serverfork):
     message = bytes(range(97, 123)) * 10        # 260 bytes, a-z
     with connect(server) as sock:
         sock.sendall(message)
-        until(lambda: sum(map(len, received(server))) == len(message), "the whole message")
+        wait_until(lambda: sum(map(len, received(server))) == len(message), "the whole message")
         pieces = received(server)
         data = read_replies(sock, len(pieces))
         sock.settimeout(0.2)
@@ -171,7 +166,7 @@ def test_only_quit_itself_ends_the_child(serverfork):
             assert read_replies(sock, 1) == HELLO
         sock.sendall(b"quit")
         assert read_to_eof(sock) == HELLO
-    until(lambda: not server.children(), "the child to be reaped")
+    wait_until(lambda: not server.children(), "the child to be reaped")
     assert received(server) == ["quit\r", "quit", "still there?", "quit"]
 
 
@@ -202,12 +197,11 @@ def test_the_handler_reaps_and_without_it_children_stay_zombies(serverfork):
         if args == ("--status",):
             assert server.ended(1)[0].endswith("exit status 0")
         if args != ("--no-handler",):
-            until(lambda: not server.children(), "the child to be reaped")
+            wait_until(lambda: not server.children(), "the child to be reaped")
             if not args:
                 assert not any(line.startswith("Server: child") for line in server.lines())
         else:
-            zombie = until(lambda: next((p for p in server.children() if p and p.zombie), None),
-                           "a zombie")
+            zombie = wait_until(server.zombie, "a zombie")
             assert worksheet._wait_status(zombie.pid) == 0
 
 
@@ -223,8 +217,7 @@ def test_a_client_that_leaves_without_quit_has_its_child_killed_by_sigpipe(serve
         if args == ("--status",):
             assert server.ended(1)[0].endswith(f"killed by signal {int(signal.SIGPIPE)}")
         else:
-            zombie = until(lambda: next((p for p in server.children() if p and p.zombie), None),
-                           "the child to end")
+            zombie = wait_until(server.zombie, "the child to end")
             status = worksheet._wait_status(zombie.pid)
             assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGPIPE
         assert received(server)[1:] and set(received(server)[1:]) == {""}
@@ -241,8 +234,7 @@ def test_a_reset_in_recv_is_perror_and_exit_1(serverfork):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
     server.wait_for_line("Server recv: Connection reset by peer")
-    zombie = until(lambda: next((p for p in server.children() if p and p.zombie), None),
-                   "the child to end")
+    zombie = wait_until(server.zombie, "the child to end")
     status = worksheet._wait_status(zombie.pid)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 1
 
@@ -275,14 +267,14 @@ def test_the_handlers_wait_keeps_the_parent_from_accepting(serverfork):
             read_replies(sock, 1)
         second.sendall(b"quit")
         read_to_eof(second)
-        until(lambda: worksheet._wchan(server.pid) == "do_wait", "the parent to wait")
+        wait_until(lambda: worksheet._wchan(server.pid) == "do_wait", "the parent to wait")
         with connect(server) as third:
             third.sendall(b"hello")
 
             def queued():
                 return [r.recv_q for r in observe.tcp_sockets(server.port)
                         if r.state == "LISTEN"] == [1]
-            until(queued, "the new connection to wait in the listen queue")
+            wait_until(queued, "the new connection to wait in the listen queue")
             assert worksheet._wchan(server.pid) == "do_wait"
             assert server.lines().count("Server: got connection from 127.0.0.1") == 2
             first.sendall(b"quit")
