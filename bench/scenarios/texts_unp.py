@@ -8,7 +8,8 @@ scenario watch both, and are used only by ``bench.scenarios``:
 ``tcpserv01 [--pause-at-eof] PORT``
     5.2's first server: ``listen``, then for each client ``fork``; the
     child closes the listening socket, runs ``str_echo`` (``read``,
-    ``writen``, until ``read`` returns 0) and ``exit(0)``s; the parent
+    ``writen``, until ``read`` returns 0; an error is ``err_sys``: a message,
+    ``exit(1)``) and ``exit(0)``s; the parent
     closes the connected socket.  No ``SIGCHLD`` handler, so every child
     that ends stays a zombie (5.7, step 7).  ``--pause-at-eof`` is the one
     addition: when ``read`` returns 0 the child prints ``child PID: read
@@ -57,9 +58,12 @@ TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT"}      # include/net/tcp_states.h
 
 
 def _listen(port):
-    """socket, bind 127.0.0.1:PORT, listen(LISTENQ); says where, as selectlab's servers do."""
+    """socket, bind 127.0.0.1:PORT, listen(LISTENQ); says where, as selectlab's servers do.
+
+    No SO_REUSEADDR: tcpserv01 sets none, and the scenario binds port 0, a
+    fresh port that no old connection holds.
+    """
     listenfd = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listenfd.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listenfd.bind(("127.0.0.1", port))
     listenfd.listen(LISTENQ)
     print(f"listening on 127.0.0.1:{listenfd.getsockname()[1]}", flush=True)
@@ -68,13 +72,30 @@ def _listen(port):
 
 # --- UNP tcpserv01 -----------------------------------------------------------
 
+def err_sys(what, exc):
+    """UNP's err_sys: the message and strerror(errno) on stderr, then exit(1)."""
+    sys.stderr.write(f"{what}: {exc.strerror}\n")
+    sys.stderr.flush()
+    os._exit(1)
+
+
 def str_echo(sockfd, pause_at_eof):
-    """UNP's str_echo: read, writen, until read returns 0 (then, with the pause point, wait)."""
+    """UNP's str_echo: read, writen, until read returns 0 (then, with the pause point, wait).
+
+    A read error (a reset: ECONNRESET) is ``err_sys("str_echo: read error")``,
+    a write error Writen's ``err_sys("writen error")``: message, exit 1.
+    """
     while True:
-        buf = sockfd.recv(MAXLINE)
+        try:
+            buf = sockfd.recv(MAXLINE)
+        except OSError as exc:
+            err_sys("str_echo: read error", exc)
         if not buf:
             break
-        sockfd.sendall(buf)                         # Writen
+        try:
+            sockfd.sendall(buf)                     # Writen
+        except OSError as exc:
+            err_sys("writen error", exc)
     if pause_at_eof:
         print(f"child {os.getpid()}: read returned 0; waiting for SIGUSR1 before exit(0)",
               flush=True)
@@ -82,6 +103,7 @@ def str_echo(sockfd, pause_at_eof):
 
 
 def tcpserv01(port, pause_at_eof):
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)   # as a C program has it
     listenfd = _listen(port)
     while True:
         connfd, _cliaddr = listenfd.accept()
@@ -89,10 +111,12 @@ def tcpserv01(port, pause_at_eof):
             # Held until sigwait takes it, so that SIGUSR1 cannot kill the child.
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
             listenfd.close()                        # close listening socket
+            status = 1      # a Python error too ends the child, never back into accept's loop
             try:
                 str_echo(connfd, pause_at_eof)      # process the request
+                status = 0
             finally:
-                os._exit(0)
+                os._exit(status)
         connfd.close()                              # parent closes connected socket
 
 

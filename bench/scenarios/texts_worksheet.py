@@ -184,7 +184,15 @@ def serverfork(port, handler, maxdatasize, show_status):
             continue
         client_address = client_addr[0]                 # inet_ntoa( client_addr.sin_addr)
         printf(f"Server: got connection from {client_address}")
-        if not os.fork():
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            # C's !fork() takes -1 (no child) for the parent's branch: the
+            # connection is closed and the loop goes on.  C says nothing; the
+            # perror shows why this client got no answer.
+            perror("Server fork", exc)
+            pid = -1
+        if not pid:
             listenfd.close()            # child does not need the listener
             child(connfd, maxdatasize)
         connfd.close()                  # parent does not need the connection socket
