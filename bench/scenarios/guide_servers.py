@@ -11,7 +11,6 @@ a write alike).
 
 import errno
 import os
-import platform
 import select
 import signal
 import socket
@@ -26,31 +25,7 @@ WORKSHEET = "\"Concurrent Servers\" worksheet"
 TEXTS = "bench.scenarios.texts_guide"
 GUIDE_BACKLOG = 5           # the guide's listen(fd,5)
 
-# The system calls a server here waits in, by number (asm/unistd.h): x86-64's
-# own table, and the generic one of arm64 and riscv64; elsewhere, the number.
-_GENERIC = {22: "epoll_pwait", 63: "read", 64: "write", 72: "pselect6", 73: "ppoll",
-            202: "accept", 206: "sendto", 207: "recvfrom", 242: "accept4", 260: "wait4",
-            441: "epoll_pwait2"}
-_SYSCALLS = {
-    "x86_64": {0: "read", 1: "write", 7: "poll", 23: "select", 43: "accept", 44: "sendto",
-               45: "recvfrom", 61: "wait4", 232: "epoll_wait", 270: "pselect6", 271: "ppoll",
-               281: "epoll_pwait", 288: "accept4", 441: "epoll_pwait2"},
-    "aarch64": _GENERIC, "riscv64": _GENERIC,
-}
 WRITES = ("write", "sendto")
-
-
-def _syscall(pid):
-    """The system call ``pid`` is blocked in (``read``, ``write``...), or None if it is running."""
-    try:
-        with open(f"/proc/{pid}/syscall") as f:
-            field = f.read().split()[0]
-    except (OSError, IndexError):
-        return None
-    if not field.isdigit():         # "running"
-        return None
-    table = _SYSCALLS.get(platform.machine(), {})
-    return table.get(int(field), f"syscall {field}")
 
 
 def _ps(r, procs, title, names=None):
@@ -58,14 +33,15 @@ def _ps(r, procs, title, names=None):
     rows = r.ps(procs, title)
     names = names or {}
     calls = [f"{p.pid}{' (' + names[p.pid] + ')' if p.pid in names else ''} "
-             f"{_syscall(p.pid) or 'running'}()" for p in rows if not p.zombie]
+             f"{observe.syscall(p.pid) or 'running'}()" for p in rows if not p.zombie]
     r.say("in the system call (/proc/PID/syscall): " + ", ".join(calls))
     return rows
 
 
 def _blocked_writing(server):
     """Whether a process of ``server``'s family sleeps in write or send (its client does not read)."""
-    return any(p.stat == "S" and _syscall(p.pid) in WRITES for p in observe.family([server.pid]))
+    return any(p.stat == "S" and observe.syscall(p.pid) in WRITES
+               for p in observe.family([server.pid]))
 
 
 def _ignores(pid, signum):

@@ -11,11 +11,14 @@
 * :func:`family`: a process family (a server and its children, the
   clients), with PPID, STAT (``Z`` for a zombie, shown ``<defunct>`` as ``ps``
   does) and WCHAN, the kernel function a sleeping process waits in (UNP
-  5.6's ``ps -o pid,ppid,tty,stat,args,wchan``).
+  5.6's ``ps -o pid,ppid,tty,stat,args,wchan``); :func:`syscall`, the
+  system call it sleeps in, from /proc/PID/syscall (WCHAN says
+  ``wait_woken`` for a read and a write alike).
 """
 
 import ipaddress
 import os
+import platform
 import socket
 import sys
 
@@ -292,6 +295,32 @@ def _short(arg):
     """``/usr/bin/python3.11`` as ``python``: a ps line about the program, not the install."""
     base = os.path.basename(arg)
     return "python" if base.startswith("python") else arg
+
+
+# The system calls a scenario's process waits in, by number (asm/unistd.h): x86-64's
+# own table, and the generic one of arm64 and riscv64; elsewhere, the number.
+_GENERIC = {22: "epoll_pwait", 63: "read", 64: "write", 72: "pselect6", 73: "ppoll",
+            202: "accept", 206: "sendto", 207: "recvfrom", 242: "accept4", 260: "wait4",
+            441: "epoll_pwait2"}
+_SYSCALLS = {
+    "x86_64": {0: "read", 1: "write", 7: "poll", 23: "select", 43: "accept", 44: "sendto",
+               45: "recvfrom", 61: "wait4", 232: "epoll_wait", 270: "pselect6", 271: "ppoll",
+               281: "epoll_pwait", 288: "accept4", 441: "epoll_pwait2"},
+    "aarch64": _GENERIC, "riscv64": _GENERIC,
+}
+
+
+def syscall(pid):
+    """The system call ``pid`` is blocked in (``read``, ``write``...), or None if it is running."""
+    try:
+        with open(f"/proc/{pid}/syscall") as f:
+            field = f.read().split()[0]
+    except (OSError, IndexError):
+        return None
+    if not field.isdigit():         # "running"
+        return None
+    table = _SYSCALLS.get(platform.machine(), {})
+    return table.get(int(field), f"syscall {field}")
 
 
 def children_of(pid):

@@ -124,6 +124,16 @@ def _children(pid):
     return [p for p in map(observe.process, observe.children_of(pid)) if p is not None]
 
 
+# The system calls a server waiting for a client sleeps in (CPython's accept is accept4).
+ACCEPTS = ("accept", "accept4")
+
+
+def _asleep_in(pid):
+    """The system call ``pid`` sleeps in (STAT S), or None (running, stopped, gone)."""
+    p = observe.process(pid)
+    return observe.syscall(pid) if p is not None and p.stat == "S" else None
+
+
 def _wchan(pid):
     p = observe.process(pid)
     return p.wchan if p else None
@@ -243,10 +253,14 @@ child has ended; selectlab's servers.hello (waitpid with WNOHANG) goes on.
 """, limit=30.0)
 def serverfork_clients(r):
     server = _serverfork(r)
+    # It prints its listening line just before it calls accept.
+    r.until(lambda: _asleep_in(server.pid) in ACCEPTS, timeout=3)
     rows = r.ps([server], "serverFork & -- is it running?")
-    r.expect(len(rows) == 1 and rows[0].wchan != "do_wait",
-             f"one server process, asleep in accept (found {len(rows)}, WCHAN "
-             f"{rows[0].wchan if rows else '-'})")
+    call = _asleep_in(server.pid)
+    r.expect(len(rows) == 1 and rows[0].stat == "S" and call in ACCEPTS,
+             f"one server process, asleep (STAT S) in accept (found {len(rows)}: STAT "
+             f"{rows[0].stat if rows else '-'}, WCHAN {rows[0].wchan if rows else '-'}, in "
+             f"{call or 'no system call'})")
 
     r.heading("telnet localhost PORT; type 'hello' (telnet sends hello\\r\\n)")
     telnet = _connect(r, server, "telnet")
@@ -284,10 +298,10 @@ def serverfork_clients(r):
     rest, how = recv_to_eof(quitting)
     quitting.close()
     r.say(f"[msgclient 1] sent b'quit', read {rest!r}, then {how}")
-    blocked = r.until(lambda: _gone(pids["msgclient 1"]) and _wchan(server.pid) == "do_wait",
-                      timeout=3)
+    reaped = r.until(lambda: _gone(pids["msgclient 1"]), timeout=3)
+    blocked = r.until(lambda: _wchan(server.pid) == "do_wait", timeout=3)
     rows = r.ps([server], "one client has quit: how many servers are running now?")
-    r.expect(blocked and len(rows) == 3,
+    r.expect(reaped and len(rows) == 3,
              f"after the quit: the parent and two children, the quitter's child reaped (no "
              f"zombie); {len(rows)} processes")
     r.expect(blocked, f"and the parent sleeps in wait() (WCHAN do_wait), inside its SIGCHLD "
