@@ -262,7 +262,11 @@ def _connected_never_sees_it(r, server):
         except TimeoutError:
             refused = "nothing within 2 s"
         dropped = _udp_no_ports() - before
-        r.say(f"[stranger] its next recv: {refused}; the host's Udp NoPorts rose by {dropped}")
+        r.say(f"[stranger] its next recv: {refused}")
+        # Host-wide: any other datagram to a closed port moves it too, so it
+        # is shown, not checked.
+        r.say(f"(the host's Udp NoPorts counter rose by {dropped} meanwhile: datagrams that "
+              f"matched no socket, this one and any other traffic's)")
         r.say(f"[client] send {HELLO!r}")
         client.send(HELLO)
         client.settimeout(3)
@@ -275,10 +279,10 @@ def _connected_never_sees_it(r, server):
             more = None
         r.say(f"[client] another recv (non-blocking): "
               f"{'EAGAIN, nothing queued' if more is None else repr(more)}")
-    r.expect(refused == "ECONNREFUSED" or dropped > 0,
+    r.expect(refused == "ECONNREFUSED",
              f"the kernel did not deliver the stranger's datagram to the connected socket: no "
-             f"socket matched it (NoPorts +{dropped}) and the stranger was told with an ICMP "
-             f"port unreachable ({refused})")
+             f"socket matched it, and the stranger was told with an ICMP port unreachable "
+             f"(its next recv: {refused})")
     r.expect(data == HELLO and more is None,
              "the connected socket's recv returns the server's echo, and nothing else is "
              "queued: it never sees the stranger's datagram")
