@@ -372,8 +372,8 @@ def port_in_use(r):
     r.expect(plain == "EADDRINUSE",
              f"bind without SO_REUSEADDR on a port where a server listens: {plain}")
     r.expect(reuse == "EADDRINUSE",
-             f"with SO_REUSEADDR too: {reuse} -- Linux never lets a socket bind over a "
-             f"LISTEN socket's address, whatever the options")
+             f"with SO_REUSEADDR too: {reuse} -- SO_REUSEADDR does not let a socket bind "
+             f"over a LISTEN socket (only SO_REUSEPORT on both does)")
     status, lines = _refused_start(r, "servers.echo_select", port, "-b", "127.0.0.1",
                                    label="echo_select (2nd)")
     r.expect(status == 1 and len(lines) == 1 and "address already in use" in lines[0],
@@ -442,7 +442,8 @@ def _restart_without_it(r):
     r.say("Linux lets a socket with SO_REUSEADDR bind over a TIME_WAIT only if the socket")
     r.say("that left it had SO_REUSEADDR too: the option must be set by the server that is")
     r.say("killed, not only by the one that restarts; here the port stays taken for 60 s.")
-    r.expect(reuse == "EADDRINUSE" and status == 1 and len(lines) == 1,
+    r.expect(reuse == "EADDRINUSE" and status == 1 and len(lines) == 1
+             and "address already in use" in lines[0],
              f"on Linux that TIME_WAIT refuses even a socket with SO_REUSEADDR ({reuse}), and "
              f"selectlab's server says so in one line (exit {status}): the killed server had "
              f"not set the option")
