@@ -98,14 +98,15 @@ def test_the_real_table_shows_a_connection_and_its_unread_bytes():
 
 def test_the_pair_gets_a_subnet_no_route_of_the_host_uses():
     """The /30 overlaps no route of the host (the pid's first choice taken, the next is used);
-    with all of 169.254.0.0/16 routed it comes from 10.x; with everything routed, no run."""
+    with all of 169.254.0.0/16 routed it comes from 198.18.0.0/15 (RFC 2544, never a real
+    network's); with everything routed, no run."""
     first = netns.free_subnet(1234, [])
     second = netns.free_subnet(1234, [first])
     assert first.prefixlen == second.prefixlen == 30 and first != second
     assert not second.overlaps(first)
     assert ipaddress.ip_network("169.254.0.0/16").supernet_of(first)
     fallback = netns.free_subnet(1234, [ipaddress.ip_network("169.254.0.0/16")])
-    assert ipaddress.ip_network("10.0.0.0/8").supernet_of(fallback)
+    assert ipaddress.ip_network("198.18.0.0/15").supernet_of(fallback)
     with pytest.raises(ScenarioError, match="overlaps a route"):
         netns.free_subnet(1234, [ipaddress.ip_network("0.0.0.0/1"),
                                  ipaddress.ip_network("128.0.0.0/1")])

@@ -54,9 +54,12 @@ NS_IF_PREFIX = "slx8n"            # the namespace's end
 HOST_IF_NAME = re.compile(rf"^{HOST_IF_PREFIX}(\d+)$")
 
 # Where the pair's /30 comes from: link-local addresses (RFC 3927, less its
-# first and last /24, which it reserves), or a private 10.x range if this host
-# routes all of those; never one that overlaps a route of this host.
-ADDRESS_POOLS = ("169.254.1.0/24", "169.254.254.0/24", "10.213.0.0/16")
+# first and last /24, which it reserves), never routed off a link; if this
+# host routes all of those, the benchmarking range 198.18.0.0/15 (RFC 2544),
+# which no real network uses.  Never one that overlaps a route of this host.
+# Not a private 10.x range: a corporate LAN or a VPN reached through the
+# default route may use it, and "default" names no network to avoid.
+ADDRESS_POOLS = ("169.254.1.0/24", "169.254.254.0/24", "198.18.0.0/15")
 AVOIDED = (ipaddress.ip_network("169.254.169.252/30"),)   # clouds' metadata address
 
 # How long one `ip` or `ss` command may take.
