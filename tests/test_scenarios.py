@@ -175,6 +175,24 @@ def test_everything_a_scenario_started_is_ended_even_when_it_fails(fake):
         assert p is None, f"pid {pid} still there: {p.args if p else ''}"
 
 
+def test_a_scenario_failing_midway_leaves_its_own_sockets_closed(fake):
+    """The sockets a scenario made itself (``r.connect``, ``r.keep``) are closed when it fails
+    midway, before it could close them: none is left open in the process that ran it."""
+    made = []
+
+    def func(r):
+        server = r.server("servers.echo_select")
+        made.append(r.connect(server.address))
+        made.append(r.keep(socket.socket(socket.AF_INET, socket.SOCK_DGRAM)))
+        made[0].sendall(b"hello\n")
+        raise ScenarioError("failing on purpose")
+    fake(func)
+    status, out = run_main(["run", "fake"])
+    assert status == 1 and "failing on purpose" in out
+    assert len(made) == 2
+    assert [sock.fileno() for sock in made] == [-1, -1], "a socket of the scenario's left open"
+
+
 def test_proc_net_tcp_is_read_right():
     """The netstat reader finds a listening socket and both ends of a connection by port."""
     import socket

@@ -20,9 +20,9 @@ COMER = "Comer & Stevens, Internetworking with TCP/IP vol. III"
 FLOOD_LIMIT = 64 * 1024 * 1024
 
 
-def _echo_once(address, text, timeout):
+def _echo_once(r, address, text, timeout):
     """Connect, send ``text``, and return what comes back within ``timeout`` (b"" if nothing)."""
-    with socket.create_connection(address, timeout=2) as sock:
+    with r.connect(address, timeout=2) as sock:
         sock.sendall(text)
         sock.settimeout(timeout)
         data = b""
@@ -66,7 +66,7 @@ def deadlock(r):
             ("servers.echo_select", (), "echo_select", True)):
         r.heading(label)
         server = r.server(module, *args, label=label, loopback=loopback)
-        hog = socket.create_connection(server.address, timeout=2)
+        hog = r.connect(server.address, timeout=2)
         sent = _flood(hog)
         r.say(f"[client A] sends and never reads: {sent / 1048576:.1f} MiB sent before send() "
               f"blocked")
@@ -74,7 +74,7 @@ def deadlock(r):
         hog_port = hog.getsockname()[1]
         stuck = sum(x.send_q for x in rows if x.remote[1] == hog_port)
         start = time.monotonic()
-        echo = _echo_once(server.address, b"hello from B\n", timeout=2.0)
+        echo = _echo_once(r, server.address, b"hello from B\n", timeout=2.0)
         took = time.monotonic() - start
         r.say(f"[client B] sent b'hello from B\\n', read {echo!r} "
               f"({'within' if echo else 'nothing in'} {took:.1f} s)")
@@ -97,9 +97,9 @@ UNP = "Stevens, UNIX Network Programming, ch. 5"
 HALF_LINE = b"hello, wor"
 
 
-def _idle_clients(address):
+def _idle_clients(r, address):
     """Three connected clients: two that send nothing, one that sends half a line (echoed)."""
-    socks = [socket.create_connection(address, timeout=2) for _ in range(3)]
+    socks = [r.connect(address, timeout=2) for _ in range(3)]
     socks[2].sendall(HALF_LINE)
     echo = recv_until(socks[2], lambda d: len(d) >= len(HALF_LINE))
     if echo != HALF_LINE:
@@ -139,22 +139,22 @@ def idle_clients(r):
         r.heading("busy_select --max-clients 3, no idle timeout")
         held = r.server("servers.busy_select", "--max-clients", "3", "-v",
                         label="busy_select")
-        socks += _idle_clients(held.address)
+        socks += _idle_clients(r, held.address)
         since = time.monotonic()
         r.say(f"[3 clients] two connect and send nothing; one sends {HALF_LINE!r} (half a "
               f"line, no newline) and reads it back; then all three send nothing more")
         held.wait_for(r"#3 .* open")
-        with socket.create_connection(held.address, timeout=2) as late:
+        with r.connect(held.address, timeout=2) as late:
             first, how = recv_to_eof(late)
         r.say(f"[client 4] read {first!r}, then {how}")
 
         r.heading("echo_fork --max-children 3 (no idle timeout: it has none)")
         forked = r.server("servers.echo_fork", "--max-children", "3", "-v", label="echo_fork")
-        socks += _idle_clients(forked.address)
+        socks += _idle_clients(r, forked.address)
         r.say("[3 clients] the same three")
         r.until(lambda: len(observe.children_of(forked.pid)) == 3)
         r.remember_children(forked)
-        queued = socket.create_connection(forked.address, timeout=2)
+        queued = r.connect(forked.address, timeout=2)
         socks.append(queued)
         queued.sendall(b"anyone there?\n")
         r.say("[client 4] connected, sent b'anyone there?\\n'")
@@ -163,7 +163,7 @@ def idle_clients(r):
         r.heading("busy_select --max-clients 3 --idle-timeout 1")
         timed = r.server("servers.busy_select", "--max-clients", "3", "--idle-timeout", "1",
                          "-v", label="busy_select --idle-timeout 1")
-        timed_socks = _idle_clients(timed.address)
+        timed_socks = _idle_clients(r, timed.address)
         socks += timed_socks
         r.say("[3 clients] the same three, connected after the others")
         if not _logged(r, timed, r"idle for 1 s: closing", 3):
@@ -182,7 +182,7 @@ def idle_clients(r):
                  f"log: 'idle for 1 s: closing', then 'closed (idle timeout)'); each client reads "
                  f"EOF; no ESTABLISHED line of the server's is left "
                  f"({len(_held(rows, timed.port))})")
-        echo = _echo_once(timed.address, b"hello\n", timeout=2)
+        echo = _echo_once(r, timed.address, b"hello\n", timeout=2)
         r.say(f"[client 4] sent b'hello\\n', read {echo!r}")
         r.expect(echo == b"hello\n", "its places free again, a new client is served at once")
 
@@ -192,7 +192,7 @@ def idle_clients(r):
         held.signal(signal.SIGUSR1)
         stats = held.wait_for(r"stats: .*active=(\d+) .*idle_timeouts=(\d+)")
         rows = r.netstat(held.port, "busy_select, a while later")
-        with socket.create_connection(held.address, timeout=2) as late:
+        with r.connect(held.address, timeout=2) as late:
             again, how = recv_to_eof(late)
         r.say(f"[client 5] read {again!r}, then {how}")
         r.expect(first == b"busy\n" and again == b"busy\n" and len(_held(rows, held.port)) == 3
@@ -224,13 +224,13 @@ def idle_clients(r):
             sock.close()
 
 
-def _connect_many(address, count, deadline):
+def _connect_many(r, address, count, deadline):
     """``count`` connected sockets to ``address`` (bounded by ``deadline``)."""
     socks = []
     for _ in range(count):
         if time.monotonic() > deadline:
             raise ScenarioError(f"only {len(socks)} of {count} connections made in time")
-        socks.append(socket.create_connection(address, timeout=2))
+        socks.append(r.connect(address, timeout=2))
     return socks
 
 
@@ -296,14 +296,14 @@ def select_fd_limit(r):
             r.heading(f"echo_select --selector {name}, {clients} clients at once")
             server = r.server("servers.echo_select", "--selector", name, "-q",
                               label=f"echo_select ({name})")
-            socks = _connect_many(server.address, clients, r.deadline)
+            socks = _connect_many(r, server.address, clients, r.deadline)
             try:
                 echoed, busy, other = _echo_all(socks, timeout=10)
                 r.netstat_summary(server.port, "every client has its answer")
                 r.ps([server], "one process for every client")
                 fds = [int(fd) for fd in os.listdir(f"/proc/{server.pid}/fd")]
                 server_fds, highest = len(fds), max(fds)
-                again = _echo_once(server.address, b"after\n", timeout=2)
+                again = _echo_once(r, server.address, b"after\n", timeout=2)
             finally:
                 for sock in socks:
                     sock.close()

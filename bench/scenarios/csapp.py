@@ -1,7 +1,6 @@
 """CS:APP ch. 11's warning: the second write to a closed connection."""
 
 import signal
-import socket
 
 from bench.scenarios.harness import scenario
 
@@ -21,7 +20,7 @@ def sigpipe(r):
         r.heading(label)
         server = r.server("bench.scenarios.texts", "sigpipe", *(["--ignore"] if ignore else []),
                           "0", label=label, loopback=False)
-        client = socket.create_connection(server.address, timeout=3)
+        client = r.connect(server.address)
         server.wait_for("^SIGPIPE: ")
         r.netstat(server.port, "connected")
         r.ps([server], "connected: the server waits in read")

@@ -16,13 +16,13 @@ newfd */" -- the second client reads busy and is closed; the first one is still 
 """)
 def busy(r):
     server = r.server("servers.busy_select", "--trace")
-    first = socket.create_connection(server.address, timeout=3)
+    first = r.connect(server.address)
     first.sendall(b"hello\n")
     echo = recv_until(first, lambda d: d.endswith(b"\n"))
     r.say(f"[client 1] sent b'hello\\n', read {echo!r}")
     server.wait_for("IDLE --full--> BUSY")
     r.ps([server], "serving client 1: one process, asleep in the loop's wait")
-    second = socket.create_connection(server.address, timeout=3)
+    second = r.connect(server.address)
     rejected = second.getsockname()
     data, how = recv_to_eof(second)
     r.say(f"[client 2] read {data!r}, then {how}")
@@ -44,7 +44,7 @@ def busy(r):
                       "closed first (busy\\n, then its FIN)")
     first.close()
     server.wait_for("BUSY --slot_freed--> IDLE")
-    third = socket.create_connection(server.address, timeout=3)
+    third = r.connect(server.address)
     third.sendall(b"my turn\n")
     echo3 = recv_until(third, lambda d: d.endswith(b"\n"))
     r.say(f"[client 3] after client 1 left: sent b'my turn\\n', read {echo3!r}")
@@ -74,7 +74,7 @@ be detected unless timeouts are used."
 """)
 def udp_dead_port(r):
     # A port nobody listens on: bind one, note it, close it.
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe = r.keep(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()

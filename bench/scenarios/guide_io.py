@@ -77,7 +77,7 @@ The guide's 7th task: "else if(nread==0)break;/**closed by peer" -- the read loo
 the client prints what it has and closes its end.
 """)
 def orderly_close(r):
-    peer = socket.create_server(("127.0.0.1", 0))
+    peer = r.keep(socket.create_server(("127.0.0.1", 0)))
     peer.settimeout(3)
     port = peer.getsockname()[1]
     with peer:
@@ -328,7 +328,7 @@ def _killed_with_a_client(r, server):
     Returns the client's port: the server's end of that connection is left
     in TIME_WAIT, on the server's port.
     """
-    with socket.create_connection(server.address, timeout=3) as sock:
+    with r.connect(server.address) as sock:
         sock.sendall(b"hello\n")
         echo = recv_until(sock, lambda d: d.endswith(b"\n"))
         cport = sock.getsockname()[1]
@@ -413,7 +413,7 @@ def _restart_with_reuseaddr(r, first):
              f"it, bind and listen succeed ({reuse})")
     again = r.server("servers.echo_select", port, "-b", "127.0.0.1", loopback=False,
                      label="echo_select (restarted)")
-    with socket.create_connection(again.address, timeout=3) as sock:
+    with r.connect(again.address) as sock:
         sock.sendall(b"still here\n")
         echo = recv_until(sock, lambda d: d.endswith(b"\n"))
         r.say(f"[client] sent b'still here\\n', read {echo!r}")

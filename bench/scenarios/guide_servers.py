@@ -74,9 +74,9 @@ def _state(sock):
     return observe.TCP_STATES.get(code, str(code))
 
 
-def _connect_nowait(address, syn_retries=None):
+def _connect_nowait(r, address, syn_retries=None):
     """A connect that returns at once (non-blocking): its SYN is sent, the handshake goes on."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = r.keep(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
     if syn_retries is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_SYNCNT, syn_retries)
     sock.setblocking(False)
@@ -159,11 +159,11 @@ def listen_queue_full(r):
     r.say(f"/proc/sys/net/ipv4/: tcp_abort_on_overflow = {abort}, tcp_syn_retries = {retries}"
           + (f", tcp_syn_linear_timeouts = {linear}" if linear is not None else ""))
 
-    first = socket.create_connection(address, timeout=3)
+    first = r.connect(address)
     first.sendall(b"hello\n")
     echo = recv_until(first, _line)
     r.say(f"[client 1] sent b'hello\\n', read {echo!r}: the server now waits in read for it")
-    queued = [socket.create_connection(address, timeout=2) for _ in range(GUIDE_BACKLOG + 1)]
+    queued = [r.connect(address, timeout=2) for _ in range(GUIDE_BACKLOG + 1)]
     queued[0].sendall(b"two\n")
     r.say(f"[clients 2-{GUIDE_BACKLOG + 2}] connect() returned for all {len(queued)}: the kernel "
           f"completed their handshakes; nobody has accepted them. Client 2 sent b'two\\n'")
@@ -180,8 +180,8 @@ def listen_queue_full(r):
     r.heading("two more clients: one with its SYN retries cut to 1 (TCP_SYNCNT), one as usual")
     dropped = observe.netstat_counter("ListenOverflows")
     started = time.monotonic()
-    giving_up = _connect_nowait(address, syn_retries=1)
-    pending = _connect_nowait(address)
+    giving_up = _connect_nowait(r, address, syn_retries=1)
+    pending = _connect_nowait(r, address)
     ports = sorted(s.getsockname()[1] for s in (giving_up, pending))
     r.say(f"[client {GUIDE_BACKLOG + 3}] connect() started from port "
           f"{giving_up.getsockname()[1]}, TCP_SYNCNT 1 (non-blocking)")
@@ -254,11 +254,11 @@ def listen_queue_full(r):
 
 def _second_client(r, server, label, concurrent):
     """Client 1 is served; client 2 connects and sends: does its echo wait for client 1's end?"""
-    first = socket.create_connection(server.address, timeout=3)
+    first = r.connect(server.address)
     first.sendall(b"one\n")
     echo1 = recv_until(first, _line)
     r.say(f"[client 1] sent b'one\\n', read {echo1!r}")
-    second = socket.create_connection(server.address, timeout=3)
+    second = r.connect(server.address)
     port2 = second.getsockname()[1]
     r.say(f"[client 2] connect() returned (port {port2}); sent b'two\\n'")
     second.sendall(b"two\n")
@@ -337,7 +337,7 @@ def _bad_client(r, server, blocked):
     too, the server's write sleeps, and nothing will wake it but the
     client's reading or going.
     """
-    bad = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    bad = r.keep(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
     bad.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     bad.settimeout(3)
     bad.connect(server.address)
@@ -361,8 +361,8 @@ def _bad_client(r, server, blocked):
     return bad
 
 
-def _good_client(address, text):
-    sock = socket.create_connection(address, timeout=3)
+def _good_client(r, address, text):
+    sock = r.connect(address)
     sock.sendall(text)
     return sock
 
@@ -404,7 +404,7 @@ def _guide_iterative(r):
     server = r.server(TEXTS, "iterative", "0", label=label, loopback=False)
     _say_sigpipe(r, server)
     bad = _bad_client(r, server, lambda: _blocked_writing(server))
-    good = _good_client(server.address, b"hello\n")
+    good = _good_client(r, server.address, b"hello\n")
     r.say("[client 2] connected (in the accept queue) and sent b'hello\\n'")
     _ps(r, [server], "its write to the bad client sleeps: the client's window is closed")
     r.netstat(server.port, "the bad client served, client 2 queued")
@@ -417,7 +417,7 @@ def _guide_iterative(r):
     data, how = _rest(good)
     r.say(f"[client 2] read {data!r}, then {how}")
     try:
-        socket.create_connection(server.address, timeout=2).close()
+        r.connect(server.address, timeout=2).close()
         refused = None
     except ConnectionRefusedError as exc:
         refused = exc
@@ -442,7 +442,7 @@ def _guide_fork(r):
     r.heading(label)
     server = r.server(TEXTS, "fork", "0", label=label, loopback=False)
     _say_sigpipe(r, server)
-    good = _good_client(server.address, b"hello\n")
+    good = _good_client(r, server.address, b"hello\n")
     echo = recv_until(good, _line)
     r.say(f"[client 1] sent b'hello\\n', read {echo!r}")
     if not r.until(lambda: len(observe.children_of(server.pid)) == 1):
@@ -463,7 +463,7 @@ def _guide_fork(r):
     good.sendall(b"still there?\n")
     again = recv_until(good, _line)
     r.say(f"[client 1] sent b'still there?\\n', read {again!r}")
-    third = _good_client(server.address, b"new\n")
+    third = _good_client(r, server.address, b"new\n")
     echo3 = recv_until(third, _line)
     r.say(f"[client 3] sent b'new\\n', read {echo3!r}")
     r.netstat(server.port, "after the bad client")
@@ -479,11 +479,11 @@ def _guide_fork(r):
     r.heading(f"{label}: a client reset before the parent accepts it")
     with r.held(server):
         r.say("[client 4] connects, and resets (SO_LINGER 0) while the parent is stopped")
-        _reset(socket.create_connection(server.address, timeout=2))
+        _reset(r.connect(server.address, timeout=2))
     r.until(lambda: len(_exits(server)) >= 2, timeout=3)
     r.remember_children(server)
     rows = _ps(r, [server], "after the reset connection was accepted")
-    last = _good_client(server.address, b"and now?\n")
+    last = _good_client(r, server.address, b"and now?\n")
     echo5 = recv_until(last, _line)
     r.say(f"[client 5] sent b'and now?\\n', read {echo5!r}")
     r.expect(server.alive() and echo5 == b"and now?\n"
@@ -511,7 +511,7 @@ def _ours(r, module, args):
             return _blocked_writing(server)
     bad = _bad_client(r, server, blocked)
     bad_port = bad.getsockname()[1]
-    good = _good_client(server.address, b"hello\n")
+    good = _good_client(r, server.address, b"hello\n")
     r.say("[client 2] connected and sent b'hello\\n'")
     r.remember_children(server)
     _ps(r, [server], f"{label} with the bad client and client 2")
@@ -522,7 +522,7 @@ def _ours(r, module, args):
     echo = recv_until(good, _line)
     r.say(f"[client 2] read {echo!r}")
     good.close()
-    third = _good_client(server.address, b"next\n")
+    third = _good_client(r, server.address, b"next\n")
     echo3 = recv_until(third, _line)
     r.say(f"[client 3] sent b'next\\n', read {echo3!r}")
     third.close()

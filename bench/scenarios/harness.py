@@ -14,12 +14,17 @@ cooperative: code of the scenario's own (a socket read) is bounded by its own
 timeout, and the limit is found at the next wait here or when it returns.
 Cleanup: every process a scenario started is ended by its pid at the end,
 whatever happened, and its children too (a fork server's), once each, only
-while they are still the processes it started (same start time).
+while they are still the processes it started (same start time).  The
+scenario's own sockets are closed then too, however it ended, if it made
+them with :meth:`Run.connect` (a client's connection) or handed them to
+:meth:`Run.keep` (any other: a listener, a UDP socket, a non-blocking
+connect); closing one earlier, or in a ``with`` block, is still fine.
 """
 
 import contextlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -182,6 +187,7 @@ class Run:
         self.scenario = sc
         self.out = out
         self.procs = []
+        self.sockets = []         # the scenario's own, closed by cleanup()
         self.checks = []          # (ok, what)
         self.start = time.monotonic()
         self.deadline = self.start + sc.limit
@@ -356,6 +362,17 @@ class Run:
             if proc.alive():
                 proc.signal(signal.SIGCONT)
 
+    # --- the scenario's own sockets ---------------------------------------
+
+    def connect(self, address, timeout=3.0, **kw):
+        """``socket.create_connection(address, timeout, **kw)``, closed by :meth:`cleanup`."""
+        return self.keep(socket.create_connection(address, timeout, **kw))
+
+    def keep(self, sock):
+        """Have :meth:`cleanup` close ``sock`` (a socket the scenario made); returns it."""
+        self.sockets.append(sock)
+        return sock
+
     def remember_children(self, proc):
         """Note ``proc``'s children now, so that cleanup can end them (fork servers)."""
         proc.child.remember_family()
@@ -365,8 +382,11 @@ class Run:
 
         SIGTERM first (a server stops cleanly), SIGKILL for what is left after
         STOP_TIMEOUT; a pid is signalled only while its start time is the one
-        seen, so a reused pid is never touched.
+        seen, so a reused pid is never touched.  The scenario's own sockets
+        (:meth:`connect`, :meth:`keep`) are closed first.
         """
+        for sock in self.sockets:
+            sock.close()                  # a second close does nothing
         for proc in self.procs:
             proc.child.terminate()
         end = time.monotonic() + STOP_TIMEOUT

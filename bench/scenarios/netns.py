@@ -398,7 +398,7 @@ class Clients:
         self.readers = []
 
     def connect(self, r, role, address):
-        sock = socket.create_connection(address, timeout=3)
+        sock = r.connect(address)
         self.socks[role] = sock
         for level, option, value, _ in OPTIONS[role]:
             sock.setsockopt(level, option, value)
@@ -610,7 +610,7 @@ def _reboot(r, ns, clients, server):
     r.expect(code == errno.ECONNRESET,
              f"client 1's retransmitted bytes get a reset too: its read returns "
              f"{_errno_text(errno.ECONNRESET)}")
-    with socket.create_connection(again.address, timeout=3) as fresh:
+    with r.connect(again.address) as fresh:
         fresh.sendall(b"new client\n")
         echo = recv_until(fresh, lambda d: d.endswith(b"\n"))
         r.say(f"[client 5] connected anew: sent b'new client\\n', read {echo!r}")

@@ -383,7 +383,7 @@ def eintr_connect(r):
     queued = []
     try:
         with r.held(server):
-            queued = [socket.create_connection(server.address, timeout=2) for _ in range(2)]
+            queued = [r.connect(server.address, timeout=2) for _ in range(2)]
             r.say("[two clients] connect() returned: the kernel completed their handshakes and "
                   "queued them; listen(1) holds two")
             overflows = observe.netstat_counter("ListenOverflows")
@@ -491,7 +491,7 @@ def rst_before_accept(r):
         # Our servers never sleep before accept; stopping one does the same.
         with r.held(server):
             r.ps([server], "stopped (STAT T): it cannot call accept")
-            sock = socket.create_connection(server.address, timeout=2)
+            sock = r.connect(server.address, timeout=2)
             aborted_port = sock.getsockname()[1]
             r.say(f"[client] connect() returned: {aborted_port} -> {server.port}")
             r.netstat(server.port, "connected, not yet accepted: the server is stopped")

@@ -40,7 +40,7 @@ every recv gets its own 'Hello, World!' -- a long message gets several replies.
 def maxdatasize(r):
     server = r.server("servers.hello", "--maxdatasize", "20")
     message = b"this message is longer than twenty bytes"
-    with socket.create_connection(server.address, timeout=3) as sock:
+    with r.connect(server.address) as sock:
         sock.sendall(message + b"\n")
         r.say(f"[client] sent {len(message)} bytes and a newline: {message.decode()!r}")
         pieces = -(-len(message) // 19)
@@ -72,7 +72,7 @@ The worksheet's msgclient reads with scanf("%s"), one word at a time: three mess
 def how_are_you(r):
     server = r.server("servers.hello")
     r.heading("telnet: the whole line, CR LF included, in one send")
-    with socket.create_connection(server.address, timeout=3) as sock:
+    with r.connect(server.address) as sock:
         sock.sendall(b"How are you\r\n")
         data = recv_until(sock, lambda d: d.count(HELLO) >= 1)
         r.say(f"[telnet] typed 'How are you', read {data!r}")
@@ -140,7 +140,7 @@ def _wchan(pid):
 
 
 def _connect(r, server, label):
-    sock = socket.create_connection(server.address, timeout=3)
+    sock = r.connect(server.address)
     r.say(f"[{label}] connect() to port {server.port}: connected from port "
           f"{sock.getsockname()[1]}")
     return sock
@@ -501,7 +501,7 @@ def parent_killed(r):
     status = client.wait()
     client.flush()
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=3).close()
+        r.connect(("127.0.0.1", port)).close()
         refused = "connected"
     except ConnectionRefusedError as exc:
         refused = f"ECONNREFUSED ({exc.strerror})"

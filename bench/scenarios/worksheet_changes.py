@@ -143,7 +143,7 @@ def goodbye_and_echo(r):
         r.heading(f"--model {model} --goodbye: the first change")
         server = r.server("servers.hello", "--model", model, "-v", "--goodbye",
                           label=f"hello {model}")
-        with socket.create_connection(server.address, timeout=3) as sock:
+        with r.connect(server.address) as sock:
             hello = _exchange(r, sock, b"hello\n")
             if model == "fork":
                 r.until(lambda: observe.children_of(server.pid), timeout=3)
@@ -162,7 +162,7 @@ def goodbye_and_echo(r):
         r.heading(f"--model {model} --goodbye --echo: both changes")
         server = r.server("servers.hello", "--model", model, "-v", "--goodbye", "--echo",
                           label=f"hello {model} echo")
-        with socket.create_connection(server.address, timeout=3) as sock:
+        with r.connect(server.address) as sock:
             echoed = [_exchange(r, sock, m) for m in (b"hello\n", b"How are you\n")]
             bye_echo, how_echo = _quit(r, sock)
         server.wait_for(r"closed \(quit\)", what="'closed (quit)'")
@@ -192,7 +192,7 @@ def _hold_and_reset(r, server, message, snapshot=False):
     first write to a reset connection.
     """
     with r.held(server):
-        sock = socket.create_connection(server.address, timeout=3)
+        sock = r.connect(server.address)
         name = sock.getsockname()
         sock.sendall(message)
         _wait_acked(r, sock, "the message")
@@ -209,7 +209,7 @@ def _hold_and_reset(r, server, message, snapshot=False):
 
 def _leave_without_quit(r, server, message):
     """Fault: send ``message``, read its answer, close (FIN) without ``quit``."""
-    with socket.create_connection(server.address, timeout=3) as sock:
+    with r.connect(server.address) as sock:
         sock.sendall(message)
         reply = recv_until(sock, lambda d: d.endswith(b"\n"))
         r.say(f"[client] sent {message!r}, read {reply!r}, then close() (FIN), no quit")
@@ -218,7 +218,7 @@ def _leave_without_quit(r, server, message):
 
 def _one_normal_client(r, server, hello, quit):
     """The next client after the faults: served as if nothing had happened."""
-    with socket.create_connection(server.address, timeout=3) as sock:
+    with r.connect(server.address) as sock:
         sock.sendall(hello)
         reply = recv_until(sock, lambda d: d.endswith(b"\n"))
         sock.sendall(quit)
@@ -230,7 +230,7 @@ def _one_normal_client(r, server, hello, quit):
 
 def _reset_in_recv(r, server, known):
     """Fault: connect, wait until the child sleeps in recv, then reset."""
-    sock = socket.create_connection(server.address, timeout=3)
+    sock = r.connect(server.address)
     child = _new_child(r, server, known)
     known.add(child.pid)
     r.ps([server], "connected: the child sleeps in recv")
@@ -333,7 +333,7 @@ def forcing_error_messages(r):
           "answered; at the default 200 its first 199-byte pieces are answered first)")
     sel = r.server("servers.hello", "--model", "select", "-v", "--maxdatasize", "4098",
                    label="hello select")
-    with socket.create_connection(sel.address, timeout=3) as sock:
+    with r.connect(sel.address) as sock:
         sock.sendall(b"x" * 4097 + b"\n")
         data, how = recv_to_eof(sock)
         r.say(f"[client] sent 4097 bytes and a newline, read {data!r}, then {how}")
@@ -400,7 +400,7 @@ def messages_split_and_merged(r):
                   label="serverFork", loopback=False)
     r.say("(each recv below is made once the server's answers are all in: the client slower "
           "than the server, which takes the timing out of it)")
-    with socket.create_connection(ws.address, timeout=3) as sock:
+    with r.connect(ws.address) as sock:
         bufs = [_msgclient_step(r, sock, WORD, 2)]
         r.netstat(ws.port, "the msgclient connected to the worksheet's server")
         r.remember_children(ws)
@@ -470,7 +470,7 @@ def _two_sends(r, server, sends, quit):
     quits = _count(server, r"Message received: quit$")
     total = sum(map(len, sends))
     with r.held(server):
-        sock = socket.create_connection(server.address, timeout=3)
+        sock = r.connect(server.address)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)    # each send a segment
         name = sock.getsockname()
         for data in sends:
