@@ -1,18 +1,21 @@
 """`python -m bench.scenarios`: every scenario runs as its text predicts, and the runner
 reports contradictions, bounds each scenario in time and cleans up what it started."""
 
+import fcntl
 import re
 import resource
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 
 import pytest
 
-from conftest import ROOT, run_main
+from conftest import ROOT, run_main, wait_until
 from bench.scenarios import netns, observe
-from bench.scenarios.harness import REGISTRY, Scenario, ScenarioError
+from bench.scenarios.harness import REGISTRY, Scenario, ScenarioError, recv_to_eof
 
 IDS = list(REGISTRY)
 
@@ -191,6 +194,23 @@ def test_a_scenario_failing_midway_leaves_its_own_sockets_closed(fake):
     assert status == 1 and "failing on purpose" in out
     assert len(made) == 2
     assert [sock.fileno() for sock in made] == [-1, -1], "a socket of the scenario's left open"
+
+
+def test_recv_to_eof_keeps_the_bytes_that_came_before_a_reset():
+    """A peer that sends, then resets (SO_LINGER 0): recv_to_eof returns what it sent, and
+    says the connection ended in a reset, not an EOF."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        with socket.create_connection(listener.getsockname(), timeout=3) as client:
+            peer, _ = listener.accept()
+            peer.sendall(b"busy\n")
+            wait_until(lambda: _unread(client) == 5, "the 5 bytes to arrive")
+            peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            peer.close()
+            assert recv_to_eof(client) == (b"busy\n", "reset")
+
+
+def _unread(sock):
+    return struct.unpack("i", fcntl.ioctl(sock, termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
 def test_proc_net_tcp_is_read_right():

@@ -461,9 +461,18 @@ def recv_until(sock, predicate, timeout=3.0):
 
 
 def recv_to_eof(sock, timeout=3.0):
-    """Everything until the server's EOF; ``(data, how it ended)``."""
+    """Everything until the server's EOF or reset: ``(data, "EOF" | "reset")``.
+
+    On a reset ``data`` is still what came before it.  ScenarioError if
+    neither comes within ``timeout``.
+    """
+    seen = b""
+
+    def never(data):                # shown each byte so far, before each recv
+        nonlocal seen
+        seen = data
+        return False
     try:
-        data = recv_until(sock, lambda d: False, timeout)
+        return recv_until(sock, never, timeout), "EOF"
     except ConnectionResetError:
-        return b"", "reset"
-    return data, "EOF"
+        return seen, "reset"
