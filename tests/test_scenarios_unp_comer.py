@@ -160,13 +160,18 @@ def test_connect_intr_connects_to_loopback_only(texts_unp):
 
 
 def test_listen_overflows_counts_a_syn_dropped_at_a_full_accept_queue(full_listener):
-    """X21's ListenOverflows reading rises when a SYN finds the accept queue full."""
+    """X21's ListenOverflows reading rises when a SYN finds the accept queue full, and the
+    connect it came from is pending (SYN_SENT, no error), neither refused nor connected: the
+    host-wide counter alone could have been moved by another connection."""
     before = observe.netstat_counter("ListenOverflows")
     with socket.socket() as sock:
         sock.setblocking(False)
         sock.connect_ex(full_listener.getsockname())
         wait_until(lambda: observe.netstat_counter("ListenOverflows") > before,
                    "ListenOverflows rose")
+        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+        assert observe.TCP_STATES.get(state) == "SYN_SENT"
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
 
 
 @pytest.mark.parametrize("wchan, polling", [
