@@ -141,7 +141,7 @@ def test_a_connect_to_a_full_accept_queue_is_pending_and_counted():
             pending = guide_servers._connect_nowait(_NoCleanup(), address)
             try:
                 wait_until(lambda: observe.netstat_counter("ListenOverflows") > before)
-                assert guide_servers._state(pending) == "SYN_SENT"
+                assert guide_servers._tcp_state_name(pending) == "SYN_SENT"
                 assert pending.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
             finally:
                 pending.close()

@@ -9,14 +9,14 @@ import pytest
 
 from bench.scenarios import observe, worksheet_changes as wc
 from bench.scenarios.texts_worksheet import HELLO
-from bench.scenarios.harness import Run, Scenario, ScenarioError, recv_to_eof
+from bench.scenarios.harness import Run, Scenario, ScenarioError, recv_to_eof, reset
 from conftest import DEADLINE
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def test_queued_and_unacked_count_what_the_kernel_holds():
-    """_queued is the bytes waiting to be read; _unacked drops to 0 once the peer's TCP has them."""
+def test_unread_and_unacked_count_what_the_kernel_holds():
+    """_unread is the bytes waiting to be read; _unacked drops to 0 once the peer's TCP has them."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         with socket.create_connection(listener.getsockname(), timeout=DEADLINE) as a:
             b, _ = listener.accept()
@@ -24,18 +24,18 @@ def test_queued_and_unacked_count_what_the_kernel_holds():
                 a.sendall(b"12345")
                 run = _run()
                 wc._wait_acked(run, a, "five bytes")
-                assert wc._unacked(a) == 0 and wc._queued(b) == 5
+                assert wc._unacked(a) == 0 and wc._unread(b) == 5
                 b.recv(2)
-                assert wc._queued(b) == 3
+                assert wc._unread(b) == 3
 
 
 def test_reset_sends_rst_not_fin():
-    """_reset closes with SO_LINGER 0: the peer's next recv fails with ECONNRESET instead of EOF."""
+    """The harness's reset closes with SO_LINGER 0: the peer's next recv fails with ECONNRESET instead of EOF."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         a = socket.create_connection(listener.getsockname(), timeout=DEADLINE)
         b, _ = listener.accept()
         with b:
-            wc._reset(a)
+            reset(a)
             b.settimeout(DEADLINE)
             with pytest.raises(ConnectionResetError):
                 b.recv(10)

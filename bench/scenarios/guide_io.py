@@ -32,15 +32,16 @@ WORKSHEET = "\"Concurrent Servers\" worksheet"
 TEXTS = "bench.scenarios.texts_guide"
 
 
-def _stat(pid):
+def _stat_and_wchan(pid):
+    """Process ``pid``'s (STAT, WCHAN), or (None, None) if it has gone."""
     p = observe.process(pid)
     return (p.stat, p.wchan) if p else (None, None)
 
 
 def _asleep(r, proc):
     """Wait until ``proc`` sleeps (STAT S) in the kernel; its (stat, wchan)."""
-    r.until(lambda: _stat(proc.pid)[0] == "S" and _stat(proc.pid)[1] != "-", timeout=3)
-    return _stat(proc.pid)
+    r.until(lambda: _stat_and_wchan(proc.pid)[0] == "S" and _stat_and_wchan(proc.pid)[1] != "-", timeout=3)
+    return _stat_and_wchan(proc.pid)
 
 
 # --- UDP sockets from /proc/net/udp --------------------------------------------
@@ -482,7 +483,7 @@ class Counted:
         return data
 
 
-def _queued(r, port):
+def _recv_q_and_send_q(r, port):
     """(the server's end's Recv-Q, the client's end's Send-Q) of the connection to ``port``."""
     rows = [x for x in r.tcp_sockets(port) if x.state == "ESTABLISHED"]
     recv_q = sum(x.recv_q for x in rows if x.local[1] == port)
@@ -517,7 +518,7 @@ def partial_io(r):
         with r.held(server):
             r.say("The server is stopped: from now on it reads nothing.")
             sent, sends, full = _send_until_full(r, sock)
-            r.until(lambda: sum(_queued(r, port)) == sent, timeout=3)
+            r.until(lambda: sum(_recv_q_and_send_q(r, port)) == sent, timeout=3)
             rows = r.netstat(port, "the server stopped, the client's sends refused")
             r.ps([server], "stopped (T): it reads nothing")
             recv_q = sum(x.recv_q for x in rows if x.local[1] == port)

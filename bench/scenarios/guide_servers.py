@@ -18,12 +18,11 @@ import struct
 import time
 
 from bench.scenarios import observe
-from bench.scenarios.harness import ScenarioError, recv_until, scenario
+from bench.scenarios.harness import ScenarioError, recv_until, reset, scenario
 
 GUIDE = "Sanguino, A Quick Guide to Networking Software"
 WORKSHEET = "\"Concurrent Servers\" worksheet"
 TEXTS = "bench.scenarios.texts_guide"
-GUIDE_BACKLOG = 5           # the guide's listen(fd,5)
 
 WRITES = ("write", "sendto")
 
@@ -51,11 +50,6 @@ def _ignores(pid, signum):
     return bool(int(mask, 16) >> (signum - 1) & 1)
 
 
-def _stat(pid):
-    p = observe.process(pid)
-    return p.stat if p else None
-
-
 def _retransmissions(sock):
     """(``tcpi_retransmits``, ``tcpi_total_retrans``) from TCP_INFO: now, and over the connection's life."""
     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
@@ -68,7 +62,7 @@ def _rto(sock):
     return struct.unpack_from("I", info, 8)[0] / 1e6
 
 
-def _state(sock):
+def _tcp_state_name(sock):
     """The socket's TCP state as /proc/net/tcp names it (SYN_SENT, ESTABLISHED...)."""
     code = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
     return observe.TCP_STATES.get(code, str(code))
@@ -95,12 +89,6 @@ def _connect_outcome(r, sock, timeout):
 
 def _errname(code):
     return "0 (connected)" if code == 0 else f"{errno.errorcode.get(code, code)} ({os.strerror(code)})"
-
-
-def _reset(sock):
-    """Close with SO_LINGER {on, 0}: an RST, not a FIN."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 def _silent(sock, seconds):
@@ -151,6 +139,10 @@ other clients would become pending or would be rejected. The number of pending c
 depends on the listen backlog argument."
 """)
 def listen_queue_full(r):
+    # The guide's listen(fd,5), from its translation.  Imported here, not at the top:
+    # bench.scenarios imports this module, and `python -m bench.scenarios.texts_guide` would
+    # find texts_guide imported before it runs (runpy's RuntimeWarning, in the transcript).
+    from bench.scenarios.texts_guide import GUIDE_BACKLOG
     server = r.server(TEXTS, "iterative", "0", label="guide's iterative server", loopback=False)
     address = server.address
     abort = observe.sysctl("net.ipv4.tcp_abort_on_overflow")
@@ -203,8 +195,8 @@ def listen_queue_full(r):
     sent = 1 + _retransmissions(pending)[0]
     r.say(f"[client {GUIDE_BACKLOG + 3}] connect() ended {gave_up:.1f} s after it started: "
           f"{_errname(outcome) if outcome is not None else 'still pending'}")
-    r.say(f"[client {GUIDE_BACKLOG + 4}] meanwhile: {_state(pending)}, its SYN sent {sent} times")
-    r.expect(outcome == errno.ETIMEDOUT and _state(pending) == "SYN_SENT",
+    r.say(f"[client {GUIDE_BACKLOG + 4}] meanwhile: {_tcp_state_name(pending)}, its SYN sent {sent} times")
+    r.expect(outcome == errno.ETIMEDOUT and _tcp_state_name(pending) == "SYN_SENT",
              f"a connect whose SYNs all meet a full queue fails only when its time runs out, "
              f"with ETIMEDOUT (here after {gave_up:.1f} s: TCP_SYNCNT 1 allows 3 s in all; "
              f"tcp_syn_retries = {retries} allows {2 ** (retries + 1) - 1} s), never ECONNREFUSED; "
@@ -217,9 +209,9 @@ def listen_queue_full(r):
     # Client 2 is accepted by now: the pending client's next SYN, at most one
     # retransmission timeout from now, finds room.
     accepted = time.monotonic()
-    rto = _rto(pending) if _state(pending) == "SYN_SENT" else 0.0
+    rto = _rto(pending) if _tcp_state_name(pending) == "SYN_SENT" else 0.0
     r.say(f"[client 2] read {two!r}: accepted, so the queue has room for one")
-    r.say(f"[client {GUIDE_BACKLOG + 4}] {_state(pending)}, its retransmission timeout "
+    r.say(f"[client {GUIDE_BACKLOG + 4}] {_tcp_state_name(pending)}, its retransmission timeout "
           f"{rto:g} s")
     outcome = _connect_outcome(r, pending, timeout=8)
     done = time.monotonic()
@@ -270,7 +262,7 @@ def _second_client(r, server, label, concurrent):
     theirs = [x for x in rows if x.remote == ("127.0.0.1", port2)]
     listen_q = [x.recv_q for x in rows if x.state == "LISTEN"]
     if not concurrent:
-        r.expect(_state(second) == "ESTABLISHED" and [x.state for x in theirs] == ["ESTABLISHED"]
+        r.expect(_tcp_state_name(second) == "ESTABLISHED" and [x.state for x in theirs] == ["ESTABLISHED"]
                  and listen_q == [1],
                  f"{label}: client 2's connection is ESTABLISHED on both sides (the kernel "
                  f"completed the handshake) and waits in the accept queue (LISTEN Recv-Q "
@@ -383,7 +375,7 @@ def one_bad_client(r):
     _guide_fork(r)
     for module, args in (("servers.echo_iterative", ("-v",)), ("servers.echo_fork", ("-v",)),
                          ("servers.echo_select", ("--trace",))):
-        _ours(r, module, args)
+        _ours_with_a_bad_client(r, module, args)
 
 
 def _exits(server):
@@ -409,7 +401,7 @@ def _guide_iterative(r):
     _ps(r, [server], "its write to the bad client sleeps: the client's window is closed")
     r.netstat(server.port, "the bad client served, client 2 queued")
     r.say("[bad client] SO_LINGER {on, 0}; close(): RST")
-    _reset(bad)
+    reset(bad)
     try:
         status = server.wait(timeout=3)
     except ScenarioError:
@@ -456,7 +448,7 @@ def _guide_fork(r):
     names = {good_child: "client 1's child", bad_child: "the bad client's child"}
     _ps(r, [server], "a child per client: the bad client's sleeps in write", names)
     r.say("[bad client] SO_LINGER {on, 0}; close(): RST")
-    _reset(bad)
+    reset(bad)
     gone = r.until(lambda: bad_child not in observe.children_of(server.pid), timeout=3)
     r.until(lambda: _exits(server), timeout=2)
     rows = _ps(r, [server], "the bad client's child has exited", names)
@@ -479,7 +471,7 @@ def _guide_fork(r):
     r.heading(f"{label}: a client reset before the parent accepts it")
     with r.held(server):
         r.say("[client 4] connects, and resets (SO_LINGER 0) while the parent is stopped")
-        _reset(r.connect(server.address, timeout=2))
+        reset(r.connect(server.address, timeout=2))
     r.until(lambda: len(_exits(server)) >= 2, timeout=3)
     r.remember_children(server)
     rows = _ps(r, [server], "after the reset connection was accepted")
@@ -499,7 +491,7 @@ def _guide_fork(r):
         sock.close()
 
 
-def _ours(r, module, args):
+def _ours_with_a_bad_client(r, module, args):
     label = module.rsplit(".", 1)[-1]
     r.heading(label)
     server = r.server(module, *args, label=label)
@@ -516,7 +508,7 @@ def _ours(r, module, args):
     r.remember_children(server)
     _ps(r, [server], f"{label} with the bad client and client 2")
     r.say("[bad client] SO_LINGER {on, 0}; close(): RST")
-    _reset(bad)
+    reset(bad)
     r.until(lambda: server.has(rf":{bad_port} closed "), timeout=3)
     logged = next((line for line in server.output() if f":{bad_port} closed " in line), "")
     echo = recv_until(good, _line)

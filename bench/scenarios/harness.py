@@ -25,6 +25,7 @@ import contextlib
 import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -440,6 +441,12 @@ class Run:
 
 
 # --- a scenario's own sockets ------------------------------------------------
+
+def reset(sock):
+    """Close with SO_LINGER {on, 0}: the kernel sends an RST instead of a FIN (UNP 5.11's client)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
 
 def recv_until(sock, predicate, timeout=3.0):
     """Bytes from ``sock`` until ``predicate(data)`` or EOF; ScenarioError after ``timeout``."""

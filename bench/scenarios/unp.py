@@ -2,11 +2,9 @@
 
 import os
 import signal
-import socket
-import struct
 
 from bench.scenarios import observe
-from bench.scenarios.harness import ScenarioError, scenario
+from bench.scenarios.harness import ScenarioError, reset, scenario
 
 SOURCE = "Stevens, UNIX Network Programming, ch. 5"
 
@@ -19,7 +17,8 @@ def _states(rows, server_port):
     return server, client, listening
 
 
-def _state(pid):
+def _proc_stat(pid):
+    """Process ``pid``'s STAT (S, T, Z...), or None if it has gone."""
     p = observe.process(pid)
     return p.stat if p else None
 
@@ -90,7 +89,7 @@ def normal_start_and_end(r):
              "the parent reaped its child (SIGCHLD handled with waitpid): no zombie")
 
 
-def _ours(rows, ours, port):
+def _our_rows(rows, ours, port):
     """The rows of the connections in ``ours`` (and the listener), as ``_states`` reads them."""
     return _states([x for x in rows if x.state == "LISTEN" or (x.local, x.remote) in ours], port)
 
@@ -124,7 +123,7 @@ def normal_termination(r):
     child = observe.children_of(server.pid)[0]
     rows = r.netstat(port, "two lines echoed")
     ours = {(x.local, x.remote) for x in rows if x.state == "ESTABLISHED"}
-    r.until(lambda: _state(child) == "S" and _state(client.pid) == "S")
+    r.until(lambda: _proc_stat(child) == "S" and _proc_stat(client.pid) == "S")
     r.ps([server, client], "the child waits in read for the next line, the client in fgets")
 
     r.heading("steps 1-2: ^D; fgets returns NULL, str_cli returns, main calls exit")
@@ -136,9 +135,9 @@ def normal_termination(r):
 
     r.heading("steps 3-4: the client's FIN; the child's read returns 0")
     server.wait_for(rf"child {child}: read returned 0")
-    r.until(lambda: _ours(r.tcp_sockets(port), ours, port)[:2] == (["CLOSE_WAIT"], ["FIN_WAIT2"]))
+    r.until(lambda: _our_rows(r.tcp_sockets(port), ours, port)[:2] == (["CLOSE_WAIT"], ["FIN_WAIT2"]))
     rows = r.netstat(port, "the child has read 0 and not yet exited")
-    server_side, client_side, _ = _ours(rows, ours, port)
+    server_side, client_side, _ = _our_rows(rows, ours, port)
     r.expect(server_side == ["CLOSE_WAIT"] and client_side == ["FIN_WAIT2"],
              f"step 3: the client's FIN is ACKed: the server's socket is in CLOSE_WAIT "
              f"({server_side}), the client's in FIN_WAIT_2 ({client_side}), though the client "
@@ -151,10 +150,10 @@ def normal_termination(r):
     r.heading("steps 5-6: the child calls exit; its socket is closed: FIN from the server")
     r.say(f"$ kill -USR1 {child}    # the child goes on from its pause point to exit(0)")
     os.kill(child, signal.SIGUSR1)
-    r.until(lambda: _state(child) == "Z")
-    r.until(lambda: _ours(r.tcp_sockets(port), ours, port)[:2] == ([], ["TIME_WAIT"]))
+    r.until(lambda: _proc_stat(child) == "Z")
+    r.until(lambda: _our_rows(r.tcp_sockets(port), ours, port)[:2] == ([], ["TIME_WAIT"]))
     rows = r.netstat(port, "the child has exited")
-    server_side, client_side, listening = _ours(rows, ours, port)
+    server_side, client_side, listening = _our_rows(rows, ours, port)
     r.expect_timewait(client_side == ["TIME_WAIT"] and not server_side,
                       f"step 6: the server's FIN and the client's ACK end the connection: the "
                       f"client's side, which closed first, is in TIME_WAIT ({client_side}); the "
@@ -181,10 +180,10 @@ def normal_termination(r):
     client.wait()
     client.flush()
     server.wait_for(rf"child {child} terminated")
-    r.until(lambda: _ours(r.tcp_sockets(server.port), ours, server.port)[:2]
+    r.until(lambda: _our_rows(r.tcp_sockets(server.port), ours, server.port)[:2]
             == ([], ["TIME_WAIT"]))
     rows = r.netstat(server.port, "after ^D")
-    _, client_side, _ = _ours(rows, ours, server.port)
+    _, client_side, _ = _our_rows(rows, ours, server.port)
     procs = r.ps([server], "after ^D")
     r.expect(server.has(rf"\[{child}\] .* closed \(peer eof\)")
              and server.has(rf"child {child} terminated \(exit 0\)")
@@ -495,8 +494,7 @@ def rst_before_accept(r):
             aborted_port = sock.getsockname()[1]
             r.say(f"[client] connect() returned: {aborted_port} -> {server.port}")
             r.netstat(server.port, "connected, not yet accepted: the server is stopped")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            sock.close()
+            reset(sock)
             r.say("[client] SO_LINGER {on, 0}; close(): RST")
             rows = r.netstat(server.port, "after the RST, before accept")
             r.expect([(x.state, x.recv_q) for x in rows] == [("LISTEN", 1)],

@@ -146,7 +146,7 @@ def _connect(r, server, label):
     return sock
 
 
-def _exchange(r, sock, label, data):
+def _hello_reply(r, sock, label, data):
     """One ``send`` of ``data``, then read until one 'Hello, World!' has come; both shown."""
     sock.sendall(data)
     reply = recv_until(sock, lambda d: HELLO in d)
@@ -165,7 +165,7 @@ def _quiet(sock, seconds):
         sock.settimeout(3)
 
 
-def _new_child(r, server, known, what):
+def _new_live_child(r, server, known, what):
     """The server's live child that is not in ``known``, once it is there."""
     def found():
         return next((p for p in _children(server.pid) if p.pid not in known and not p.zombie),
@@ -227,7 +227,7 @@ def _wait_status(pid):
     return int(fields[index]) if len(fields) > index else None
 
 
-def _received(server):
+def _messages_logged(server):
     """The messages the worksheet's server logged, as printed (a CR kept)."""
     return [line.split("Message received: ", 1)[1] for line in server.output()
             if line.startswith("Message received: ")]
@@ -264,9 +264,9 @@ def serverfork_clients(r):
 
     r.heading("telnet localhost PORT; type 'hello' (telnet sends hello\\r\\n)")
     telnet = _connect(r, server, "telnet")
-    reply = _exchange(r, telnet, "telnet", b"hello\r\n")
+    reply = _hello_reply(r, telnet, "telnet", b"hello\r\n")
     server.wait_for("^Message received: hello")
-    got = _received(server)
+    got = _messages_logged(server)
     r.say(f"the server printed {('Message received: ' + got[0] + chr(10) * 2).encode()!r}: the "
           f"CR LF telnet sent, kept, then the format's own \\n")
     r.expect(reply == HELLO, f"telnet reads 'Hello, World!' (read {reply!r})")
@@ -278,12 +278,12 @@ def serverfork_clients(r):
 
     r.heading("two more clients, each sending as msgclient.c does (the word, no newline)")
     clients = {"telnet": telnet}
-    known = {_new_child(r, server, set(), "telnet").pid}
+    known = {_new_live_child(r, server, set(), "telnet").pid}
     pids = {}
     for label in ("msgclient 1", "msgclient 2"):
         clients[label] = _connect(r, server, label)
-        _exchange(r, clients[label], label, b"hi")
-        pids[label] = _new_child(r, server, known, label).pid
+        _hello_reply(r, clients[label], label, b"hi")
+        pids[label] = _new_live_child(r, server, known, label).pid
         known.add(pids[label])
     r.netstat(server.port, "three clients connected")
     rows = r.ps([server], "three clients: how many servers appear to be running?")
@@ -353,13 +353,13 @@ def serverfork_clients(r):
     socks = {}
     for label in ("telnet", "msgclient 1", "msgclient 2"):
         socks[label] = _connect(r, ours, label)
-        _exchange(r, socks[label], label, b"hello\r\n")
+        _hello_reply(r, socks[label], label, b"hello\r\n")
     socks["msgclient 1"].sendall(b"quit\n")
     rest, how = recv_to_eof(socks.pop("msgclient 1"))
     r.say(f"[msgclient 1] sent b'quit\\n', read {rest!r}, then {how}")
     ours.wait_for(r"child \d+ terminated")
     late = _connect(r, ours, "msgclient 3")
-    reply = _exchange(r, late, "msgclient 3", b"hello\r\n")
+    reply = _hello_reply(r, late, "msgclient 3", b"hello\r\n")
     r.remember_children(ours)
     rows = r.ps([ours], "one client quit, a new one answered")
     r.expect(reply == HELLO and len([p for p in rows if p.ppid == ours.pid]) == 3,
@@ -383,16 +383,16 @@ ends it. selectlab's servers.hello takes a message as a line, CR LF stripped.
 def quit_crlf(r):
     server = _serverfork(r)
     telnet = _connect(r, server, "telnet")
-    _exchange(r, telnet, "telnet", b"hello\r\n")
-    child = _new_child(r, server, set(), "telnet")
-    reply = _exchange(r, telnet, "telnet", b"quit\r\n")
+    _hello_reply(r, telnet, "telnet", b"hello\r\n")
+    child = _new_live_child(r, server, set(), "telnet")
+    reply = _hello_reply(r, telnet, "telnet", b"quit\r\n")
     try:
-        again = _exchange(r, telnet, "telnet", b"still there?\r\n")
+        again = _hello_reply(r, telnet, "telnet", b"still there?\r\n")
     except OSError as exc:          # what it would be if quit\r\n had ended the child
         again = exc.strerror
     r.netstat(server.port, "telnet has typed quit")
     rows = r.ps([server], "telnet has typed quit: its child is still there")
-    r.expect(reply == HELLO and "quit\r" in _received(server),
+    r.expect(reply == HELLO and "quit\r" in _messages_logged(server),
              f"telnet's quit\\r\\n is a message like any other, 'quit\\r\\n' (CR and LF kept), "
              f"answered 'Hello, World!' (read {reply!r})")
     r.expect(again == HELLO and child.pid in [p.pid for p in rows],
@@ -408,7 +408,7 @@ def quit_crlf(r):
     client = r.client("clients.msgclient", "--timeout", "2", "127.0.0.1", server.port,
                       label="msgclient")
     client.send("quit\n")
-    its = _new_child(r, server, {child.pid}, "msgclient")
+    its = _new_live_child(r, server, {child.pid}, "msgclient")
     status = client.wait(timeout=6)
     r.expect(status == 1 and client.has("Received: Hello, World!")
              and client.has("no answer from the server"),
@@ -419,8 +419,8 @@ def quit_crlf(r):
     r.heading("the worksheet's msgclient: send( sockfd, \"quit\", strlen( \"quit\"), 0)")
     known = {p.pid for p in _children(server.pid)}
     worksheet = _connect(r, server, "msgclient.c")
-    _exchange(r, worksheet, "msgclient.c", b"hello")
-    its = _new_child(r, server, known, "msgclient.c")
+    _hello_reply(r, worksheet, "msgclient.c", b"hello")
+    its = _new_live_child(r, server, known, "msgclient.c")
     worksheet.sendall(b"quit")
     rest, how = recv_to_eof(worksheet)
     worksheet.close()
@@ -434,7 +434,7 @@ def quit_crlf(r):
     r.heading("selectlab's servers.hello")
     ours = r.server("servers.hello", "-v", label="hello")
     telnet = _connect(r, ours, "telnet")
-    _exchange(r, telnet, "telnet", b"hello\r\n")
+    _hello_reply(r, telnet, "telnet", b"hello\r\n")
     telnet.sendall(b"quit\r\n")
     rest, how = recv_to_eof(telnet)
     telnet.close()
@@ -473,8 +473,8 @@ def parent_killed(r):
     socks, pids = {}, {}
     for label in ("msgclient 1", "msgclient 2"):
         socks[label] = _connect(r, server, label)
-        _exchange(r, socks[label], label, b"hello")
-        pids[label] = _new_child(r, server, set(pids.values()), label).pid
+        _hello_reply(r, socks[label], label, b"hello")
+        pids[label] = _new_live_child(r, server, set(pids.values()), label).pid
     r.ps([server], "two clients connected")
 
     server.signal(signal.SIGTERM)
@@ -493,7 +493,7 @@ def parent_killed(r):
              f"(PPID now {sorted(ppids)}: {adopter or 'neither init nor a subreaper'})")
 
     r.heading("E7: more messages from a running client")
-    reply = _exchange(r, socks["msgclient 1"], "msgclient 1", b"more")
+    reply = _hello_reply(r, socks["msgclient 1"], "msgclient 1", b"more")
     r.expect(reply == HELLO, f"a running client is still answered, by its child (read {reply!r})")
 
     r.heading("E8: a new client")
@@ -531,12 +531,12 @@ def parent_killed(r):
         r.expect(False, f"with SO_REUSEADDR the new server binds port {port}: it did not ({exc})")
         return
     newcomer = _connect(r, again, "msgclient 3")
-    reply = _exchange(r, newcomer, "msgclient 3", b"hello")
+    reply = _hello_reply(r, newcomer, "msgclient 3", b"hello")
     r.remember_children(again)
     r.netstat(port, "the new server, its client, and the old children's clients", every=True)
     r.ps([again], "the new server and its child")
     r.ps_of(orphans, "the old server's children, still serving")
-    older = _exchange(r, socks["msgclient 2"], "msgclient 2", b"still?")
+    older = _hello_reply(r, socks["msgclient 2"], "msgclient 2", b"still?")
     r.expect(reply == HELLO and again.has("^Server: got connection from 127.0.0.1$"),
              f"with SO_REUSEADDR (as serverFork.c sets it) the new server binds port {port} and "
              f"serves a new client")
@@ -565,7 +565,7 @@ def no_handler_zombies(r):
     for n in range(1, 4):
         label = f"msgclient {n}"
         sock = _connect(r, server, label)
-        _exchange(r, sock, label, b"hello")
+        _hello_reply(r, sock, label, b"hello")
         sock.sendall(b"quit")
         rest, how = recv_to_eof(sock)
         sock.close()
@@ -625,8 +625,8 @@ def client_vanishes(r):
     # Without the handler the child stays a zombie, so how it ended can be read.
     server = _serverfork(r, "--no-handler", label="serverFork --no-handler")
     sock = _connect(r, server, "telnet")
-    _exchange(r, sock, "telnet", b"hello\r\n")
-    child = _new_child(r, server, set(), "telnet")
+    _hello_reply(r, sock, "telnet", b"hello\r\n")
+    child = _new_live_child(r, server, set(), "telnet")
     r.netstat(server.port, "connected")
     r.ps([server], "connected: the child waits in recv")
     sock.close()
@@ -635,7 +635,7 @@ def client_vanishes(r):
                    timeout=3)
     status = _wait_status(child.pid)
     server.flush()
-    after = _received(server)[1:]
+    after = _messages_logged(server)[1:]
     r.netstat(server.port, "the child has ended")
     r.ps([server], "the child has ended: a zombie, its wait status kept")
     how = describe_exit(status) if status is not None else "unknown"
@@ -657,8 +657,8 @@ def client_vanishes(r):
     r.heading("selectlab's servers.hello")
     ours = r.server("servers.hello", "-v", label="hello")
     sock = _connect(r, ours, "telnet")
-    _exchange(r, sock, "telnet", b"hello\r\n")
-    child = _new_child(r, ours, set(), "telnet")
+    _hello_reply(r, sock, "telnet", b"hello\r\n")
+    child = _new_live_child(r, ours, set(), "telnet")
     sock.close()
     r.say("[telnet] ^] quit: close(), no quit sent")
     ours.wait_for(rf"child {child.pid} terminated", timeout=3)

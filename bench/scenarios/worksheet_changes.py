@@ -28,7 +28,7 @@ import struct
 import termios
 
 from bench.scenarios import observe
-from bench.scenarios.harness import ScenarioError, recv_to_eof, recv_until, scenario
+from bench.scenarios.harness import ScenarioError, recv_to_eof, recv_until, reset, scenario
 
 WORKSHEET = "\"Concurrent Servers\" worksheet"
 HELLO = b"Hello, World!\n"
@@ -40,15 +40,15 @@ SIGPIPE = int(signal.SIGPIPE)
 
 # --- helpers of this module's own ---------------------------------------------
 
-def _queued(sock):
+def _unread(sock):
     """Bytes waiting in ``sock``'s receive queue (``ioctl(FIONREAD)``, the kernel's SIOCINQ)."""
     return struct.unpack("i", fcntl.ioctl(sock, termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
-def _wait_queued(r, sock, n, what):
+def _wait_unread(r, sock, n, what):
     """Until at least ``n`` bytes wait in ``sock``; ScenarioError if they do not come."""
-    if not r.until(lambda: _queued(sock) >= n, timeout=3):
-        raise ScenarioError(f"{what}: {_queued(sock)} bytes queued, not {n}")
+    if not r.until(lambda: _unread(sock) >= n, timeout=3):
+        raise ScenarioError(f"{what}: {_unread(sock)} bytes queued, not {n}")
 
 
 def _unacked(sock):
@@ -60,12 +60,6 @@ def _wait_acked(r, sock, what):
     """Until the peer's TCP has acknowledged all ``sock`` sent: then it waits in the peer's queue."""
     if not r.until(lambda: _unacked(sock) == 0, timeout=3):
         raise ScenarioError(f"{what}: {_unacked(sock)} bytes never acknowledged")
-
-
-def _reset(sock):
-    """Close with SO_LINGER {on, 0}: the kernel sends RST instead of FIN (UNP 5.11's client)."""
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    sock.close()
 
 
 def _server_side(r, server, sock_name):
@@ -93,7 +87,7 @@ def _lines_after(proc, start):
     return proc.output()[start:]
 
 
-def _new_child(r, server, known):
+def _new_sleeping_child(r, server, known):
     """The server's child that is not in ``known``, once it is there and asleep (in recv)."""
     def found():
         for pid in observe.children_of(server.pid):
@@ -110,7 +104,7 @@ def _new_child(r, server, known):
 
 # --- E11 E12: Goodbye, clientaddr; echo ----------------------------------------
 
-def _exchange(r, sock, data):
+def _line_reply(r, sock, data):
     """Send ``data`` (one line), read one line back; both shown."""
     sock.sendall(data)
     reply = recv_until(sock, lambda d: d.endswith(b"\n"))
@@ -144,7 +138,7 @@ def goodbye_and_echo(r):
         server = r.server("servers.hello", "--model", model, "-v", "--goodbye",
                           label=f"hello {model}")
         with r.connect(server.address) as sock:
-            hello = _exchange(r, sock, b"hello\n")
+            hello = _line_reply(r, sock, b"hello\n")
             if model == "fork":
                 r.until(lambda: observe.children_of(server.pid), timeout=3)
                 r.remember_children(server)
@@ -163,7 +157,7 @@ def goodbye_and_echo(r):
         server = r.server("servers.hello", "--model", model, "-v", "--goodbye", "--echo",
                           label=f"hello {model} echo")
         with r.connect(server.address) as sock:
-            echoed = [_exchange(r, sock, m) for m in (b"hello\n", b"How are you\n")]
+            echoed = [_line_reply(r, sock, m) for m in (b"hello\n", b"How are you\n")]
             bye_echo, how_echo = _quit(r, sock)
         server.wait_for(r"closed \(quit\)", what="'closed (quit)'")
         r.expect(echoed == [b"hello\n", b"How are you\n"],
@@ -200,7 +194,7 @@ def _hold_and_reset(r, server, message, snapshot=False):
         if snapshot:
             r.netstat(server.port, f"held: the connection waits to be accepted, with "
                                    f"{len(message)} bytes unread")
-        _reset(sock)
+        reset(sock)
         r.say("[client] close() with SO_LINGER {on, 0}: RST")
         if not r.until(lambda: _server_side(r, server, name) is None, timeout=3):
             raise ScenarioError("the reset did not close the server's socket")
@@ -231,10 +225,10 @@ def _one_normal_client(r, server, hello, quit):
 def _reset_in_recv(r, server, known):
     """Fault: connect, wait until the child sleeps in recv, then reset."""
     sock = r.connect(server.address)
-    child = _new_child(r, server, known)
+    child = _new_sleeping_child(r, server, known)
     known.add(child.pid)
     r.ps([server], "connected: the child sleeps in recv")
-    _reset(sock)
+    reset(sock)
     r.say("[client] close() with SO_LINGER {on, 0}: RST while the child waits in recv")
     return child
 
@@ -362,11 +356,11 @@ def _msgclient_step(r, sock, msg, replies):
     server's ``replies`` answers to it are all queued here, the one
     ``recv( sockfd, buf, 99, 0)`` and ``printf( "Received: %s\\n", buf)``.
     """
-    before = _queued(sock)          # what the last recv left
+    before = _unread(sock)          # what the last recv left
     sock.sendall(msg)
     r.say(f"[msgclient] send(sockfd, {_short(msg)}, {len(msg)}, 0) = {len(msg)}")
-    _wait_queued(r, sock, before + replies * len(HELLO), f"replies to {_short(msg)}")
-    queued = _queued(sock)
+    _wait_unread(r, sock, before + replies * len(HELLO), f"replies to {_short(msg)}")
+    queued = _unread(sock)
     buf = sock.recv(CLIENT_RECV)
     r.say(f"[msgclient] {queued} bytes queued; recv(sockfd, buf, {CLIENT_RECV}, 0) = {len(buf)}")
     r.say(f"[msgclient] printf: Received: {buf.decode()!r}")
@@ -377,7 +371,8 @@ def _short(data):
     return repr(data) if len(data) <= 40 else f"{data[:34]!r}...({len(data)} bytes)"
 
 
-def _received(proc):
+def _replies_received(proc):
+    """What a msgclient printed after each ``Received: ``: the replies it read."""
     return [line.split("Received: ", 1)[1] for line in proc.output() if "Received: " in line]
 
 
@@ -430,12 +425,12 @@ def messages_split_and_merged(r):
                       label="msgclient")
     words = [WORD.decode(), "How", "are", "you"]
     client.send(" ".join(words) + "\n")
-    r.until(lambda: len(_received(client)) >= 4, timeout=3)
+    r.until(lambda: len(_replies_received(client)) >= 4, timeout=3)
     client.flush()
     client.send("quit\n")
     status = client.wait()
     client.flush()
-    got = _received(client)
+    got = _replies_received(client)
     sent = words + ["quit"]
     for i, word in enumerate(sent):
         printed = got[i:] if word == "quit" else got[i:i + 1]     # after quit, to the EOF
@@ -482,8 +477,8 @@ def _two_sends(r, server, sends, quit):
             raise ScenarioError(f"the server's socket does not hold the {total} bytes")
         r.ps([server], "the server held (STAT T)")
     with sock:
-        _wait_queued(r, sock, len(HELLO), "the first reply")
-        r.say(f"[client] {_queued(sock)} bytes queued after the server's read")
+        _wait_unread(r, sock, len(HELLO), "the first reply")
+        r.say(f"[client] {_unread(sock)} bytes queued after the server's read")
         sock.sendall(quit)
         data, how = recv_to_eof(sock)
         r.say(f"[client] sent {quit!r}; everything the server sent: {data!r}, then {how}")
