@@ -13,6 +13,7 @@ word, no newline.  selectlab's ``clients.msgclient`` sends a line (the word
 and ``\\n``), which the C server takes as a different message.
 """
 
+import errno
 import os
 import signal
 import socket
@@ -522,7 +523,7 @@ def parent_killed(r):
     finally:
         plain.close()
     r.say(f"bind(127.0.0.1:{port}) without SO_REUSEADDR: {bound}")
-    r.expect(bound.startswith(os.strerror(98)),
+    r.expect(bound.startswith(os.strerror(errno.EADDRINUSE)),
              f"without SO_REUSEADDR, bind fails while the old children's ESTABLISHED sockets "
              f"hold port {port}: {bound}")
     try:
