@@ -108,7 +108,7 @@ def how_are_you(r):
 NO_REPLY_WAIT = 1.0
 
 # How long the new parent of an orphaned zombie may take to reap it.  init
-# reaps at once; this machine's PID 1 (process_api) takes about 1.6 s.
+# reaps at once; an init that reaps late has been seen to take 1.6 s.
 REAP_WAIT = 4.0
 
 # /proc/PID/stat's field 52, exit_code (Linux 3.5+): the wait status of a zombie.
