@@ -30,7 +30,8 @@ def test_unread_and_unacked_count_what_the_kernel_holds():
 
 
 def test_reset_sends_rst_not_fin():
-    """The harness's reset closes with SO_LINGER 0: the peer's next recv fails with ECONNRESET instead of EOF."""
+    """The harness's reset closes with SO_LINGER 0: the peer's next recv fails with ECONNRESET,
+    not EOF."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         a = socket.create_connection(listener.getsockname(), timeout=DEADLINE)
         b, _ = listener.accept()

@@ -1,6 +1,7 @@
-"""The quick guide's questions on sockets themselves: orderly close, who replies, a port in use, partial reads and writes.
+"""The quick guide's questions on sockets themselves.
 
-Four of the guide's answers, each set beside what Linux does:
+Orderly close, who replies, a port in use, partial reads and writes: four of
+the guide's answers, each set beside what Linux does:
 
 * X10 (answer 9): the peer closes in an orderly fashion while ``read``
   blocks, and ``read`` returns 0.
@@ -40,7 +41,7 @@ def _stat_and_wchan(pid):
 
 def _asleep(r, proc):
     """Wait until ``proc`` sleeps (STAT S) in the kernel; its (stat, wchan)."""
-    r.until(lambda: _stat_and_wchan(proc.pid)[0] == "S" and _stat_and_wchan(proc.pid)[1] != "-", timeout=3)
+    r.until(lambda: (now := _stat_and_wchan(proc.pid))[0] == "S" and now[1] != "-", timeout=3)
     return _stat_and_wchan(proc.pid)
 
 
@@ -66,7 +67,7 @@ def udp_port_of(pid):
 # --- X10 -------------------------------------------------------------------------
 
 def _ends(rows, client):
-    """The rows of the connection from ``client`` (an address): not an older one on the same port."""
+    """The rows of the connection from ``client`` (an address), not an older one on its port."""
     return [x for x in rows if client[1] in (x.local[1], x.remote[1])]
 
 
@@ -292,7 +293,7 @@ def _connected_never_sees_it(r, server):
 # --- X13 -------------------------------------------------------------------------
 
 def _try_bind(r, port, reuse, kind=socket.SOCK_STREAM):
-    """Bind a socket of the scenario's own to 127.0.0.1:``port`` (and listen, for TCP), then close it.
+    """Bind a socket of the scenario's own to 127.0.0.1:``port`` (TCP: and listen); close it.
 
     Returns ``"ok"`` or the errno's name, which the transcript shows.
     """
@@ -579,7 +580,7 @@ def _send_until_full(r, sock):
 
 
 def _writen_readn(r, counted, rest, want):
-    """writen ``rest`` here and readn ``want`` bytes in a thread, at once: the echo, or ScenarioError.
+    """writen ``rest`` here, readn ``want`` bytes in a thread, at once: the echo, or ScenarioError.
 
     Both at once: the server echoes as it reads, and would stop reading once
     its echo filled the client's buffers if nobody read them.

@@ -1,4 +1,7 @@
-"""The quick guide's servers under load and under a bad client: the listen queue, the iterative server's queue, exit(1) on any error.
+"""The quick guide's servers under load and under a bad client.
+
+The listen queue full (X14), the iterative server's queue (X15), and exit(1)
+on any error (X25).
 
 The guide's own servers (10th and 12th tasks) run as translated in
 ``texts_guide``; selectlab's beside them where the scenario contrasts them.
@@ -28,7 +31,8 @@ WRITES = ("write", "sendto")
 
 
 def _ps(r, procs, title, names=None):
-    """``r.ps``, then the system call each process waits in (WCHAN does not tell read from write)."""
+    """``r.ps``, then the system call each process waits in (WCHAN does not tell read from write).
+    """
     rows = r.ps(procs, title)
     names = names or {}
     calls = [f"{p.pid}{' (' + names[p.pid] + ')' if p.pid in names else ''} "
@@ -38,7 +42,8 @@ def _ps(r, procs, title, names=None):
 
 
 def _blocked_writing(server):
-    """Whether a process of ``server``'s family sleeps in write or send (its client does not read)."""
+    """Whether a process of ``server``'s family sleeps in write or send (its client does not read).
+    """
     return any(p.stat == "S" and observe.syscall(p.pid) in WRITES
                for p in observe.family([server.pid]))
 
@@ -51,13 +56,13 @@ def _ignores(pid, signum):
 
 
 def _retransmissions(sock):
-    """(``tcpi_retransmits``, ``tcpi_total_retrans``) from TCP_INFO: now, and over the connection's life."""
+    """(``tcpi_retransmits``, ``tcpi_total_retrans``) from TCP_INFO: now, and in all."""
     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
     return info[2], struct.unpack_from("I", info, 100)[0]
 
 
 def _rto(sock):
-    """``tcpi_rto`` from TCP_INFO, in seconds: how long after its last segment the socket resends."""
+    """``tcpi_rto`` from TCP_INFO, in seconds: how long after its last segment it resends."""
     info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
     return struct.unpack_from("I", info, 8)[0] / 1e6
 
@@ -81,14 +86,17 @@ def _connect_nowait(r, address, syn_retries=None):
 
 
 def _connect_outcome(r, sock, timeout):
-    """Wait (at most ``timeout``) for a non-blocking connect to end: 0 (connected), an errno, or None."""
+    """Wait (at most ``timeout``) for a non-blocking connect to end: 0 (connected), an errno, or
+    None."""
     if not r.until(lambda: select.select([], [sock], [], 0)[1], timeout):
         return None
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
 
 
 def _errname(code):
-    return "0 (connected)" if code == 0 else f"{errno.errorcode.get(code, code)} ({os.strerror(code)})"
+    if code == 0:
+        return "0 (connected)"
+    return f"{errno.errorcode.get(code, code)} ({os.strerror(code)})"
 
 
 def _silent(sock, seconds):
@@ -195,7 +203,8 @@ def listen_queue_full(r):
     sent = 1 + _retransmissions(pending)[0]
     r.say(f"[client {GUIDE_BACKLOG + 3}] connect() ended {gave_up:.1f} s after it started: "
           f"{_errname(outcome) if outcome is not None else 'still pending'}")
-    r.say(f"[client {GUIDE_BACKLOG + 4}] meanwhile: {_tcp_state_name(pending)}, its SYN sent {sent} times")
+    r.say(f"[client {GUIDE_BACKLOG + 4}] meanwhile: {_tcp_state_name(pending)}, its SYN sent "
+          f"{sent} times")
     r.expect(outcome == errno.ETIMEDOUT and _tcp_state_name(pending) == "SYN_SENT",
              f"a connect whose SYNs all meet a full queue fails only when its time runs out, "
              f"with ETIMEDOUT (here after {gave_up:.1f} s: TCP_SYNCNT 1 allows 3 s in all; "
@@ -262,8 +271,8 @@ def _second_client(r, server, label, concurrent):
     theirs = [x for x in rows if x.remote == ("127.0.0.1", port2)]
     listen_q = [x.recv_q for x in rows if x.state == "LISTEN"]
     if not concurrent:
-        r.expect(_tcp_state_name(second) == "ESTABLISHED" and [x.state for x in theirs] == ["ESTABLISHED"]
-                 and listen_q == [1],
+        r.expect(_tcp_state_name(second) == "ESTABLISHED"
+                 and [x.state for x in theirs] == ["ESTABLISHED"] and listen_q == [1],
                  f"{label}: client 2's connection is ESTABLISHED on both sides (the kernel "
                  f"completed the handshake) and waits in the accept queue (LISTEN Recv-Q "
                  f"{listen_q[0] if listen_q else '?'})")
@@ -321,7 +330,7 @@ def iterative_queue(r):
 # --- X25 --------------------------------------------------------------------
 
 def _bad_client(r, server, blocked):
-    """Connect a client that sends without ever reading, until ``blocked()``: then the server cannot write to it.
+    """A client that sends, never reading, until ``blocked()``: the server cannot write to it.
 
     Its receive buffer is kept small (SO_RCVBUF before connect), so that
     once the server's echoes fill it the window is closed and whatever
@@ -360,7 +369,8 @@ def _good_client(r, address, text):
 
 
 @scenario("X25", "one-bad-client", "One bad client ends the guide's iterative server (exit(1)), "
-          "only a child of its fork server, none of ours", f"{GUIDE}, 10th and 12th tasks, answer 9",
+          "only a child of its fork server, none of ours",
+          f"{GUIDE}, 10th and 12th tasks, answer 9",
           """\
 The guide's servers: "if((nw=write(newfd,ptr,n))<=0)/*error*/exit(1);" and
 "if(n==-1)/*error*/exit(1);" -- the iterative server (10th task) ends on any client's error.

@@ -133,7 +133,7 @@ class Proc:
         return self.child.stdout.lines()
 
     def send(self, text):
-        """Type ``text`` into the process's stdin (as a user at its terminal), shown in the transcript."""
+        """Type ``text`` into the process's stdin, as at its terminal; shown in the transcript."""
         self.run.say(f"[{self.label}] (typed) {text.rstrip()}")
         self.child.popen.stdin.write(text.encode())
         self.child.popen.stdin.flush()
@@ -155,7 +155,7 @@ class Proc:
         return self.child.running()
 
     def flush(self):
-        """Copy the lines printed so far into the transcript (every process's: in the order they came)."""
+        """Copy what every process printed so far into the transcript, in the order it came."""
         self.run.flush_all()
 
     def signal(self, signum):
@@ -208,7 +208,7 @@ class Run:
     # --- output ----------------------------------------------------------
 
     def say(self, text=""):
-        """One line (or several) of the transcript, stamped now, after what the processes printed before."""
+        """A line (or several) of the transcript, stamped now, after what the processes printed."""
         self.flush_all()
         self._emit(time.monotonic(), text)
 
@@ -218,7 +218,7 @@ class Run:
         self._emit(time.monotonic(), f"-- {text}")
 
     def _emit(self, when, text):
-        """Print ``text`` stamped with ``when`` (seconds since the scenario started; None: no stamp)."""
+        """Print ``text`` stamped ``when`` (seconds since the scenario started; None: no stamp)."""
         stamp = f"{when - self.start:7.3f}" if when is not None else " " * 7
         for line in str(text).splitlines() or [""]:
             print(f"  {stamp}  {line}", file=self.out)
@@ -279,7 +279,7 @@ class Run:
         return rows
 
     def ps(self, procs, title):
-        """The process table of ``procs`` and their children, as ``ps -o pid,ppid,stat,wchan,args``."""
+        """The process table of ``procs`` and their children: ``ps -o pid,ppid,stat,wchan,args``."""
         rows = self.ps_of([p.pid for p in procs], title, {p.pid: p.label for p in procs})
         for proc in procs:
             proc.child.remember_family()
@@ -311,7 +311,8 @@ class Run:
             lines = out.timed_lines(proc._seen)
             proc._seen += len(lines)
             new.extend((when, f"[{proc.label}] {line}") for when, line in lines)
-        for when, text in sorted(new, key=lambda item: item[0]):     # stable: a process's order kept
+        # sorted is stable: each process's own lines keep their order.
+        for when, text in sorted(new, key=lambda item: item[0]):
             self._emit(when, text)
 
     # --- processes -------------------------------------------------------
@@ -426,7 +427,7 @@ class Run:
     # --- the time limit ----------------------------------------------------
 
     def check_time(self, doing):
-        """Raise :class:`OverTime` if the scenario is past its limit (``doing``: what it was doing)."""
+        """Raise :class:`OverTime` if the scenario is past its limit (``doing``: what it does)."""
         if time.monotonic() >= self.deadline:
             raise OverTime(self.scenario.limit, doing)
 
@@ -443,7 +444,7 @@ class Run:
 # --- a scenario's own sockets ------------------------------------------------
 
 def reset(sock):
-    """Close with SO_LINGER {on, 0}: the kernel sends an RST instead of a FIN (UNP 5.11's client)."""
+    """Close with SO_LINGER {on, 0}: the kernel sends an RST, not a FIN (UNP 5.11's client)."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
 

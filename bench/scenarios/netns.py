@@ -75,7 +75,6 @@ RTO_MIN = 0.2
 RTO_MAX = 120.0
 
 
-
 # --- the machine ---------------------------------------------------------------
 
 def _command(argv, timeout=COMMAND_TIMEOUT):

@@ -87,7 +87,7 @@ def _read_lines(path):
 
 
 def parse_tcp_table(text, port=None, family=socket.AF_INET):
-    """The rows of a /proc/net/tcp (or tcp6) text; with ``port``, only those with it at either end."""
+    """The rows of a /proc/net/tcp (or tcp6) text; with ``port``, those with it at either end."""
     return _tcp_rows(text.splitlines()[1:], family, port)
 
 
@@ -155,7 +155,7 @@ def _udp_rows(lines, family):
 
 
 def udp_sockets(ports=None):
-    """Every UDP socket of this host with one of ``ports`` as its local or remote port (None: all)."""
+    """Every UDP socket of this host with one of ``ports`` at either end (None: all of them)."""
     rows = (_udp_rows(_read_lines("/proc/net/udp"), socket.AF_INET)
             + _udp_rows(_read_lines("/proc/net/udp6"), socket.AF_INET6))
     if ports is None:

@@ -1,4 +1,4 @@
-"""The quick guide's TCP client and echo servers, translated line for line, for the scenarios to run.
+"""The quick guide's TCP client and echo servers, translated line for line, for the scenarios.
 
 Sanguino's *A Quick Guide to Networking Software* gives a TCP client and two
 TCP echo servers whose every error path is ``/*error*/exit(1)``, so one
@@ -66,7 +66,10 @@ MESSAGE = b"Hello!\n"   # the 7th task's strcpy(buffer,"Hello!\n"); nbytes=7
 
 
 def _exit(status, call=None, exc=None):
-    """C's ``exit``: flush stdout, end the process (``os._exit``: a child never runs on in its parent's loop)."""
+    """C's ``exit``: flush stdout, end the process.
+
+    ``os._exit``: a child never runs on in its parent's loop.
+    """
     if call is not None:
         print(f"{call}: -1, errno {errno.errorcode.get(exc.errno, exc.errno)} "
               f"({exc.strerror}): exit({status})", flush=True)
@@ -75,7 +78,7 @@ def _exit(status, call=None, exc=None):
 
 
 def _listen(port, rcvbuf=0):
-    """socket, bind, listen, each ``/*error*/exit(1)``; the guide's getaddrinfo(NULL,...) is 127.0.0.1 here.
+    """socket, bind, listen, each ``/*error*/exit(1)``; getaddrinfo(NULL,...) is 127.0.0.1 here.
 
     ``rcvbuf``: SO_RCVBUF before ``listen`` (not the guide's), unless 0.
     """

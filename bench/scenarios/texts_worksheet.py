@@ -1,6 +1,7 @@
-"""The worksheet's ``serverFork.c``, translated line for line, flaws included, with its suggested alterations.
+"""The worksheet's ``serverFork.c``, translated line for line, flaws included, and its alterations.
 
-    python -m bench.scenarios.texts_worksheet serverfork [--no-handler | --status] [--maxdatasize N] [PORT]
+    python -m bench.scenarios.texts_worksheet serverfork [--no-handler | --status]
+        [--maxdatasize N] [PORT]
 
 PORT defaults to 3490, MYPORT.  The "Concurrent Servers" worksheet's
 fork()ing server: for each client the parent prints ``Server: got

@@ -135,7 +135,8 @@ def normal_termination(r):
 
     r.heading("steps 3-4: the client's FIN; the child's read returns 0")
     server.wait_for(rf"child {child}: read returned 0")
-    r.until(lambda: _our_rows(r.tcp_sockets(port), ours, port)[:2] == (["CLOSE_WAIT"], ["FIN_WAIT2"]))
+    r.until(lambda: _our_rows(r.tcp_sockets(port), ours, port)[:2]
+            == (["CLOSE_WAIT"], ["FIN_WAIT2"]))
     rows = r.netstat(port, "the child has read 0 and not yet exited")
     server_side, client_side, _ = _our_rows(rows, ours, port)
     r.expect(server_side == ["CLOSE_WAIT"] and client_side == ["FIN_WAIT2"],
@@ -403,8 +404,8 @@ def eintr_connect(r):
             syn_sent = [x for x in rows if x.state == "SYN_SENT"]
             dropped = observe.netstat_counter("ListenOverflows") - overflows
             r.expect(listen_q == [2] and len(syn_sent) == 4 and dropped > 0,
-                     f"the connects block: the accept queue is full (LISTEN Recv-Q {listen_q}), the "
-                     f"kernel drops the SYNs (ListenOverflows rose by {dropped}), and "
+                     f"the connects block: the accept queue is full (LISTEN Recv-Q {listen_q}), "
+                     f"the kernel drops the SYNs (ListenOverflows rose by {dropped}), and "
                      f"{len(syn_sent)} clients wait in SYN_SENT")
             procs = r.ps([server, *clients.values(), ours], "each client asleep in connect")
             wchan = {p.pid: p.wchan for p in procs}
@@ -437,14 +438,14 @@ def eintr_connect(r):
             fix = clients["select (the fix)"]
             r.expect(fix.has(r"^connect again \(O_NONBLOCK\): -1, errno EALREADY \(Operation "
                              r"already in progress\), at once"),
-                     "the immediate error is the one a non-blocking connect gets at once: EALREADY, "
-                     "'Operation already in progress'; then select waits")
+                     "the immediate error is the one a non-blocking connect gets at once: "
+                     "EALREADY, 'Operation already in progress'; then select waits")
             cpython = clients["handler returns"]
             r.expect(_polling(wchan.get(cpython.pid))
                      and not cpython.has("^connect (error|returned)"),
                      f"CPython, when the handler returns: connect does not fail; CPython waits for "
-                     f"the connection itself, in poll (WCHAN {wchan.get(cpython.pid)}), as the text "
-                     f"advises (socketmodule.c, internal_connect)")
+                     f"the connection itself, in poll (WCHAN {wchan.get(cpython.pid)}), as the "
+                     f"text advises (socketmodule.c, internal_connect)")
 
             r.say(_CONNECT_AGAIN)
 

@@ -609,7 +609,6 @@ def no_handler_zombies(r):
                      f"of the server's death (at most {REAP_WAIT:g} s waited)")
 
 
-
 # --- X24: a client leaves without quit -----------------------------------------
 
 @scenario("X24", "client-vanishes", "A client leaves without quit: the worksheet's child sends "

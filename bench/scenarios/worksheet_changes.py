@@ -1,4 +1,6 @@
-"""The worksheet's suggested changes and error paths: Goodbye, echo, forced errors, and messages split and merged.
+"""The worksheet's suggested changes and error paths.
+
+Goodbye, echo, forced errors, and messages split and merged.
 
 Three experiments on the "Concurrent Servers" worksheet's Hello server:
 
@@ -33,7 +35,8 @@ from bench.scenarios.harness import ScenarioError, recv_to_eof, recv_until, rese
 WORKSHEET = "\"Concurrent Servers\" worksheet"
 HELLO = b"Hello, World!\n"
 GOODBYE = b"Goodbye, 127.0.0.1\n"
-# The worksheet's msgclient: char buf[ MAXDATASIZE] with MAXDATASIZE 100, recv( ..., MAXDATASIZE - 1, 0).
+# The worksheet's msgclient: char buf[ MAXDATASIZE] with MAXDATASIZE 100,
+# recv( ..., MAXDATASIZE - 1, 0).
 CLIENT_RECV = 99
 SIGPIPE = int(signal.SIGPIPE)
 
@@ -57,7 +60,8 @@ def _unacked(sock):
 
 
 def _wait_acked(r, sock, what):
-    """Until the peer's TCP has acknowledged all ``sock`` sent: then it waits in the peer's queue."""
+    """Until the peer's TCP has acknowledged all ``sock`` sent: then it waits in the peer's queue.
+    """
     if not r.until(lambda: _unacked(sock) == 0, timeout=3):
         raise ScenarioError(f"{what}: {_unacked(sock)} bytes never acknowledged")
 
@@ -342,7 +346,7 @@ def forcing_error_messages(r):
 # --- X22: messages split and merged ----------------------------------------------
 
 WORD = b"Supercalifragilisticexpialidocious"       # 34 bytes: two recv()s of 19 and 15
-LONG_WORD = WORD * 4                                 # 136 bytes: eight recv()s, 112 bytes of replies
+LONG_WORD = WORD * 4            # 136 bytes: eight recv()s, 112 bytes of replies
 
 
 def _pieces(n, size=19):
