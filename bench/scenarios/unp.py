@@ -264,7 +264,12 @@ def lost_sigchld(r):
             # Settled when none of this round's children is still running.
             r.until(lambda: not [p for p in _live_children(server) if p.pid not in before],
                     timeout=5)
-            r.until(lambda: False, timeout=0.2)     # let the last SIGCHLD be handled
+            # A fixed pause, for the last SIGCHLD to be handled: there is no event to
+            # wait for.  With --reap wait the children the handler will never reap
+            # are zombies just like one whose SIGCHLD is still on its way, and no
+            # "child N terminated" line comes for them: waiting for a line per child
+            # would wait for ever, and counting zombies at once would count too many.
+            r.until(lambda: False, timeout=0.2)
             zombies = [p for p in _children(server) if p and p.zombie and p.pid not in before]
             server.flush()
             counts.append(len(zombies))
@@ -556,6 +561,9 @@ def server_child_killed(r):
                      and any(x.state == "CLOSE_WAIT" and x.remote[1] == server.port
                              for x in rows),
                      "the server's side is in FIN_WAIT2, the client's in CLOSE_WAIT")
+            # A fixed pause is the point here: the text says nothing happens to the
+            # client (asleep reading stdin) until it writes, so there is no event to
+            # wait for, only a while in which none comes.
             r.until(lambda: False, timeout=0.5)
             r.ps([client], "the client half a second later")
             r.expect(client.alive() and client.output()[-1] == "hello",
