@@ -147,6 +147,18 @@ def _connect(r, server, label):
     return sock
 
 
+def _says_quit(r, sock, label):
+    """``label`` sends the bare word ``quit``, as msgclient.c does, reads to the end and closes.
+
+    Returns ``(what it read, how the connection ended)``.
+    """
+    sock.sendall(b"quit")
+    rest, how = recv_to_eof(sock)
+    sock.close()
+    r.say(f"[{label}] sent b'quit', read {rest!r}, then {how}")
+    return rest, how
+
+
 def _hello_reply(r, sock, label, data):
     """One ``send`` of ``data``, then read until one 'Hello, World!' has come; both shown."""
     sock.sendall(data)
@@ -294,11 +306,7 @@ def serverfork_clients(r):
              f"client (found {len(rows)}: {len(children)} children)")
 
     r.heading("msgclient 1 quits (sends quit, as msgclient.c does)")
-    quitting = clients.pop("msgclient 1")
-    quitting.sendall(b"quit")
-    rest, how = recv_to_eof(quitting)
-    quitting.close()
-    r.say(f"[msgclient 1] sent b'quit', read {rest!r}, then {how}")
+    _says_quit(r, clients.pop("msgclient 1"), "msgclient 1")
     reaped = r.until(lambda: _gone(pids["msgclient 1"]), timeout=3)
     blocked = r.until(lambda: _wchan(server.pid) == "do_wait", timeout=3)
     rows = r.ps([server], "one client has quit: how many servers are running now?")
@@ -325,11 +333,7 @@ def serverfork_clients(r):
              f"{listen[0].recv_q if listen else '-'})")
 
     r.heading("msgclient 2 quits: one child (telnet's) still runs")
-    quitting = clients.pop("msgclient 2")
-    quitting.sendall(b"quit")
-    rest, how = recv_to_eof(quitting)
-    quitting.close()
-    r.say(f"[msgclient 2] sent b'quit', read {rest!r}, then {how}")
+    _says_quit(r, clients.pop("msgclient 2"), "msgclient 2")
     r.until(lambda: _gone(pids["msgclient 2"]) and _wchan(server.pid) == "do_wait", timeout=3)
     r.ps([server], "msgclient 2 gone; telnet's child is the last")
     still = _wchan(server.pid)
@@ -422,10 +426,7 @@ def quit_crlf(r):
     worksheet = _connect(r, server, "msgclient.c")
     _hello_reply(r, worksheet, "msgclient.c", b"hello")
     its = _new_live_child(r, server, known, "msgclient.c")
-    worksheet.sendall(b"quit")
-    rest, how = recv_to_eof(worksheet)
-    worksheet.close()
-    r.say(f"[msgclient.c] sent b'quit', read {rest!r}, then {how}")
+    rest, how = _says_quit(r, worksheet, "msgclient.c")
     ended = r.until(lambda: _gone(its.pid), timeout=3)
     r.ps([server], "msgclient.c has quit")
     r.expect(rest == HELLO and how == "EOF" and ended,
@@ -567,10 +568,7 @@ def no_handler_zombies(r):
         label = f"msgclient {n}"
         sock = _connect(r, server, label)
         _hello_reply(r, sock, label, b"hello")
-        sock.sendall(b"quit")
-        rest, how = recv_to_eof(sock)
-        sock.close()
-        r.say(f"[{label}] sent b'quit', read {rest!r}, then {how}")
+        _says_quit(r, sock, label)
         count = r.until(lambda: sum(p.zombie for p in _children(server.pid)) >= n, timeout=3)
         r.say(f"zombies now: {sum(p.zombie for p in _children(server.pid))}")
         if not count:
