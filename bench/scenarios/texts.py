@@ -40,6 +40,8 @@ import struct
 import sys
 import time
 
+import cli
+
 MAXLINE = 4096          # unp.h
 TCP_CLOSE = 7           # include/net/tcp_states.h
 TCP_CLOSE_WAIT = 8
@@ -207,7 +209,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
+    cli.run(main)       # exit with main's status; Ctrl-C is 130, as the shell's

@@ -60,6 +60,8 @@ import signal
 import socket
 import sys
 
+import cli
+
 BUFSIZE = 128           # the guide's char buffer[128]
 GUIDE_BACKLOG = 5       # the guide's listen(fd,5)
 MESSAGE = b"Hello!\n"   # the 7th task's strcpy(buffer,"Hello!\n"); nbytes=7
@@ -267,7 +269,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
+    cli.run(main)       # exit with main's status; Ctrl-C is 130, as the shell's

@@ -49,6 +49,8 @@ import struct
 import sys
 import time
 
+import cli
+
 MAXLINE = 4096          # unp.h
 LISTENQ = 1024          # unp.h
 # How long connect_intr's select waits for the connection, at most: well
@@ -223,7 +225,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
+    cli.run(main)       # exit with main's status; Ctrl-C is 130, as the shell's

@@ -67,6 +67,8 @@ import signal
 import socket
 import sys
 
+import cli
+
 MYPORT = 3490           # the port users connect to
 BACKLOG = 10            # max no. of pending connections in server queue
 MAXDATASIZE = 200
@@ -233,7 +235,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
+    cli.run(main)       # exit with main's status; Ctrl-C is 130, as the shell's
