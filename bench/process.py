@@ -87,6 +87,7 @@ class Stat(NamedTuple):
     cutime: int     # (16) user CPU time of the children it has reaped
     cstime: int     # (17) system CPU time of the children it has reaped
     start: int      # (22) start time, ticks since boot: with the pid, it names one process
+    exit_code: int | None   # (52) a zombie's wait status, as waitpid would give it (Linux 3.5+)
 
     @property
     def zombie(self):
@@ -109,7 +110,8 @@ def stat(pid):
     name = text[text.index("(") + 1:text.rindex(")")]
     fields = text[text.rindex(")") + 2:].split()      # fields[0] is field 3
     return Stat(int(pid), name, fields[0], int(fields[1]), int(fields[3]),
-                *map(int, fields[11:15]), int(fields[19]))
+                *map(int, fields[11:15]), int(fields[19]),
+                int(fields[49]) if len(fields) > 49 else None)
 
 
 def all_stats():

@@ -230,14 +230,8 @@ def _adopter(ppid):
 
 def _wait_status(pid):
     """The wait status of zombie ``pid`` (/proc/PID/stat field 52, exit_code), or None."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            text = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    fields = text[text.rindex(")") + 2:].split()      # fields[0] is field 3
-    index = EXIT_CODE_FIELD - 3
-    return int(fields[index]) if len(fields) > index else None
+    s = stat(pid)
+    return s.exit_code if s else None
 
 
 def _messages_logged(server):
